@@ -1,0 +1,66 @@
+"""The ``trainlab`` command line: a thin layer over the library.
+
+Each subcommand lives in its own module here with two functions, ``add_arguments(parser)`` and
+``run(args) -> int``. Only the module of the command being run is imported, so ``trainlab --help``
+and ``trainlab recipes`` start in a fraction of a second. Errors the user can cause
+(:class:`~trainlab.errors.TrainlabError`) become one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import TrainlabError, closest
+
+# name -> (module, one-line help). Order is the order of `trainlab --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("fit", "train a recipe (built-in name or YAML path) and write a run directory"),
+    "recipes": ("recipes", "list the built-in recipes"),
+    "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
+    "predict": ("predict", "print the top-k classes for image or .npy files"),
+    "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<16} {text}" for name, (_, text) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="trainlab",
+        description="Deep-learning training for computer vision, with a training doctor.",
+        epilog=f"commands:\n{lines}\n\nRun 'trainlab COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from .. import __version__
+
+        print(f"trainlab {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        near = closest(name, COMMANDS)
+        hint = f"; did you mean {' or '.join(near)}?" if near else ""
+        print(f"trainlab: error: unknown command {name!r}{hint} (see 'trainlab --help')", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+    parser = argparse.ArgumentParser(prog=f"trainlab {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except TrainlabError as err:
+        print(f"trainlab {name}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"trainlab {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

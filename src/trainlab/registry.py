@@ -1,0 +1,91 @@
+"""Name → builder tables, one per pipeline stage.
+
+An entry is added by decorating its builder::
+
+    @MODELS.register("cnn", help="conv-norm-act blocks, pooling, dropout, linear head")
+    def build_cnn(cfg, info): ...
+
+Looking up an unknown name raises a :class:`~trainlab.errors.RecipeError` that lists the closest
+known names. Each stage's package imports its modules on first use (``ensure_loaded``), so a
+process that never builds a model never pays for importing the zoo.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import unknown_name
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable[..., Any]
+    help: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """A table of named builders for one kind of thing (``model``, ``optimizer`` ...)."""
+
+    def __init__(self, kind: str, modules: tuple[str, ...] = ()):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        # Modules whose import fills this table; imported lazily on the first lookup.
+        self._modules = list(modules)
+        self._loaded = not modules
+
+    def register(self, name: str | None = None, *, help: str = "", **meta: Any):
+        def deco(fn):
+            key = name or fn.__name__
+            if key in self._entries and self._entries[key].fn is not fn:
+                raise ValueError(f"{self.kind} {key!r} registered twice")
+            doc = help or (fn.__doc__ or "").strip().splitlines()[0:1]
+            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._entries[key] = Entry(key, fn, text, dict(meta))
+            return fn
+
+        return deco
+
+    def add_modules(self, *modules: str) -> None:
+        self._modules.extend(modules)
+        self._loaded = False
+
+    def ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in self._modules:
+            importlib.import_module(mod)
+
+    def get(self, name: str, field: str | None = None) -> Entry:
+        self.ensure_loaded()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise unknown_name(self.kind, name, self._entries, field) from None
+
+    def __contains__(self, name: str) -> bool:
+        self.ensure_loaded()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        self.ensure_loaded()
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        self.ensure_loaded()
+        for key in sorted(self._entries):
+            yield self._entries[key]
+
+
+MODELS = Registry("model", ("trainlab.models.simple",))
+DATASETS = Registry("data set", ("trainlab.data.datasets",))
+TRANSFORMS = Registry("transform", ("trainlab.data.transforms",))
+BATCH_TRANSFORMS = Registry("batch transform", ("trainlab.data.batch",))
+LOSSES = Registry("loss", ("trainlab.losses",))
+OPTIMIZERS = Registry("optimizer", ("trainlab.optim.optimizers",))
+SCHEDULES = Registry("schedule", ("trainlab.optim.schedules",))
+TASKS = Registry("task", ("trainlab.tasks.classification",))
