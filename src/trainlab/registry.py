@@ -81,11 +81,12 @@ class Registry:
             yield self._entries[key]
 
 
-MODELS = Registry("model", ("trainlab.models.simple",))
-DATASETS = Registry("data set", ("trainlab.data.datasets",))
+# Each stage's catalog module imports the modules that fill its table.
+MODELS = Registry("model", ("trainlab.models.catalog",))
+DATASETS = Registry("data set", ("trainlab.data.catalog",))
 TRANSFORMS = Registry("transform", ("trainlab.data.transforms",))
 BATCH_TRANSFORMS = Registry("batch transform", ("trainlab.data.batch",))
 LOSSES = Registry("loss", ("trainlab.losses",))
 OPTIMIZERS = Registry("optimizer", ("trainlab.optim.optimizers",))
 SCHEDULES = Registry("schedule", ("trainlab.optim.schedules",))
-TASKS = Registry("task", ("trainlab.tasks.classification",))
+TASKS = Registry("task", ("trainlab.tasks.catalog",))

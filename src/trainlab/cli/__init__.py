@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"trainlab {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except TrainlabError as err:

@@ -1,0 +1,179 @@
+"""The library entry points the CLI is a thin layer over: fit, evaluate, predict."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+from .recipe import Recipe, check_names, load_recipe
+from .run import Run, check_writable_target, default_dir, open_run
+
+
+def _merge_overrides(overrides, kwargs: dict[str, Any]):
+    """List of "k=v" strings and/or keyword overrides (``train__epochs=5`` or ``**{"train.epochs": 5}``)."""
+    from .recipe import parse_override
+
+    merged: dict[str, Any] = {}
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        merged[".".join(parts)] = value
+    if isinstance(overrides, dict):
+        merged = dict(overrides)
+    for key, value in kwargs.items():
+        merged[key.replace("__", ".")] = value
+    return merged
+
+
+def build_components(recipe: Recipe, callbacks=()):
+    """Data, task, model and trainer for ``recipe``; nothing is written to disk."""
+    import torch
+
+    from .data import build_data
+    from .engine.seeding import seed_everything
+    from .engine.trainer import Trainer
+    from .models import build_model
+    from .tasks import build_task
+
+    check_names(recipe)
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    seed_everything(recipe.seed)
+    bundle = build_data(recipe)
+    task = build_task(recipe, bundle.info)
+    model = build_model(recipe, bundle.info, bundle.mean, bundle.std)
+    return Trainer(recipe, bundle, task, model, list(callbacks))
+
+
+def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
+    from .engine.callbacks import Checkpointer, EarlyStopping, MetricsLogger, ProgressPrinter, TensorBoardLogger
+
+    cbs = []
+    if recipe.train.early_stop is not None:
+        cbs.append(EarlyStopping(recipe.train.early_stop.patience))
+    cbs.append(MetricsLogger(run.metrics_path))
+    if not quiet:
+        cbs.append(ProgressPrinter(live=recipe.train.progress))
+    if recipe.run.tensorboard:
+        cbs.append(TensorBoardLogger(run.tensorboard))
+    cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps))  # last: saves their state
+    return cbs
+
+
+def fit(
+    recipe: str | Path | Recipe | dict | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    resume: str | Path | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    callbacks: list | None = None,
+    **kwargs: Any,
+) -> Run:
+    """Train a recipe and return its :class:`Run`.
+
+    ``recipe`` is a built-in name, a YAML path, a dict or a Recipe (default ``digits-cnn``).
+    Overrides come as ``["optim.lr=0.01"]``, as a mapping of dotted keys, or as keywords with
+    ``__`` for dots (``train__epochs=5``). ``resume`` continues an interrupted run directory.
+    Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C (a checkpoint is saved).
+    """
+    from .engine.checkpoint import load_checkpoint
+    from .engine.trainer import Interrupted
+
+    t0 = time.perf_counter()
+    pairs = _merge_overrides(overrides, kwargs)
+    if resume is not None:
+        run = open_run(resume)
+        if recipe is not None:
+            raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
+        recipe_obj = load_recipe(run.recipe_path, pairs or None)
+        last = run.checkpoints / "last.safetensors"
+        if not last.exists():
+            raise RunError(f"run {run.dir} has no checkpoint to resume from ({last} is missing)")
+        tensors, state = load_checkpoint(last)
+    else:
+        recipe_obj = load_recipe(recipe, pairs or None)
+        target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
+        check_writable_target(target, force)
+        run = Run(target)
+
+    user_cbs = list(callbacks or [])
+    trainer = build_components(recipe_obj, user_cbs)
+    if resume is None:
+        run = Run.create(recipe_obj, run.dir, force=force)
+    else:
+        from .atomic import write_text
+
+        write_text(run.recipe_path, recipe_obj.to_yaml())
+    trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
+    if resume is not None:
+        trainer.restore(tensors, state, str(last))
+    try:
+        trainer.fit()
+    except Interrupted as err:
+        err.run_dir = run.dir
+        raise
+    finish(run, trainer, time.perf_counter() - t0, quiet)
+    return run
+
+
+def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, Any]:
+    """Evaluate the final weights on val and test, then write summary.json, plots and report.md."""
+    from .atomic import write_json
+    from .engine.checkpoint import load_checkpoint, load_model_weights, split_prefix
+
+    recipe = trainer.recipe
+    stop = recipe.train.early_stop
+    best_path = run.checkpoints / "best.safetensors"
+    which = "last"
+    if (stop is None or stop.restore_best) and best_path.exists():
+        tensors, _ = load_checkpoint(best_path)
+        load_model_weights(trainer.model, split_prefix(tensors, "model"), str(best_path))
+        which, use_ema = "best", False  # best.safetensors already holds the evaluation weights
+    else:
+        use_ema = None
+    scalars = lambda m: {k: v for k, v in m.items() if k not in ("confusion", "per_class")}  # noqa: E731
+    val = trainer.evaluate(trainer.val_loader, use_ema) if trainer.val_loader else None
+    test = trainer.evaluate(trainer.test_loader, use_ema) if trainer.test_loader else None
+    st = trainer.state
+    epochs = [r for r in st.history if "event" not in r]
+    summary = {
+        "name": recipe.name,
+        "best_epoch": st.best_epoch,
+        "monitor": trainer.monitor,
+        "best_value": st.best_value,
+        "epochs_run": len(epochs),
+        "steps": st.step,
+        "stop_reason": st.stop_reason,
+        "checkpoint": which,
+        "wall_s": round(wall_s, 3),
+        "train_time_s": round(sum(r.get("time_s", 0.0) for r in epochs), 3),
+        "class_names": trainer.bundle.info.class_names,
+        "val": val,
+        "test": test,
+    }
+    write_json(run.summary_path, summary)
+    if recipe.run.plots:
+        from .report.plots import plot_run
+
+        plot_run(run, summary)
+    from .report.markdown import write_report
+
+    write_report(run, summary)
+    if not quiet:
+        for name, m in (("val", val), ("test", test)):
+            if m:
+                print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in scalars(m).items()
+                                               if isinstance(v, float)))
+        print(f"run: {run.dir}")
+    return summary
+
+
+def evaluate(run: str | Path | Run, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
+    run = run if isinstance(run, Run) else open_run(run)
+    return run.evaluate(split, checkpoint)
+
+
+def predict(run: str | Path | Run, inputs, checkpoint: str = "best"):
+    run = run if isinstance(run, Run) else open_run(run)
+    return run.predict(inputs, checkpoint)

@@ -1,0 +1,164 @@
+"""Batches of a split, in an order derived from (seed, epoch) (D8).
+
+Two paths, one behaviour. A split held in memory with no per-sample transform is batched by
+indexing its tensors, with no per-sample Python work (this is what keeps trainlab's epoch within a
+few percent of a hand-written loop). Anything else goes through a torch DataLoader whose samples
+carry their (epoch, index) key, so each sample's augmentation is seeded by (seed, epoch, index) and
+the result is the same for any number of workers. Both paths can start mid-epoch at a given batch,
+which is how an interrupted run resumes exactly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from ..engine.seeding import derive_seed, generator
+from ..errors import TrainlabError
+from .bundle import SampleSource, TensorSource
+
+Transform = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The sample order of one epoch: a fresh permutation per epoch when shuffling."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator(seed, "order", epoch))
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """Maps an (epoch, index) key to a transformed sample, seeding the transform from the key."""
+
+    def __init__(self, source: SampleSource, transform: Transform | None, seed: int):
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        x, y = self.source.load(index)
+        if self.transform is not None:
+            # Fork so that the global generator (dropout, init) is untouched in the main process.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(self.seed, "sample", epoch, index))
+                x, y = self.transform(x, y)
+        return x, y
+
+
+class _KeyBatches:
+    """Batch sampler over (epoch, index) keys; ``epoch`` and ``start`` are set before each pass."""
+
+    def __init__(self, loader: BatchLoader):
+        self.loader = loader
+        self.epoch = 0
+        self.start = 0
+
+    def __iter__(self):
+        for idx in self.loader.index_batches(self.epoch, self.start):
+            yield [(self.epoch, int(i)) for i in idx]
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.start
+
+
+def _collate(samples):
+    xs, ys = zip(*samples)
+    x = torch.stack(xs)
+    y = torch.stack(ys) if isinstance(ys[0], torch.Tensor) else torch.as_tensor(ys)
+    return x, y
+
+
+class BatchLoader:
+    """Iterates a split in batches of ``{"input": x, "target": y}``.
+
+    ``batch_size`` of 1 gives single-sample SGD, the split size gives full-batch GD (D8). A trailing
+    batch of a single sample is dropped when batches are larger, because BatchNorm cannot compute
+    statistics over one sample.
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool,
+        transform: Transform | None = None,
+        workers: int = 0,
+        pin_memory: bool = False,
+        drop_singleton: bool = True,
+    ):
+        self.source = source
+        self.batch_size = min(batch_size, len(source))
+        self.seed = seed
+        self.shuffle = shuffle
+        self.transform = transform
+        self.workers = workers
+        self.pin_memory = pin_memory
+        self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
+        self._fast = isinstance(source, TensorSource) and transform is None
+        self._dl = None
+        self._sampler = None
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    @property
+    def num_samples(self) -> int:
+        return min(len(self.source), self._num_batches * self.batch_size)
+
+    def index_batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+        order = epoch_order(len(self.source), self.seed, epoch, self.shuffle)
+        bs = self.batch_size
+        for b in range(start, self._num_batches):
+            yield order[b * bs : (b + 1) * bs]
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of ``epoch``, beginning at batch index ``start``."""
+        if self._fast:
+            x, y = self.source.inputs, self.source.targets
+            for idx in self.index_batches(epoch, start):
+                yield {"input": x[idx], "target": y[idx]}
+            return
+        if self._dl is None:
+            self._sampler = _KeyBatches(self)
+            self._dl = torch.utils.data.DataLoader(
+                _Keyed(self.source, self.transform, self.seed),
+                batch_sampler=self._sampler,
+                num_workers=self.workers,
+                collate_fn=_collate,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.workers > 0,
+                # Its own generator: otherwise each epoch's iterator draws a seed from torch's
+                # global generator and shifts the dropout stream of the model.
+                generator=torch.Generator(),
+            )
+        self._sampler.epoch, self._sampler.start = epoch, start
+        try:
+            for x, y in self._dl:
+                yield {"input": x, "target": y}
+        except TrainlabError as err:
+            # A worker re-raises with its traceback folded into the message; keep the user's line.
+            raise type(err)(str(err).strip().splitlines()[-1].split(": ", 1)[-1]) from None
+
+    def close(self) -> None:
+        """Stop worker processes (persistent workers otherwise live until the loader is freed)."""
+        if self._dl is not None and self.workers > 0:
+            it = getattr(self._dl, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+        self._dl = None
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_singleton: bool = True) -> int:
+    """Batches per epoch of ``n`` samples (a trailing single sample is dropped, see BatchLoader)."""
+    batch_size = min(batch_size, n)
+    if n == 0:
+        return 0
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest and not (drop_singleton and rest == 1 and batch_size > 1) else 0)

@@ -1,0 +1,249 @@
+"""Callbacks: everything around the loop that is not the loop.
+
+The event set is small and fixed, Keras-style: ``on_fit_start``, ``on_epoch_start``,
+``on_after_backward`` (gradients ready, before clipping and the optimizer step), ``on_batch_end``,
+``on_validation_end``, ``on_epoch_end``, ``on_interrupt`` and ``on_fit_end``. The trainer calls a
+callback only for the events it overrides, so an unused event costs nothing per step. A callback
+with state to resume implements ``state_dict``/``load_state_dict`` (JSON values).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..atomic import dumps, write_text
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+EVENTS = (
+    "on_fit_start",
+    "on_epoch_start",
+    "on_after_backward",
+    "on_batch_end",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_interrupt",
+    "on_fit_end",
+)
+
+
+class Callback:
+    """Base class; override the events you need."""
+
+    name = "callback"
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_after_backward(self, trainer: Trainer) -> None: ...
+    def on_batch_end(self, trainer: Trainer, batch: dict, outputs: Any, loss) -> None: ...
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_interrupt(self, trainer: Trainer) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def overrides(cb: Callback, event: str) -> bool:
+    return getattr(type(cb), event) is not getattr(Callback, event)
+
+
+# -------------------------------------------------------------------------------- early stopping
+class EarlyStopping(Callback):
+    """Stop when the monitored metric has not improved for ``patience`` epochs (T2).
+
+    The trainer tracks the best value (it also decides the best checkpoint); this callback only
+    counts epochs since then.
+    """
+
+    name = "early_stop"
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_epoch_end(self, trainer, record):
+        since = trainer.state.epoch - (trainer.state.best_epoch or 0)
+        if trainer.state.best_epoch is not None and since >= self.patience:
+            trainer.request_stop(
+                f"early stop: {trainer.monitor} has not improved for {since} epochs "
+                f"(best {trainer.state.best_value:.4g} at epoch {trainer.state.best_epoch})"
+            )
+
+
+# ------------------------------------------------------------------------------------ logging
+class MetricsLogger(Callback):
+    """Keeps ``metrics.jsonl`` equal to the run's history (epoch records and events)."""
+
+    name = "metrics"
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, trainer):
+        text = "".join(dumps(r, indent=None) + "\n" for r in trainer.state.history)
+        write_text(self.path, text)
+
+    def on_epoch_end(self, trainer, record):
+        self.write(trainer)
+
+    def on_interrupt(self, trainer):
+        self.write(trainer)
+
+    def on_fit_end(self, trainer):
+        self.write(trainer)
+
+
+def _fmt(v: Any, width: int) -> str:
+    if v is None:
+        return "-".rjust(width)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v).rjust(width)
+        return (f"{v:.3g}" if (abs(v) < 1e-3 and v != 0) else f"{v:.4f}").rjust(width)
+    return str(v).rjust(width)
+
+
+class ProgressPrinter(Callback):
+    """A live progress bar (terminals only) and one table row per epoch (T1)."""
+
+    name = "progress"
+    COLUMNS = (("epoch", 5), ("train_loss", 10), ("train_acc", 9), ("val_loss", 9), ("val_acc", 8),
+               ("lr", 9), ("time_s", 7))
+    KEYS = {"train_acc": "train_accuracy", "val_acc": "val_accuracy"}
+
+    def __init__(self, live: bool, stream=None):
+        self.stream = stream or sys.stdout
+        self.live = live and self.stream.isatty()
+        self._bar = None
+        self._last = 0.0
+
+    def _print(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def on_fit_start(self, trainer):
+        header = " ".join(name.rjust(w) for name, w in self.COLUMNS)
+        print(header, file=self.stream, flush=True)
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
+                TimeRemainingColumn(), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=len(trainer.train_loader), epoch=1, loss="-", rate="-")
+
+    def on_epoch_start(self, trainer):
+        self._t0 = time.perf_counter()
+        self._n0 = trainer.state.batch
+        if self._bar is not None:
+            self._bar.update(self._task, completed=trainer.state.batch, epoch=trainer.state.epoch + 1)
+
+    def on_batch_end(self, trainer, batch, outputs, loss):
+        if self._bar is None:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.1:  # redraw at most ten times a second; never sync the device more
+            return
+        self._last = now
+        done = trainer.state.batch
+        rate = (done - self._n0) * trainer.train_loader.batch_size / max(now - self._t0, 1e-9)
+        self._bar.update(self._task, completed=done, loss=f"{float(loss):.4f}", rate=f"{rate:,.0f}")
+
+    def on_epoch_end(self, trainer, record):
+        row = " ".join(_fmt(record.get(self.KEYS.get(name, name)), w) for name, w in self.COLUMNS)
+        self._print(row)
+        for event in trainer.state.history[trainer.printed_events:]:
+            if "event" in event:
+                self._print(f"  {event['event']}: {event.get('message', '')}")
+        trainer.printed_events = len(trainer.state.history)
+
+    def _stop(self):
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def on_interrupt(self, trainer):
+        self._stop()
+
+    def on_fit_end(self, trainer):
+        self._stop()
+        if trainer.state.stop_reason:
+            print(trainer.state.stop_reason, file=self.stream, flush=True)
+
+
+class TensorBoardLogger(Callback):
+    """Scalars of every epoch record as TensorBoard event files (V2)."""
+
+    name = "tensorboard"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.writer = None
+
+    def on_fit_start(self, trainer):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+
+    def on_epoch_end(self, trainer, record):
+        for key, value in record.items():
+            if key in ("epoch", "step") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            group = "train" if key.startswith("train_") else "val" if key.startswith("val_") else "misc"
+            self.writer.add_scalar(f"{group}/{key.split('_', 1)[-1] if group != 'misc' else key}", value, record["epoch"])
+        self.writer.flush()
+
+    def on_fit_end(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+
+    on_interrupt = on_fit_end
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+class Checkpointer(Callback):
+    """Writes ``last.safetensors`` at each epoch end and every ``every_steps`` optimizer steps,
+    and ``best.safetensors`` whenever the monitored metric improves. Runs after every other
+    callback, so the state it saves includes their decisions."""
+
+    name = "checkpoint"
+
+    def __init__(self, folder: Path, every_steps: int | None):
+        self.folder = folder
+        self.every_steps = every_steps
+
+    def save_last(self, trainer):
+        from .checkpoint import save_checkpoint
+
+        tensors, state = trainer.checkpoint_state()
+        save_checkpoint(self.folder / "last.safetensors", tensors, state)
+
+    def on_batch_end(self, trainer, batch, outputs, loss):
+        st = trainer.state
+        if self.every_steps and trainer.at_step_boundary and st.step % self.every_steps == 0 and st.step > 0:
+            self.save_last(trainer)
+
+    def on_epoch_end(self, trainer, record):
+        from .checkpoint import save_checkpoint
+
+        if trainer.state.improved:
+            tensors, state = trainer.eval_weights_state()
+            save_checkpoint(self.folder / "best.safetensors", tensors, state)
+        self.save_last(trainer)
+
+    def on_interrupt(self, trainer):
+        if trainer.at_step_boundary:
+            self.save_last(trainer)

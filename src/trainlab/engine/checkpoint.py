@@ -1,0 +1,127 @@
+"""Checkpoints: tensors in safetensors, state in JSON, one file written atomically.
+
+A checkpoint is a single ``.safetensors`` file whose tensors carry prefixed names (``model.``,
+``optim.``, ``ema.``, ``rng.``) and whose header metadata holds the JSON state (epoch, step, data
+position, schedule, early stopping, history...). One file means one atomic rename: a kill during a
+save leaves the previous checkpoint whole. A readable copy of the JSON state is written beside it
+(``last.json``); loading trusts only the copy inside the safetensors file. Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import dumps, write_bytes, write_text
+from ..errors import RunError
+
+STATE_KEY = "trainlab_state"
+FORMAT = "trainlab-checkpoint/1"
+
+
+def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies: safetensors refuses tensors that share storage (tied weights)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Write ``tensors`` and the JSON ``state`` to ``path`` durably, plus ``path.json`` for people."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    state = {"format": FORMAT, **state}
+    text = dumps(state, indent=None)
+    write_bytes(path, save(_plain(tensors), metadata={STATE_KEY: text}))
+    write_text(path.with_suffix(".json"), dumps(state) + "\n")
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) of a checkpoint; a missing, truncated or tampered file is a RunError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError, RuntimeError) as err:
+        raise RunError(f"checkpoint {path} is damaged or not a safetensors file ({str(err).splitlines()[0]})") from None
+    if STATE_KEY not in meta:
+        raise RunError(f"checkpoint {path} has no trainlab state (not written by trainlab fit)")
+    try:
+        state = json.loads(meta[STATE_KEY])
+    except json.JSONDecodeError:
+        raise RunError(f"checkpoint {path}: its state is not valid JSON (file tampered with?)") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RunError(f"checkpoint {path}: unknown format {state.get('format') if isinstance(state, dict) else state!r}")
+    return tensors, state
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix.`` with the prefix removed."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load a full state dict into ``model``; any missing, unexpected or mis-shaped key is a RunError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [
+        f"{k} {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"shape mismatch: {'; '.join(shapes[:5])}{' ...' if len(shapes) > 5 else ''}")
+        if missing:
+            parts.append(f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        raise RunError(f"checkpoint {source} does not match the recipe's model ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+
+
+def optimizer_to_checkpoint(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as tensors (``state.<param>.<name>``) plus JSON (groups, scalar entries)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, entry in sd["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value
+            else:
+                scalars[f"{pid}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_checkpoint(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta.get("scalars", {}).items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g and isinstance(g["betas"], list):
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -1,0 +1,435 @@
+"""The trainer: one explicit loop, readable top to bottom (T1).
+
+    for each epoch:
+        for each batch:   batch augment → forward (autocast) → loss → backward → clip →
+                          optimizer step → schedule step → weight EMA → callbacks
+        validate (eval mode, no_grad) → epoch record → best tracking → callbacks
+
+Everything else (logging, checkpoints, early stopping, the doctor) is a callback. The trainer owns
+the state that must survive an interruption and hands it to the checkpointer as tensors + JSON.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data.batch import build_batch_transforms
+from ..data.loader import BatchLoader
+from ..data.transforms import build_transforms
+from ..errors import RecipeError
+from ..losses import penalized_parameters, weight_penalty
+from ..optim.ema import WeightEMA
+from ..optim.optimizers import build_optimizer
+from ..optim.schedules import build_schedule
+from ..tasks.base import TrainMeter
+from . import checkpoint as ckpt
+from .callbacks import EVENTS, Callback, overrides
+from .seeding import derive_seed, rng_state, set_rng_state
+
+EVAL_BATCH = 512
+
+
+class Interrupted(Exception):
+    """Raised out of fit() after Ctrl-C, once a checkpoint has been saved."""
+
+    run_dir = None  # set by trainlab.fit so the CLI can say how to resume
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # index of the epoch in progress (0-based); equals epochs done between epochs
+    batch: int = 0  # batches of that epoch already trained
+    step: int = 0  # optimizer steps taken in the whole run
+    history: list[dict[str, Any]] = field(default_factory=list)  # epoch records and events
+    best_value: float | None = None
+    best_epoch: int | None = None
+    improved: bool = False
+    stop_reason: str | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"train.device: {name!r} requested but no CUDA device is available (use auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("train.device: 'mps' requested but MPS is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def metric_mode(name: str, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "min" if "loss" in name or "error" in name else "max"
+
+
+class Trainer:
+    def __init__(self, recipe, bundle, task, model: torch.nn.Module, callbacks: list[Callback] = ()):
+        self.recipe = recipe
+        self.bundle = bundle
+        self.task = task
+        self.device = resolve_device(recipe.train.device)
+        self.model = model.to(self.device)
+        self.forward_model = self._maybe_compile(model)
+        data, train = recipe.data, recipe.train
+
+        batch_size = len(bundle.train) if data.batch_size == "full" else data.batch_size
+        cuda = self.device.type == "cuda"
+        self.train_loader = BatchLoader(
+            bundle.train, batch_size, seed=recipe.seed, shuffle=True,
+            transform=build_transforms(data.augment, bundle.info, data.forbid),
+            workers=data.workers, pin_memory=cuda,
+        )
+        eval_bs = max(batch_size, EVAL_BATCH)
+        self.val_loader = self._eval_loader(bundle.val, eval_bs)
+        self.test_loader = self._eval_loader(bundle.test, eval_bs)
+        self.batch_transform = build_batch_transforms(data.batch_augment, bundle.info)
+
+        self.accumulate = train.accumulate
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.accumulate)
+        self.optimizer = build_optimizer(recipe.optim, self.model)
+        self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs)
+        self.ema = WeightEMA(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
+        loss = recipe.loss
+        self.penalty_params = penalized_parameters(self.model) if (loss.l1 or loss.l2) else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        stop = train.early_stop
+        self.monitor = stop.monitor if stop else task.monitor
+        self.monitor_mode = metric_mode(self.monitor, stop.mode if stop else "auto")
+        self.min_delta = stop.min_delta if stop else 0.0
+        self._check_monitor()
+
+        self.state = TrainState()
+        self.meter = TrainMeter()
+        self.last_grad_norm: float | None = None
+        self.at_step_boundary = True
+        self.printed_events = 0
+        self.callbacks: list[Callback] = []
+        self.add_callbacks(callbacks)
+        self._interrupt = False
+        self._epoch_t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------------------- set-up
+    def _eval_loader(self, source, batch_size):
+        if source is None or len(source) == 0:
+            return None
+        return BatchLoader(source, batch_size, seed=self.recipe.seed, shuffle=False,
+                           workers=self.recipe.data.workers if not hasattr(source, "inputs") else 0,
+                           drop_singleton=False)
+
+    def _maybe_compile(self, model):
+        if not self.recipe.train.compile:
+            return model
+        try:
+            return torch.compile(model)
+        except Exception as err:  # noqa: BLE001 - any backend failure falls back to eager
+            print(f"warning: train.compile unavailable here ({type(err).__name__}); training eagerly")
+            return model
+
+    def _check_monitor(self):
+        known = [f"train_{n}" for n in self.task.train_metrics] + [f"val_{n}" for n in self.task.val_metrics]
+        if self.monitor not in known:
+            from ..errors import unknown_name
+
+            raise unknown_name("metric", self.monitor, known, "train.early_stop.monitor")
+        if self.monitor.startswith("val_") and self.val_loader is None:
+            raise RecipeError(
+                f"train.early_stop.monitor: {self.monitor!r} needs a validation split "
+                "(data.split.val > 0), or monitor a train_ metric, or set train.early_stop=null"
+            )
+
+    # --------------------------------------------------------------------------------- events
+    def add_callbacks(self, callbacks) -> None:
+        """Append callbacks; each is called only for the events it overrides."""
+        self.callbacks.extend(callbacks)
+        self._handlers = {e: [cb for cb in self.callbacks if overrides(cb, e)] for e in EVENTS}
+
+    def _emit(self, event: str, *args) -> None:
+        for cb in self._handlers[event]:
+            getattr(cb, event)(self, *args)
+
+    def request_stop(self, reason: str) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
+
+    def log_event(self, event: str, message: str, **data: Any) -> None:
+        """Record an action (optimizer switch, doctor remedy) in the history and metrics.jsonl."""
+        self.state.history.append(
+            {"event": event, "epoch": self.state.epoch + 1, "step": self.state.step, "message": message, **data}
+        )
+
+    # ------------------------------------------------------------------------------ the loop
+    def fit(self) -> TrainState:
+        """Train until ``train.epochs`` or a stop request; raises Interrupted after Ctrl-C."""
+        self._emit("on_fit_start")
+        self.schedule.apply(self.optimizer, self.state.step)
+        with self._sigint_guard():
+            try:
+                while self.state.epoch < self.recipe.train.epochs and self.state.stop_reason is None:
+                    self.train_epoch()
+            except Interrupted:
+                self._emit("on_interrupt")
+                self.close()
+                raise
+        self._emit("on_fit_end")
+        self.close()
+        return self.state
+
+    def train_epoch(self) -> dict[str, Any]:
+        st, model, task = self.state, self.model, self.task
+        model.train()
+        if st.batch == 0:
+            self.meter = TrainMeter()
+            self._epoch_t0 = time.perf_counter()
+        self._emit("on_epoch_start")
+        n_batches = len(self.train_loader)
+        accumulate = self.accumulate
+        for batch in self.train_loader.batches(st.epoch, st.batch):
+            batch = self.to_device(batch)
+            if self.batch_transform is not None:
+                batch = self.batch_transform(batch, self._batch_generator())
+            with self.autocast():
+                outputs = task.forward(self.forward_model, batch)
+                loss = task.loss(outputs, batch)
+            total = loss
+            if self.penalty_params is not None:
+                total = loss + weight_penalty(self.penalty_params, self.recipe.loss.l1, self.recipe.loss.l2)
+            (total / accumulate if accumulate > 1 else total).backward()
+            st.batch += 1
+            self.at_step_boundary = st.batch % accumulate == 0 or st.batch == n_batches
+            if self.at_step_boundary:
+                self._emit("on_after_backward")
+                self.optimizer_step()
+            task.train_update(self.meter, outputs, batch, loss)
+            self._emit("on_batch_end", batch, outputs, loss)
+            if self.at_step_boundary and (self._interrupt or st.stop_reason):
+                if self._interrupt:
+                    raise Interrupted(f"epoch {st.epoch + 1}, batch {st.batch}")
+                return {}
+        return self.end_epoch()
+
+    def optimizer_step(self) -> None:
+        train = self.recipe.train
+        if train.grad_clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.params, train.grad_clip_value)
+        if train.grad_clip is not None:
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.params, train.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.schedule.apply(self.optimizer, self.state.step)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def end_epoch(self) -> dict[str, Any]:
+        """Validate, write the epoch record, track the best value and tell the callbacks."""
+        st = self.state
+        train = self.task.train_summary(self.meter)
+        record: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
+                                  "optimizer": getattr(self.optimizer, "trainlab_name", "?"),
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
+        record.update({f"train_{k}": v for k, v in train.items()})
+        if self.val_loader is not None:
+            val = self.evaluate(self.val_loader)
+            self._emit("on_validation_end", val)
+            record.update({f"val_{k}": v for k, v in val.items() if _is_scalar(v) and k != "n"})
+        record["time_s"] = round(time.perf_counter() - self._epoch_t0, 4)
+        st.history.append(record)
+        st.epoch += 1
+        st.batch = 0
+        self._track_best(record)
+        self.schedule.observe(st.epoch, record)
+        self._emit("on_epoch_end", record)
+        return record
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        st = self.state
+        value = record.get(self.monitor)
+        st.improved = False
+        if value is None or not math.isfinite(value):
+            return
+        better = (
+            st.best_value is None
+            or (self.monitor_mode == "min" and value < st.best_value - self.min_delta)
+            or (self.monitor_mode == "max" and value > st.best_value + self.min_delta)
+        )
+        if better:
+            st.best_value, st.best_epoch, st.improved = value, record["epoch"], True
+
+    # ---------------------------------------------------------------------------- evaluation
+    def evaluate(self, loader: BatchLoader, use_ema: bool | None = None) -> dict[str, Any]:
+        """Metrics of ``loader``'s split (EMA weights if configured), see :func:`evaluate_split`."""
+        use_ema = self.ema is not None and self.recipe.train.ema.evaluate if use_ema is None else use_ema
+        with self.ema_weights() if use_ema else contextlib.nullcontext():
+            return evaluate_split(self.model, self.task, loader, self.device, self.recipe.train.amp)
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Temporarily swap the EMA-averaged parameters into the model."""
+        if self.ema is None or self.ema.steps == 0:
+            yield
+            return
+        saved = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        self.ema.copy_to(self.model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, p in self.model.named_parameters():
+                    p.copy_(saved[k])
+
+    # ------------------------------------------------------------------------------- devices
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return to_device(batch, self.device)
+
+    def autocast(self):
+        return autocast(self.device, self.recipe.train.amp)
+
+    def _batch_generator(self) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        return g.manual_seed(derive_seed(self.recipe.seed, "batch", self.state.epoch, self.state.batch))
+
+    # ------------------------------------------------------------------------- optimizer swap
+    def switch_optimizer(self, name: str, lr: float | None = None, momentum: float | None = None) -> None:
+        """Replace the optimizer (Adam → SGD, O5); the schedule goes on multiplying the new base LR."""
+        update: dict[str, Any] = {"name": name}
+        if lr is not None:
+            update["lr"] = lr
+        if momentum is not None:
+            update["momentum"] = momentum
+        cfg = self.recipe.optim.model_copy(update=update)
+        self.optimizer = build_optimizer(cfg, self.model, name=name, lr=cfg.lr)
+        self.optimizer.trainlab_lr = cfg.lr
+        self.optimizer.trainlab_momentum = cfg.momentum
+        self.schedule.apply(self.optimizer, self.state.step)
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to continue exactly from here, as (tensors, JSON state)."""
+        st = self.state
+        tensors = ckpt.with_prefix(self.model.state_dict(), "model")
+        opt_tensors, opt_meta = ckpt.optimizer_to_checkpoint(self.optimizer)
+        tensors.update(ckpt.with_prefix(opt_tensors, "optim"))
+        rng_tensors, rng_meta = rng_state()
+        tensors.update(ckpt.with_prefix(rng_tensors, "rng"))
+        if self.ema is not None:
+            tensors.update(ckpt.with_prefix(self.ema.state_tensors(), "ema"))
+        state = {
+            "kind": "last",
+            "epoch": st.epoch, "batch": st.batch, "step": st.step,
+            "best": {"value": st.best_value, "epoch": st.best_epoch, "monitor": self.monitor},
+            "stop_reason": st.stop_reason,
+            "history": st.history,
+            "meter": self.meter.state(),
+            "optimizer": {"name": getattr(self.optimizer, "trainlab_name", self.recipe.optim.name),
+                          "lr": getattr(self.optimizer, "trainlab_lr", None),
+                          "momentum": getattr(self.optimizer, "trainlab_momentum", None), **opt_meta},
+            "schedule": self.schedule.state_dict(),
+            "ema_steps": self.ema.steps if self.ema is not None else 0,
+            "rng": rng_meta,
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
+            "info": self.bundle.info.to_dict(),
+            "time_s": time.perf_counter() - self._epoch_t0,
+        }
+        return tensors, state
+
+    def eval_weights_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The weights evaluation uses (EMA-averaged if configured), for ``best.safetensors``."""
+        use_ema = self.ema is not None and self.recipe.train.ema.evaluate
+        with self.ema_weights() if use_ema else contextlib.nullcontext():
+            tensors = ckpt.with_prefix({k: v.clone() for k, v in self.model.state_dict().items()}, "model")
+        st = self.state
+        state = {"kind": "best", "epoch": st.best_epoch, "step": st.step,
+                 "best": {"value": st.best_value, "epoch": st.best_epoch, "monitor": self.monitor},
+                 "info": self.bundle.info.to_dict()}
+        return tensors, state
+
+    def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], source: str) -> None:
+        """Continue from a ``last`` checkpoint written by :meth:`checkpoint_state`."""
+        ckpt.load_model_weights(self.model, ckpt.split_prefix(tensors, "model"), source)
+        opt = state["optimizer"]
+        if opt["name"] != getattr(self.optimizer, "trainlab_name", None):
+            self.switch_optimizer(opt["name"], opt.get("lr"), opt.get("momentum"))
+        ckpt.optimizer_from_checkpoint(self.optimizer, ckpt.split_prefix(tensors, "optim"), opt)
+        self.schedule.load_state_dict(state.get("schedule", {}))
+        if self.ema is not None:
+            self.ema.load_state(ckpt.split_prefix(tensors, "ema"), state.get("ema_steps", 0))
+        st = self.state
+        st.epoch, st.batch, st.step = state["epoch"], state["batch"], state["step"]
+        st.history = list(state["history"])
+        st.best_value, st.best_epoch = state["best"]["value"], state["best"]["epoch"]
+        st.stop_reason = state.get("stop_reason")
+        self.meter = TrainMeter()
+        self.meter.load(state["meter"])
+        self.printed_events = len(st.history)
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.name in saved:
+                cb.load_state_dict(saved[cb.name])
+        set_rng_state(ckpt.split_prefix(tensors, "rng"), state["rng"])
+
+    # -------------------------------------------------------------------------------- Ctrl-C
+    @contextlib.contextmanager
+    def _sigint_guard(self):
+        """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self._interrupt = True
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def close(self) -> None:
+        for loader in (self.train_loader, self.val_loader, self.test_loader):
+            if loader is not None:
+                loader.close()
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; full precision elsewhere."""
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    if device.type == "cpu":
+        return batch
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_split(model, task, loader: BatchLoader, device: torch.device, amp: bool) -> dict[str, Any]:
+    """The task's metrics over every batch of ``loader``, in eval mode under no_grad."""
+    was_training = model.training
+    model.eval()
+    try:
+        meter = task.eval_meter()
+        for batch in loader.batches(0):
+            batch = to_device(batch, device)
+            with autocast(device, amp):
+                outputs = task.forward(model, batch)
+                loss = task.loss(outputs, batch)
+            meter.update(outputs, batch, loss)
+        return meter.compute()
+    finally:
+        model.train(was_training)
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,1 @@
+"""Evaluation: classification metrics, box operations, COCO AP/mAP, segmentation, ensembles."""

@@ -1,0 +1,61 @@
+"""The input stage and the model wrapper every trainlab model is built in."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std with the training split's statistics, stored as buffers (D1).
+
+    Living in the model, the statistics are saved with the weights, reused by evaluate and
+    predict, and exported with the model; inputs can stay uint8 until they reach the device.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, kind: str = "image"):
+        super().__init__()
+        shape = (1, -1, 1, 1) if kind == "image" else (1, -1)
+        self.register_buffer("mean", mean.detach().float().reshape(shape).clone())
+        self.register_buffer("std", std.detach().float().reshape(shape).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and self.mean.dim() == 4:
+            return (x.float() - self.mean.flatten()) / self.std.flatten()
+        return (x.float() - self.mean) / self.std
+
+
+class TrainlabModel(nn.Module):
+    """``net(input_stage(x))``: the input stage is fixed; ``net`` is the registered architecture."""
+
+    def __init__(self, input_stage: nn.Module, net: nn.Module):
+        super().__init__()
+        self.input = input_stage
+        self.net = net
+
+    def forward(self, x):
+        return self.net(self.input(x))
+
+
+def init_biases(net: nn.Module, value: float) -> None:
+    """Set every conv and linear bias to ``value`` (a large negative value kills ReLU units, X3)."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.bias is not None:
+            nn.init.constant_(m.bias, value)
+
+
+def build_model(recipe, info, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> TrainlabModel:
+    """Build the recipe's architecture for ``info`` behind a Normalize input stage.
+
+    Call with torch's global generator already seeded: initialization draws from it.
+    """
+    cfg = recipe.model
+    entry = MODELS.get(cfg.name, "model.name")
+    net = entry.fn(cfg, info)
+    if cfg.bias_init is not None:
+        init_biases(net, cfg.bias_init)
+    c = info.input_shape[0]
+    mean = torch.zeros(c) if mean is None else mean
+    std = torch.ones(c) if std is None else std
+    return TrainlabModel(Normalize(mean, std, info.kind), net)

@@ -1,0 +1,405 @@
+"""The recipe: one validated tree that says everything about a run.
+
+A recipe is YAML with the sections ``name, seed, task, data, model, loss, optim, schedule, train,
+run`` (plus ``doctor`` and ``eval``). :func:`load_recipe` reads a built-in recipe by name or a file
+by path, applies dotted overrides (``optim.lr=0.01``; values parsed as YAML, so
+``train.early_stop=null`` disables a section) and validates the result. Every problem becomes one
+:class:`~trainlab.errors.RecipeError` line naming the field, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import RecipeError, closest
+
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys and NaN/inf are errors, not silently kept."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------- data
+class SplitConfig(Section):
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="fraction of the data held out for validation")
+    test: float = Field(0.15, ge=0.0, lt=1.0, description="fraction held out for the final test")
+
+
+AugmentSpec = Union[str, dict[str, Any]]
+
+
+class DataConfig(Section):
+    name: str = Field("digits", description="data set in the registry (`trainlab recipes` shows examples)")
+    root: str | None = Field(None, description="folder or file the data set reads (folder, coco, ...)")
+    image_size: int | tuple[int, int] | None = Field(None, description="resize images to this (H, W)")
+    channels: Literal[1, 3] | None = Field(None, description="convert images to grayscale (1) or RGB (3)")
+    batch_size: int | Literal["full"] = Field(64, description="mini-batch size; 1 is SGD, 'full' is GD")
+    workers: int = Field(0, ge=0, description="loader worker processes")
+    subset: int | None = Field(None, ge=1, description="use only this many training samples")
+    normalize: bool = Field(True, description="zero mean / unit variance from training-split statistics")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: list[AugmentSpec] = Field(default_factory=list, description="per-sample transforms")
+    batch_augment: list[AugmentSpec] = Field(default_factory=list, description="batch transforms on device")
+    forbid: list[str] = Field(default_factory=list, description="transforms that would change labels")
+    whiten: Literal["pca", "zca"] | None = Field(None, description="decorrelate flat inputs")
+    imbalance: float | None = Field(None, gt=0.0, le=1.0, description="keep this fraction of later classes")
+    skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing")
+    options: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_positive(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or 'full'")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_positive(cls, v):
+        sizes = (v,) if isinstance(v, int) else (v or ())
+        if any(s < 1 for s in sizes):
+            raise ValueError("must be >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _split_sum(self):
+        if self.split.val + self.split.test >= 1.0:
+            raise ValueError(
+                f"split: val + test must be < 1 so that some training data is left "
+                f"(got {self.split.val} + {self.split.test})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------- model
+class ModelConfig(Section):
+    name: str = Field("cnn", description="architecture in the registry (`trainlab models`)")
+    width: int = Field(32, ge=1, description="channels of the first block / hidden units")
+    depth: int = Field(2, ge=1, description="number of blocks / hidden layers")
+    activation: str = Field("relu", description="relu, leaky_relu, prelu, sigmoid, tanh, gelu, ...")
+    norm: Literal["batch", "layer", "group", "none"] = Field("batch", description="normalization layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability before the head")
+    bias_init: float | None = Field(None, description="constant initial value of every bias")
+    init: str = Field("default", description="weight initialization scheme")
+    zero_init_residual: bool = Field(False, description="zero the last norm of each residual branch")
+    weights: str | None = Field(None, description="local weights file to start from")
+    options: dict[str, Any] = Field(default_factory=dict, description="architecture-specific options")
+
+
+# ----------------------------------------------------------------------------------------- loss
+class LossConfig(Section):
+    name: str = Field("cross_entropy", description="loss in the registry")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
+    l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
+    options: dict[str, Any] = Field(default_factory=dict, description="loss-specific options")
+
+
+# ---------------------------------------------------------------------------------------- optim
+class SwitchConfig(Section):
+    to: str = Field("sgd", description="optimizer to switch to")
+    at_epoch: int | None = Field(None, ge=1, description="switch before this epoch (1-based)")
+    auto: bool = Field(False, description="switch when the documented criterion fires")
+    lr: float | None = Field(None, gt=0.0, description="learning rate after the switch")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+
+
+class OptimConfig(Section):
+    name: str = Field("adam", description="optimizer in the registry")
+    lr: float = Field(1e-3, gt=0.0, description="base learning rate")
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    dampening: float = Field(0.0, ge=0.0, lt=1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSProp smoothing constant")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="Adadelta decay")
+    centered: bool = False
+    amsgrad: bool = False
+    decay_norm_and_bias: bool = Field(False, description="also apply weight decay to biases and norms")
+    switch: SwitchConfig | None = None
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v):
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+# ------------------------------------------------------------------------------------- schedule
+class WarmupConfig(Section):
+    epochs: float = Field(0.0, ge=0.0, description="warm-up length in epochs")
+    steps: int = Field(0, ge=0, description="warm-up length in steps (wins over epochs)")
+    mode: Literal["linear", "exponential"] = "linear"
+    start_factor: float = Field(0.01, gt=0.0, le=1.0)
+
+
+class ScheduleConfig(Section):
+    name: str = Field("none", description="schedule in the registry")
+    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, description="decay factor")
+    milestones: list[int] = Field(default_factory=list, description="multistep: epochs where LR decays")
+    min_lr: float = Field(0.0, ge=0.0, description="floor of cosine-type schedules")
+    warmup: WarmupConfig | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="schedule-specific options")
+
+
+# ---------------------------------------------------------------------------------------- train
+class EarlyStopConfig(Section):
+    monitor: str = Field("val_loss", description="metric of the epoch record to watch")
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    mode: Literal["auto", "min", "max"] = "auto"
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = Field(True, description="evaluate with the best weights at the end")
+
+
+class EmaConfig(Section):
+    decay: float = Field(0.999, gt=0.0, lt=1.0)
+    warmup: bool = Field(True, description="bias-correct the average early in training")
+    evaluate: bool = Field(True, description="validate and test with the averaged weights")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    amp: bool = Field(True, description="bf16 autocast where the device supports it")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this")
+    grad_clip_value: float | None = Field(None, gt=0.0, description="clip each gradient to +-this")
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
+    early_stop: EarlyStopConfig | None = Field(default_factory=EarlyStopConfig)
+    ema: EmaConfig | None = None
+    compile: bool = False
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    progress: bool = Field(True, description="live progress bar when the output is a terminal")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+# ------------------------------------------------------------------------------------ run, eval
+class RunConfig(Section):
+    dir: str | None = Field(None, description="run directory (default runs/<name>-<timestamp>)")
+    tensorboard: bool = True
+    plots: bool = True
+
+
+class EvalConfig(Section):
+    topk: int = Field(5, ge=1, description="k of the top-k accuracy")
+
+
+class DoctorConfig(Section):
+    """Training-doctor switches; the rules' thresholds are added with the doctor."""
+
+    enabled: bool = True
+    every: int = Field(10, ge=1, description="sample the monitors every N steps")
+    auto: bool = Field(False, description="let the doctor apply remedies")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(Section):
+    name: str = Field("run", min_length=1)
+    seed: int = Field(0, ge=0)
+    task: str = "classification"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    doctor: DoctorConfig | None = Field(default_factory=DoctorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------ loading recipes
+def builtin_recipes() -> dict[str, Path]:
+    """Built-in recipe names → files shipped inside the package."""
+    folder = resources.files("trainlab") / "recipes"
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe file, used by `trainlab recipes`."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def read_recipe_dict(source: str | Path | None) -> dict[str, Any]:
+    """The raw YAML mapping of a built-in recipe name or a file path (default: digits-cnn)."""
+    source = "digits-cnn" if source is None else source
+    builtins = builtin_recipes()
+    text_source = str(source)
+    if text_source in builtins:
+        path = builtins[text_source]
+    else:
+        path = Path(text_source)
+        if not path.exists():
+            if path.suffix in (".yaml", ".yml") or "/" in text_source:
+                raise RecipeError(f"recipe file {text_source!r} does not exist")
+            near = closest(text_source, builtins)
+            hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+            raise RecipeError(
+                f"unknown recipe {text_source!r}; {hint}built-in: {', '.join(sorted(builtins))} "
+                "(or give a path to a YAML file)"
+            )
+        if path.is_dir():
+            raise RecipeError(f"recipe {text_source!r} is a directory, expected a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"recipe file {path}:{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe file {path} is not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe file {path}: expected a mapping of sections, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.01"`` → ``(["optim", "lr"], 0.01)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r}: expected key=value, e.g. optim.lr=0.01")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"override {text!r}: empty key part in {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise RecipeError(f"override {text!r}: value {raw!r} is not valid YAML") from None
+    # YAML reads "nan"/"inf" as strings; take them as the floats the user meant so that the
+    # validator rejects them by name instead of reporting a type mismatch.
+    if isinstance(value, str) and value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        value = float(value)
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested mapping, creating sections that were absent or null."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".") if isinstance(dotted, str) else list(dotted)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise RecipeError(
+                    f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is a value "
+                    f"({child!r}), not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Known field names of the section at ``loc`` (for suggesting a misspelt key)."""
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            break
+        ann = field.annotation
+        sub = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, Section)]
+        if not sub:
+            break
+        model = sub[0]
+    return list(model.model_fields)
+
+
+def _format_validation(err: ValidationError, data: dict[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
+    # Pydantic reports union members as extra location parts ("int", "literal['full']"): drop them.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("int", "str", "float", "bool"))))
+    field = ".".join(str(p) for p in loc) or "recipe"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(loc[:-1])
+        near = closest(str(loc[-1]), known)
+        hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (near[0],)))}?" if near else ""
+        return f"{field}: unknown key{hint} (known here: {', '.join(known)})"
+    value = first.get("input")
+    msg = first["msg"].replace("Value error, ", "")
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = "must be a finite number"
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{field}: {msg}{shown}"
+
+
+def validate_recipe(data: dict[str, Any]) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_validation(err, data)) from None
+
+
+def load_recipe(
+    source: str | Path | Recipe | dict | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Recipe:
+    """Read, override and validate a recipe.
+
+    ``source`` is a built-in name, a YAML path, a dict or a Recipe; ``overrides`` is either a list of
+    ``"key=value"`` strings (YAML values) or a mapping of dotted keys to Python values.
+    """
+    if isinstance(source, Recipe):
+        data = source.to_dict()
+    elif isinstance(source, dict):
+        data = yaml.safe_load(yaml.safe_dump(source))  # deep copy of plain data
+    else:
+        data = read_recipe_dict(source)
+    if overrides:
+        if isinstance(overrides, dict):
+            pairs = {k: v for k, v in overrides.items()}
+        else:
+            pairs = {}
+            for text in overrides:
+                parts, value = parse_override(text)
+                pairs[".".join(parts)] = value
+        data = apply_overrides(data, pairs)
+    return validate_recipe(data)
+
+
+def check_names(recipe: Recipe) -> None:
+    """Check every registry name in the recipe before anything is built or written."""
+    from .registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULES, TASKS
+
+    TASKS.get(recipe.task, "task")
+    DATASETS.get(recipe.data.name, "data.name")
+    MODELS.get(recipe.model.name, "model.name")
+    LOSSES.get(recipe.loss.name, "loss.name")
+    OPTIMIZERS.get(recipe.optim.name, "optim.name")
+    SCHEDULES.get(recipe.schedule.name, "schedule.name")
+    if recipe.optim.switch is not None:
+        OPTIMIZERS.get(recipe.optim.switch.to, "optim.switch.to")

@@ -1,0 +1,1 @@
+"""Reporting: plots, the Markdown run report."""

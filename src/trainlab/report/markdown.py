@@ -1,0 +1,64 @@
+"""The run report: numbers, plots and findings in one Markdown file (V5)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..atomic import write_text
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(summary: dict[str, Any]) -> str:
+    keys = ["loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"]
+    keys += [k for k in (summary.get("test") or summary.get("val") or {}) if k.startswith("top")]
+    rows = ["| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for split in ("val", "test"):
+        m = summary.get(split)
+        if m:
+            rows.append(f"| {split} | " + " | ".join(_num(m.get(k, "")) for k in keys) + " |")
+    return "\n".join(rows)
+
+
+def per_class_table(metrics: dict[str, Any], names: list[str]) -> str:
+    pc = metrics.get("per_class")
+    if not pc:
+        return ""
+    rows = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for i, name in enumerate(names):
+        rows.append(f"| {name} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | "
+                    f"{pc['support'][i]} |")
+    return "\n".join(rows)
+
+
+def write_report(run, summary: dict[str, Any]) -> None:
+    recipe = run.recipe()
+    lines = [
+        f"# Run report: {recipe.name}",
+        "",
+        f"- run directory: `{run.dir}`",
+        f"- task: {recipe.task}; data: {recipe.data.name}; model: {recipe.model.name}; "
+        f"optimizer: {recipe.optim.name} (lr {recipe.optim.lr}); schedule: {recipe.schedule.name}",
+        f"- epochs run: {summary['epochs_run']} of {recipe.train.epochs}; best epoch: {summary.get('best_epoch')} "
+        f"({summary.get('monitor')} = {_num(summary.get('best_value'))}); evaluated with the "
+        f"{summary.get('checkpoint')} weights",
+        f"- training time: {summary.get('train_time_s', 0):.1f} s; wall time of the last process: {summary['wall_s']:.1f} s",
+    ]
+    if summary.get("stop_reason"):
+        lines.append(f"- stopped: {summary['stop_reason']}")
+    lines += ["", "## Metrics", "", metrics_table(summary), ""]
+    final = summary.get("test") or summary.get("val")
+    if final:
+        table = per_class_table(final, summary.get("class_names", []))
+        if table:
+            lines += [f"## Per class ({'test' if summary.get('test') else 'val'})", "", table, ""]
+    plots = [p for p in ("loss", "accuracy", "lr", "confusion") if (run.plots / f"{p}.png").exists()]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}](plots/{p}.png)" for p in plots] + [""]
+    events = [r for r in run.metrics() if "event" in r]
+    if events:
+        lines += ["## Actions taken during training", ""]
+        lines += [f"- epoch {e['epoch']}, step {e['step']}: **{e['event']}**: {e.get('message', '')}" for e in events]
+        lines.append("")
+    write_text(run.report_path, "\n".join(lines))

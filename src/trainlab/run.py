@@ -1,0 +1,198 @@
+"""The run directory: one training, reopened later to evaluate, predict, diagnose or resume.
+
+    runs/<name>/
+      recipe.yaml        resolved recipe
+      metrics.jsonl      one JSON object per epoch (and per event)
+      checkpoints/       last.safetensors, best.safetensors (+ .json state beside each)
+      plots/             loss.png, accuracy.png, lr.png, confusion.png
+      tensorboard/       event files
+      summary.json       best epoch, wall time, val and test metrics
+      report.md          numbers, plots and findings together
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+
+RUN_FILES = ("recipe.yaml", "metrics.jsonl", "summary.json", "report.md", "doctor.json")
+RUN_FOLDERS = ("checkpoints", "plots", "tensorboard")
+
+
+class Run:
+    def __init__(self, path: str | Path):
+        self.dir = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+    # ------------------------------------------------------------------------------- paths
+    @property
+    def recipe_path(self) -> Path:
+        return self.dir / "recipe.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def plots(self) -> Path:
+        return self.dir / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.dir / "tensorboard"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.dir / "summary.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / "report.md"
+
+    def checkpoint(self, which: str = "best") -> Path:
+        if which not in ("best", "last"):
+            raise RunError(f"checkpoint: expected best or last, got {which!r}")
+        path = self.checkpoints / f"{which}.safetensors"
+        if which == "best" and not path.exists() and (self.checkpoints / "last.safetensors").exists():
+            return self.checkpoints / "last.safetensors"
+        if not path.exists():
+            raise RunError(f"run {self.dir} has no {which} checkpoint ({path} is missing)")
+        return path
+
+    # ------------------------------------------------------------------------------ reading
+    def recipe(self):
+        from .recipe import load_recipe
+
+        return load_recipe(self.recipe_path)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def epochs(self) -> list[dict[str, Any]]:
+        return [r for r in self.metrics() if "event" not in r]
+
+    def summary(self) -> dict[str, Any]:
+        if not self.summary_path.exists():
+            raise RunError(f"run {self.dir} has no summary.json (did training finish?)")
+        return json.loads(self.summary_path.read_text())
+
+    # ---------------------------------------------------------------------------- creating
+    @classmethod
+    def create(cls, recipe, path: str | Path | None = None, force: bool = False) -> Run:
+        """Make the run directory; refuse a non-empty one unless ``force`` (then clear our files)."""
+        run = cls(path or default_dir(recipe))
+        check_writable_target(run.dir, force)
+        if force:
+            for name in RUN_FILES:
+                (run.dir / name).unlink(missing_ok=True)
+            for name in RUN_FOLDERS:
+                shutil.rmtree(run.dir / name, ignore_errors=True)
+        try:
+            run.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
+        from .atomic import write_text
+
+        write_text(run.recipe_path, recipe.to_yaml())
+        return run
+
+    # ------------------------------------------------------------------------------- using
+    def load_model(self, checkpoint: str = "best"):
+        """(model in eval mode, task, recipe, DataInfo, checkpoint state) rebuilt from this run."""
+        from .data.bundle import DataInfo
+        from .engine.checkpoint import load_checkpoint, load_model_weights, split_prefix
+        from .models import build_model
+        from .tasks import build_task
+
+        recipe = self.recipe()
+        path = self.checkpoint(checkpoint)
+        tensors, state = load_checkpoint(path)
+        info = DataInfo.from_dict(state["info"])
+        model = build_model(recipe, info)
+        load_model_weights(model, split_prefix(tensors, "model"), str(path))
+        model.eval()
+        return model, build_task(recipe, info), recipe, info, state
+
+    def evaluate(self, split: str = "test", checkpoint: str = "best", write: bool = True) -> dict[str, Any]:
+        """Metrics of ``checkpoint`` on ``split`` (rebuilt from the recipe and seed); writes JSON."""
+        import torch
+
+        from .atomic import write_json
+        from .data import build_data
+        from .data.loader import BatchLoader
+        from .engine.trainer import EVAL_BATCH, evaluate_split, resolve_device
+
+        if split not in ("train", "val", "test"):
+            raise RunError(f"split: expected train, val or test, got {split!r}")
+        model, task, recipe, info, state = self.load_model(checkpoint)
+        bundle = build_data(recipe)
+        source = bundle.split(split)
+        device = resolve_device(recipe.train.device)
+        model.to(device)
+        loader = BatchLoader(source, EVAL_BATCH, seed=recipe.seed, shuffle=False, drop_singleton=False)
+        with torch.no_grad():
+            metrics = evaluate_split(model, task, loader, device, recipe.train.amp)
+        metrics["split"], metrics["checkpoint"], metrics["epoch"] = split, checkpoint, state.get("epoch")
+        metrics["class_names"] = info.class_names
+        if write:
+            write_json(self.dir / f"eval-{split}-{checkpoint}.json", metrics)
+        return metrics
+
+    def predict(self, inputs, checkpoint: str = "best", names: list[str] | None = None):
+        """Class probabilities (N, C) for arrays, tensors or file paths (images or .npy)."""
+        import torch
+
+        from .predict import gather_inputs
+
+        model, task, recipe, info, _ = self.load_model(checkpoint)
+        x, labels = gather_inputs(inputs, info, names)
+        with torch.no_grad():
+            probs = task.predict(model(x))
+        return probs, labels, info.class_names
+
+
+def default_dir(recipe) -> Path:
+    if recipe.run.dir:
+        return Path(recipe.run.dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{recipe.name}-{stamp}"
+    path, i = base, 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def check_writable_target(path: Path, force: bool) -> None:
+    """A run may be written to ``path``: it is absent, empty, or ``force`` is given."""
+    if path.exists() and not path.is_dir():
+        raise RunError(f"run.dir: {str(path)!r} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise RunError(
+            f"run.dir: {str(path)!r} is not empty; resume it with --resume {path}, "
+            "pick another run.dir, or pass --force to replace its run files"
+        )
+
+
+def open_run(path: str | Path) -> Run:
+    """Reopen a run directory written by ``trainlab fit``."""
+    run = Run(path)
+    if not run.dir.is_dir():
+        raise RunError(f"{str(run.dir)!r} is not a folder (expected a run directory from trainlab fit)")
+    if not run.recipe_path.is_file():
+        raise RunError(f"{str(run.dir)!r} is not a run directory (no recipe.yaml)")
+    return run
+
+
+__all__ = ["Run", "open_run"]

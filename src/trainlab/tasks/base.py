@@ -1,0 +1,64 @@
+"""The Task interface."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from ..registry import TASKS
+
+
+class TrainMeter:
+    """Running training loss and accuracy without a device sync per step."""
+
+    def __init__(self):
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.correct: torch.Tensor | int = 0
+        self.n = 0
+
+    def state(self) -> dict[str, float]:
+        return {"loss_sum": float(self.loss_sum), "correct": float(self.correct), "n": self.n}
+
+    def load(self, state: dict[str, float]) -> None:
+        self.loss_sum, self.correct, self.n = state["loss_sum"], state["correct"], int(state["n"])
+
+
+class Task(ABC):
+    """What the engine needs from a problem type."""
+
+    name = "task"
+    monitor = "val_loss"  # default metric for early stopping and best checkpoints
+    train_metrics: tuple[str, ...] = ("loss",)  # keys of train_summary()
+    val_metrics: tuple[str, ...] = ("loss",)  # scalar keys of eval_meter().compute()
+
+    def __init__(self, recipe, info):
+        self.recipe = recipe
+        self.info = info
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        return model(batch["input"])
+
+    @abstractmethod
+    def loss(self, outputs: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """Scalar loss of a batch."""
+
+    @abstractmethod
+    def train_update(self, meter: TrainMeter, outputs: Any, batch: dict[str, Any], loss: torch.Tensor) -> None:
+        """Add one training batch to ``meter`` without synchronizing the device."""
+
+    @abstractmethod
+    def train_summary(self, meter: TrainMeter) -> dict[str, float]:
+        """The epoch's training metrics, e.g. {"loss": ..., "accuracy": ...}."""
+
+    @abstractmethod
+    def eval_meter(self) -> Any:
+        """An accumulator with ``update(outputs, batch, loss)`` and ``compute() -> dict``."""
+
+    @abstractmethod
+    def predict(self, outputs: Any) -> Any:
+        """Model outputs → predictions (class probabilities, boxes, masks...)."""
+
+
+def build_task(recipe, info) -> Task:
+    return TASKS.get(recipe.task, "task").fn(recipe, info)

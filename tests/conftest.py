@@ -1,0 +1,46 @@
+"""Shared test helpers: run the real CLI in a subprocess, and small fast recipe overrides."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Overrides that make a digits run take about a second: tests check behaviour, not accuracy.
+FAST = ["train.epochs=2", "run.tensorboard=false", "run.plots=false", "train.progress=false"]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m trainlab ARGS`` and return the completed process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trainlab", *map(str, args)],
+        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit code 2, one line on stderr naming what is wrong, no traceback. Returns the line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def cli():
+    return run_cli
