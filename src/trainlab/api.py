@@ -15,11 +15,12 @@ def _merge_overrides(overrides, kwargs: dict[str, Any]):
     from .recipe import parse_override
 
     merged: dict[str, Any] = {}
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        merged[".".join(parts)] = value
     if isinstance(overrides, dict):
-        merged = dict(overrides)
+        merged.update(overrides)
+    else:
+        for text in overrides or []:
+            parts, value = parse_override(text)
+            merged[".".join(parts)] = value
     for key, value in kwargs.items():
         merged[key.replace("__", ".")] = value
     return merged

@@ -261,6 +261,8 @@ def read_recipe_dict(source: str | Path | None) -> dict[str, Any]:
                 raise RecipeError(f"recipe file {text_source!r} does not exist")
             near = closest(text_source, builtins)
             hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+            if "." in text_source and not near:
+                hint = f"an override needs key=value, e.g. {text_source}=VALUE; "
             raise RecipeError(
                 f"unknown recipe {text_source!r}; {hint}built-in: {', '.join(sorted(builtins))} "
                 "(or give a path to a YAML file)"

@@ -1,0 +1,88 @@
+"""D1, D8, D9: stratified splits, training-split statistics, per-epoch reshuffling, batch sizes."""
+from __future__ import annotations
+
+import torch
+
+from trainlab.data import build_data
+from trainlab.data.bundle import DataInfo, TensorSource
+from trainlab.data.loader import BatchLoader, steps_per_epoch
+from trainlab.data.splits import apply_imbalance, stratified_split
+from trainlab.data.statistics import channel_stats
+from trainlab.recipe import load_recipe
+
+
+def test_stratified_split_is_disjoint_complete_proportional_and_seeded():
+    """D9: train/val/test partition the data with each class in proportion, from the seed."""
+    targets = torch.arange(10).repeat_interleave(torch.tensor([50, 60, 70, 80, 90, 100, 110, 120, 130, 140]))
+    tr, va, te = stratified_split(targets, 0.2, 0.1, seed=3)
+    allidx = torch.cat([tr, va, te])
+    assert len(allidx) == len(targets) and len(torch.unique(allidx)) == len(targets)
+    assert len(te) == round(0.1 * len(targets)) and len(va) == round(0.2 * len(targets))
+    overall = torch.bincount(targets, minlength=10).double() / len(targets)
+    for part in (tr, va, te):
+        share = torch.bincount(targets[part], minlength=10).double() / len(part)
+        assert (share - overall).abs().max() < 0.01
+    again = stratified_split(targets, 0.2, 0.1, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip((tr, va, te), again))
+    other = stratified_split(targets, 0.2, 0.1, seed=4)
+    assert not torch.equal(te, other[2])
+
+
+def test_subset_is_a_stratified_prefix_and_imbalance_is_long_tailed():
+    r = load_recipe("digits-cnn", ["data.subset=100"])
+    b = build_data(r)
+    assert len(b.train) == 100
+    counts = torch.bincount(b.train.targets, minlength=10)
+    assert counts.min() >= 9 and counts.max() <= 11
+    targets = torch.arange(4).repeat_interleave(100)
+    kept = apply_imbalance(torch.arange(400), targets, 0.1, 4, seed=0)
+    assert torch.bincount(targets[kept], minlength=4).tolist() == [100, 46, 22, 10]
+
+
+def test_normalization_statistics_come_from_the_training_split_only():
+    """D1: mean/std per channel of the training split, not of val/test or the whole set."""
+    b = build_data(load_recipe("digits-cnn"))
+    x = b.train.inputs.double()
+    assert torch.allclose(b.mean.double(), x.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(b.std.double(), x.std(dim=(0, 2, 3), unbiased=False), atol=1e-5)
+    everything = torch.cat([b.train.inputs, b.val.inputs, b.test.inputs]).double()
+    assert abs(float(everything.mean()) - float(b.mean)) > 1e-6  # differs from whole-set statistics
+    off = build_data(load_recipe("digits-cnn", ["data.normalize=false"]))
+    assert off.mean.tolist() == [0.0] and off.std.tolist() == [1.0]
+
+
+def test_constant_channel_gets_unit_std():
+    info = DataInfo((2, 4, 4), 2, ["a", "b"])
+    x = torch.zeros(10, 2, 4, 4)
+    x[:, 1] = torch.randn(10, 4, 4)
+    mean, std = channel_stats(TensorSource(x, torch.zeros(10, dtype=torch.long)), info, 0)
+    assert std[0] == 1.0 and std[1] != 1.0
+
+
+def test_loader_reshuffles_every_epoch_reproducibly():
+    """D8: a new order each epoch, the same order for the same (seed, epoch)."""
+    src = TensorSource(torch.arange(100).float().reshape(100, 1), torch.arange(100) % 3)
+    loader = BatchLoader(src, 10, seed=1, shuffle=True)
+    e0 = torch.cat([b["input"] for b in loader.batches(0)]).flatten()
+    e1 = torch.cat([b["input"] for b in loader.batches(1)]).flatten()
+    assert sorted(e0.tolist()) == list(range(100))
+    assert not torch.equal(e0, e1)
+    again = torch.cat([b["input"] for b in BatchLoader(src, 10, seed=1, shuffle=True).batches(1)]).flatten()
+    assert torch.equal(e1, again)
+    # Starting mid-epoch yields exactly the remaining batches (exact resume relies on it).
+    tail = torch.cat([b["input"] for b in loader.batches(1, start=4)]).flatten()
+    assert torch.equal(tail, e1[40:])
+
+
+def test_batch_size_one_full_and_singleton_tail():
+    """D8: single-sample SGD, full-batch GD, and no trailing batch of one sample."""
+    src = TensorSource(torch.zeros(21, 1), torch.zeros(21, dtype=torch.long))
+    assert len(BatchLoader(src, 1, seed=0, shuffle=True)) == 21
+    assert len(BatchLoader(src, 21, seed=0, shuffle=True)) == 1
+    assert len(BatchLoader(src, 10, seed=0, shuffle=True)) == 2  # 10 + 10, the 21st sample waits
+    assert steps_per_epoch(21, 10, drop_singleton=False) == 3
+    r = load_recipe("digits-cnn", ["data.batch_size=full"])
+    from trainlab.api import build_components
+
+    t = build_components(r)
+    assert len(t.train_loader) == 1 and t.train_loader.batch_size == len(t.bundle.train)
