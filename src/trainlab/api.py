@@ -82,6 +82,7 @@ def fit(
     from .engine.trainer import Interrupted
 
     t0 = time.perf_counter()
+    state = None
     pairs = _merge_overrides(overrides, kwargs)
     if resume is not None:
         run = open_run(resume)
@@ -89,9 +90,14 @@ def fit(
             raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
         recipe_obj = load_recipe(run.recipe_path, pairs or None)
         last = run.checkpoints / "last.safetensors"
-        if not last.exists():
-            raise RunError(f"run {run.dir} has no checkpoint to resume from ({last} is missing)")
-        tensors, state = load_checkpoint(last)
+        for stale in run.checkpoints.glob(".*.tmp-*"):  # left by a process killed during a save
+            stale.unlink(missing_ok=True)
+        if last.exists():
+            tensors, state = load_checkpoint(last)
+        else:  # killed before its first checkpoint: start over in the same directory
+            tensors = state = None
+            if not quiet:
+                print(f"{run.dir} has no checkpoint yet: training from the start")
     else:
         recipe_obj = load_recipe(recipe, pairs or None)
         target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
@@ -107,7 +113,7 @@ def fit(
 
         write_text(run.recipe_path, recipe_obj.to_yaml())
     trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
-    if resume is not None:
+    if state is not None:
         trainer.restore(tensors, state, str(last))
     try:
         trainer.fit()

@@ -4,8 +4,8 @@
       cat/ 001.png 002.jpg ...
       dog/ ...
 
-Class names are the sub-folder names in sorted order. Every file is checked at start-up from its
-header (cheap): unreadable files, an empty class folder, a single class, or images of different
+Class names are the sub-folder names in sorted order. Every file is decoded once at start-up, so
+that a bad file stops the run before anything is written: unreadable files, an empty class folder, a single class, or images of different
 sizes without ``data.image_size`` are errors that name the file or folder. With
 ``data.skip_corrupt=true`` unreadable files are skipped and counted instead.
 """
@@ -19,7 +19,7 @@ import torch
 from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
-from .images import IMAGE_SUFFIXES, image_header, read_image
+from .images import IMAGE_SUFFIXES, inspect_image, read_image
 
 
 class FileSource(SampleSource):
@@ -71,7 +71,7 @@ def scan_folder(root: Path, skip_corrupt: bool) -> tuple[list[str], list[Path], 
             )
         for f in files:
             try:
-                headers.append(image_header(f))
+                headers.append(inspect_image(f))
             except DataError:
                 if not skip_corrupt:
                     raise

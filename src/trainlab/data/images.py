@@ -36,14 +36,16 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
     return x.contiguous()
 
 
-def image_header(path: str | Path) -> tuple[str, tuple[int, int]]:
-    """(PIL mode, (H, W)) from the file header alone; raises DataError for non-images."""
+def inspect_image(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (H, W)) of an image file, decoding it fully so that truncated or corrupt files
+    are found before a run starts, not halfway through it. Raises DataError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            im.load()
             return im.mode, (im.height, im.width)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: corrupt image header ({str(err).splitlines()[0]})") from None
+        raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None

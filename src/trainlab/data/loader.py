@@ -9,6 +9,7 @@ which is how an interrupted run resumes exactly.
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,6 +65,11 @@ class _KeyBatches:
 
     def __len__(self) -> int:
         return len(self.loader) - self.start
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which saves a checkpoint and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _collate(samples):
@@ -134,6 +140,7 @@ class BatchLoader:
                 collate_fn=_collate,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.workers > 0,
+                worker_init_fn=_ignore_sigint if self.workers > 0 else None,
                 # Its own generator: otherwise each epoch's iterator draws a seed from torch's
                 # global generator and shifts the dropout stream of the model.
                 generator=torch.Generator(),

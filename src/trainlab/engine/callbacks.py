@@ -91,6 +91,11 @@ class MetricsLogger(Callback):
         text = "".join(dumps(r, indent=None) + "\n" for r in trainer.state.history)
         write_text(self.path, text)
 
+    def on_fit_start(self, trainer):
+        # After a resume the file may hold epochs newer than the checkpoint: restate the history.
+        if trainer.state.history or self.path.exists():
+            self.write(trainer)
+
     def on_epoch_end(self, trainer, record):
         self.write(trainer)
 
