@@ -1,0 +1,238 @@
+"""The bad-input corpus: every case is generated here, and each one is answered, not crashed on.
+
+A case either fails with exit code 2 and one stderr line that names the file, field or value and
+what was expected (no traceback, nothing already written changed), or takes a documented recovery
+(images read by content, not by extension; mixed image modes converted; data.skip_corrupt=true).
+`python -m pytest tests/badinput -q` prints how many cases were handled.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from conftest import FAST, assert_user_error, run_cli
+from PIL import Image
+
+from trainlab.cli import main
+
+FOLDER = ["data.name=folder", "data.root=data", "data.batch_size=4", *FAST, "train.epochs=1", "run.dir=out"]
+
+
+def image_bytes(size=(10, 10), mode="RGB", fmt="PNG", seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    shape = (size[0], size[1], len(mode)) if mode != "L" else size
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8).squeeze(), mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def tree(root: Path, classes=("a", "b"), n=5, **kw) -> Path:
+    for c in classes:
+        (root / "data" / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / "data" / c / f"{i}.png").write_bytes(image_bytes(seed=i, **kw))
+    return root / "data"
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path], None]
+    argv: list[str]
+    needles: list[str] = field(default_factory=list)
+    code: int = 2
+
+
+def put(rel: str, data: bytes | str, base: Callable[[Path], object] = tree):
+    def setup(root: Path):
+        base(root)
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return setup
+
+
+def recipe_file(text: str):
+    return put("r.yaml", text, base=lambda root: None)
+
+
+def truncated_png() -> bytes:
+    data = image_bytes((64, 64))
+    return data[: len(data) // 2]
+
+
+def npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+CASES = [
+    # ---------------------------------------------------------------- image files (folder data set)
+    Case("corrupt image", put("data/a/bad.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4),
+         ["fit", *FOLDER], ["bad.png", "image"]),
+    Case("truncated image", put("data/b/cut.png", truncated_png()), ["fit", *FOLDER], ["cut.png", "truncated"]),
+    Case("zero-byte image", put("data/a/empty.png", b""), ["fit", *FOLDER], ["empty.png", "not a readable image"]),
+    Case("text file with an image extension", put("data/b/notes.jpg", "just some text\n"),
+         ["fit", *FOLDER], ["notes.jpg", "not a readable image"]),
+    Case("image with the wrong extension is read by its content",
+         put("data/a/really_a_jpeg.png", image_bytes(fmt="JPEG")), ["fit", *FOLDER], code=0),
+    Case("mixed grayscale/RGBA/RGB images are converted to RGB",
+         lambda root: (tree(root, mode="L"), (root / "data/a/x.png").write_bytes(image_bytes(mode="RGBA")),
+                       (root / "data/b/y.png").write_bytes(image_bytes(mode="RGB"))),
+         ["fit", *FOLDER], code=0),
+    Case("images of different sizes", put("data/b/big.png", image_bytes((20, 30))),
+         ["fit", *FOLDER], ["big.png", "20x30", "data.image_size"]),
+    Case("images of different sizes with data.image_size", put("data/b/big.png", image_bytes((20, 30))),
+         ["fit", *FOLDER, "data.image_size=12"], code=0),
+    Case("empty class folder", lambda root: (tree(root), (root / "data" / "c").mkdir()),
+         ["fit", *FOLDER], ["data/c", "has no images"]),
+    Case("a data set with one class", lambda root: tree(root, classes=("only",)),
+         ["fit", *FOLDER], ["one class", "at least 2"]),
+    Case("empty data root", lambda root: (root / "data").mkdir(), ["fit", *FOLDER], ["data.root", "no class"]),
+    Case("missing data root", lambda root: None, ["fit", *FOLDER], ["data.root", "does not exist"]),
+    Case("corrupt files skipped with data.skip_corrupt", put("data/a/bad.png", b"garbage"),
+         ["fit", *FOLDER, "data.skip_corrupt=true"], code=0),
+    # ------------------------------------------------------------------------------------ recipes
+    Case("YAML syntax error", recipe_file("train:\n  epochs: [3\n"), ["fit", "r.yaml"],
+         ["r.yaml", "line", "YAML syntax error"]),
+    Case("unknown key (typo)", recipe_file("optim:\n  learning_rate: 0.1\n"), ["fit", "r.yaml"],
+         ["optim.learning_rate", "unknown key"]),
+    Case("unknown key suggests the closest", recipe_file("trian:\n  epochs: 3\n"), ["fit", "r.yaml"],
+         ["trian", "did you mean train"]),
+    Case("wrong type (text for a number)", recipe_file("train:\n  epochs: ten\n"), ["fit", "r.yaml"],
+         ["train.epochs", "integer", "'ten'"]),
+    Case("wrong type (number for a list)", recipe_file("data:\n  augment: 5\n"), ["fit", "r.yaml"],
+         ["data.augment", "list"]),
+    Case("wrong type (section given a value)", recipe_file("optim: 0.1\n"), ["fit", "r.yaml"], ["optim"]),
+    Case("NaN learning rate", recipe_file("optim:\n  lr: .nan\n"), ["fit", "r.yaml"], ["optim.lr"]),
+    Case("infinite weight decay", recipe_file("optim:\n  weight_decay: .inf\n"), ["fit", "r.yaml"],
+         ["optim.weight_decay", "finite"]),
+    Case("negative epochs", recipe_file("train:\n  epochs: -3\n"), ["fit", "r.yaml"], ["train.epochs", "-3"]),
+    Case("negative dropout", lambda root: None, ["fit", "model.dropout=-0.1"], ["model.dropout", "-0.1"]),
+    Case("NaN from the command line", lambda root: None, ["fit", "optim.momentum=nan"], ["optim.momentum"]),
+    Case("override value that is not YAML", lambda root: None, ["fit", "data.augment=[hflip"],
+         ["data.augment=[hflip", "not valid YAML"]),
+    Case("recipe path is a directory", lambda root: (root / "rdir.yaml").mkdir(), ["fit", "rdir.yaml"],
+         ["is a directory"]),
+    Case("recipe file is not text", put("r.yaml", b"\xff\xfe\x00\x81", base=lambda r: None),
+         ["fit", "r.yaml"], ["r.yaml", "UTF-8"]),
+    # ------------------------------------------------------------------------------------ data sizes
+    Case("a batch larger than the data set", lambda root: None, ["fit", "data.batch_size=100000"],
+         ["data.batch_size=100000", "larger than the training split"]),
+    Case("a subset larger than the training split", lambda root: None, ["fit", "data.subset=5000"],
+         ["data.subset=5000", "larger than the training split"]),
+    Case("no CUDA device", lambda root: None, ["fit", "train.device=cuda"], ["train.device", "no CUDA"]),
+    Case("unwritable run directory", lambda root: (root / "afile").write_text("x"),
+         ["fit", *FAST, "run.dir=afile/run"], ["run.dir", "afile/run"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_fit_inputs(case: Case, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    case.setup(tmp_path)
+    code = main(case.argv)
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    if case.code == 0:
+        assert code == 0, out.err
+        if "skip_corrupt" in case.name:
+            assert any("skipped 1 unreadable" in line for line in lines), out.err
+        return
+    assert code == 2, (code, out.err[-2000:])
+    assert len(lines) == 1 and "Traceback" not in out.err, out.err
+    for needle in case.needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------- runs and predictions
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("badrun")
+    assert main(["fit", *FAST, f"run.dir={root / 'run'}", "--quiet"]) == 0
+    return root / "run"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+RUN_CASES = [
+    ("NaN in a .npy input", "x.npy", npy_bytes(np.full((8, 8), np.nan)), ["x.npy", "NaN or infinite"]),
+    ("inf in a .npy input", "x.npy", npy_bytes(np.array([[np.inf] * 8] * 8)), ["x.npy", "NaN or infinite"]),
+    ("a .npy of the wrong shape", "x.npy", npy_bytes(np.zeros((3, 5))), ["x.npy", "[3, 5]", "1x8x8"]),
+    ("a file that is not .npy", "x.npy", b"not numpy at all", ["x.npy", "not a readable .npy"]),
+    ("a .npy of strings", "x.npy", npy_bytes(np.array(["a", "b"])), ["x.npy", "numeric"]),
+    ("a missing input file", None, None, ["missing.npy", "no such file"]),
+]
+
+
+@pytest.mark.parametrize("name, rel, data, needles", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_predict_inputs(name, rel, data, needles, run_dir, tmp_path, capsys):
+    before = digest(run_dir)
+    if rel:
+        (tmp_path / rel).write_bytes(data)
+    target = tmp_path / (rel or "missing.npy")
+    assert main(["predict", str(run_dir), str(target)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert digest(run_dir) == before
+
+
+def test_damaged_checkpoints_and_mismatched_recipes(run_dir, tmp_path, capsys):
+    """T3: a truncated or tampered checkpoint names the file; a changed model lists the keys."""
+    import shutil
+
+    for label, damage in [
+        ("truncated", lambda b: b[: len(b) // 3]),
+        ("tampered", lambda b: b.replace(b'"epoch"', b'"epoc!"', 1).replace(b"trainlab-checkpoint", b"xxxxxxxx-checkpoint")),
+        ("flipped bytes", lambda b: b[:8] + b"\x00" * 16 + b[24:]),
+    ]:
+        copy = tmp_path / label
+        shutil.copytree(run_dir, copy)
+        ckpt = copy / "checkpoints" / "best.safetensors"
+        ckpt.write_bytes(damage(ckpt.read_bytes()))
+        assert main(["evaluate", str(copy)]) == 2, label
+        line = capsys.readouterr().err.strip()
+        assert "best.safetensors" in line and "\n" not in line, (label, line)
+    copy = tmp_path / "resized"
+    shutil.copytree(run_dir, copy)
+    before = digest(copy / "checkpoints")
+    assert main(["fit", "--resume", str(copy), "model.width=16", "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "last.safetensors does not match" in line and "shape mismatch" in line and "net.0.0.weight" in line
+    assert digest(copy / "checkpoints") == before
+
+
+def test_existing_run_is_never_overwritten_without_force(run_dir, tmp_path, capsys):
+    before = digest(run_dir)
+    assert main(["fit", *FAST, f"run.dir={run_dir}"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert digest(run_dir) == before
+    assert main(["fit", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_real_processes_give_one_line_and_exit_2(tmp_path):
+    """The same contract through the console entry point, for a data error and a run error."""
+    tree(tmp_path)
+    (tmp_path / "data" / "a" / "bad.png").write_bytes(b"oops")
+    assert_user_error(run_cli("fit", *FOLDER, cwd=tmp_path), "bad.png")
+    assert_user_error(run_cli("predict", tmp_path, "x.npy", cwd=tmp_path), "not a run directory")
+
+
+def test_corpus_size():
+    """The corpus holds at least 25 generated cases."""
+    assert len(CASES) + len(RUN_CASES) + 5 >= 25
