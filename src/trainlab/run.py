@@ -178,11 +178,23 @@ def check_writable_target(path: Path, force: bool) -> None:
     """A run may be written to ``path``: it is absent, empty, or ``force`` is given."""
     if path.exists() and not path.is_dir():
         raise RunError(f"run.dir: {str(path)!r} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
+    if path.is_dir() and _occupied(path) and not force:
         raise RunError(
             f"run.dir: {str(path)!r} is not empty; resume it with --resume {path}, "
             "pick another run.dir, or pass --force to replace its run files"
         )
+
+
+def _occupied(path: Path) -> bool:
+    """True when ``path`` holds anything but what a run killed during its creation leaves behind
+    (an empty checkpoints/ folder, a torn temporary file): such a folder may be reused."""
+    for entry in path.iterdir():
+        if entry.name.startswith(".") and ".tmp-" in entry.name:
+            continue
+        if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        return True
+    return False
 
 
 def open_run(path: str | Path) -> Run:
