@@ -14,7 +14,7 @@ import signal
 import sys
 
 import trainlab
-from trainlab.engine import checkpoint
+from trainlab import atomic
 from trainlab.engine.callbacks import Callback
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     run_dir, mode, k, *overrides = sys.argv[1:]
     k = int(k)
     if mode == "save":
-        real = checkpoint.write_bytes
+        real = atomic.write_bytes
         calls = {"n": 0}
 
         def slow_then_killed(path, data):
@@ -53,7 +53,7 @@ def main() -> None:
                     die()
             real(path, data)
 
-        checkpoint.write_bytes = slow_then_killed
+        atomic.write_bytes = slow_then_killed
     trainlab.fit(None, [f"run.dir={run_dir}", *overrides], quiet=True, callbacks=[Killer(mode, k)])
     sys.exit(3)  # the kill point was never reached: the test must notice
 

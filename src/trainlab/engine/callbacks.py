@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import dumps, write_text
+from ..atomic import dumps
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -89,7 +89,7 @@ class MetricsLogger(Callback):
 
     def write(self, trainer):
         text = "".join(dumps(r, indent=None) + "\n" for r in trainer.state.history)
-        write_text(self.path, text)
+        trainer.writer.submit(self.path, text.encode())
 
     def on_fit_start(self, trainer):
         # After a resume the file may hold epochs newer than the checkpoint: restate the history.
@@ -222,7 +222,8 @@ class TensorBoardLogger(Callback):
 class Checkpointer(Callback):
     """Writes ``last.safetensors`` at each epoch end and every ``every_steps`` optimizer steps,
     and ``best.safetensors`` whenever the monitored metric improves. Runs after every other
-    callback, so the state it saves includes their decisions."""
+    callback, so the state it saves includes their decisions. The snapshot is taken here; the
+    trainer's background writer puts it on disk."""
 
     name = "checkpoint"
 
@@ -234,7 +235,7 @@ class Checkpointer(Callback):
         from .checkpoint import save_checkpoint
 
         tensors, state = trainer.checkpoint_state()
-        save_checkpoint(self.folder / "last.safetensors", tensors, state)
+        save_checkpoint(self.folder / "last.safetensors", tensors, state, trainer.writer.submit)
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         st = trainer.state
@@ -246,7 +247,7 @@ class Checkpointer(Callback):
 
         if trainer.state.improved:
             tensors, state = trainer.eval_weights_state()
-            save_checkpoint(self.folder / "best.safetensors", tensors, state)
+            save_checkpoint(self.folder / "best.safetensors", tensors, state, trainer.writer.submit)
         self.save_last(trainer)
 
     def on_interrupt(self, trainer):

@@ -9,12 +9,14 @@ save leaves the previous checkpoint whole. A readable copy of the JSON state is 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..atomic import dumps, write_bytes, write_text
+from .. import atomic
+from ..atomic import dumps
 from ..errors import RunError
 
 STATE_KEY = "trainlab_state"
@@ -26,15 +28,31 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
-def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """Write ``tensors`` and the JSON ``state`` to ``path`` durably, plus ``path.json`` for people."""
+def encode_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(safetensors file bytes with the JSON state in its header, readable JSON bytes)."""
     from safetensors.torch import save
 
-    path = Path(path)
     state = {"format": FORMAT, **state}
-    text = dumps(state, indent=None)
-    write_bytes(path, save(_plain(tensors), metadata={STATE_KEY: text}))
-    write_text(path.with_suffix(".json"), dumps(state) + "\n")
+    blob = save(_plain(tensors), metadata={STATE_KEY: dumps(state, indent=None)})
+    return blob, (dumps(state) + "\n").encode()
+
+
+def save_checkpoint(
+    path: str | Path,
+    tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    submit: Callable[[Path, bytes], None] | None = None,
+) -> None:
+    """Write ``tensors`` and the JSON ``state`` to ``path``, plus ``path.json`` for people.
+
+    ``submit`` hands the bytes to a writer (the trainer's background DurableWriter); by default the
+    files are written durably before returning.
+    """
+    path = Path(path)
+    blob, text = encode_checkpoint(tensors, state)
+    submit = submit or atomic.write_bytes
+    submit(path, blob)
+    submit(path.with_suffix(".json"), text)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -32,6 +32,7 @@ from ..tasks.base import TrainMeter
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
 from .seeding import derive_seed, rng_state, set_rng_state
+from .writer import DurableWriter
 
 EVAL_BATCH = 512
 
@@ -112,6 +113,7 @@ class Trainer:
         self.last_grad_norm: float | None = None
         self.at_step_boundary = True
         self.printed_events = 0
+        self.writer = DurableWriter()
         self.callbacks: list[Callback] = []
         self.add_callbacks(callbacks)
         self._interrupt = False
@@ -169,18 +171,19 @@ class Trainer:
     # ------------------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
         """Train until ``train.epochs`` or a stop request; raises Interrupted after Ctrl-C."""
-        self._emit("on_fit_start")
-        self.schedule.apply(self.optimizer, self.state.step)
-        with self._sigint_guard():
-            try:
-                while self.state.epoch < self.recipe.train.epochs and self.state.stop_reason is None:
-                    self.train_epoch()
-            except Interrupted:
-                self._emit("on_interrupt")
-                self.close()
-                raise
-        self._emit("on_fit_end")
-        self.close()
+        try:
+            self._emit("on_fit_start")
+            self.schedule.apply(self.optimizer, self.state.step)
+            with self._sigint_guard():
+                try:
+                    while self.state.epoch < self.recipe.train.epochs and self.state.stop_reason is None:
+                        self.train_epoch()
+                except Interrupted:
+                    self._emit("on_interrupt")
+                    raise
+            self._emit("on_fit_end")
+        finally:
+            self.close()
         return self.state
 
     def train_epoch(self) -> dict[str, Any]:
@@ -395,9 +398,11 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def close(self) -> None:
+        """Stop loader workers and wait until every file handed to the writer is on disk."""
         for loader in (self.train_loader, self.val_loader, self.test_loader):
             if loader is not None:
                 loader.close()
+        self.writer.close()
 
 
 def autocast(device: torch.device, amp: bool):
