@@ -50,6 +50,10 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
     from .engine.callbacks import Checkpointer, EarlyStopping, MetricsLogger, ProgressPrinter, TensorBoardLogger
 
     cbs = []
+    if recipe.optim.switch is not None:
+        from .optim.switch import OptimizerSwitch
+
+        cbs.append(OptimizerSwitch(recipe.optim.switch, recipe.optim.betas[1]))
     if recipe.train.early_stop is not None:
         cbs.append(EarlyStopping(recipe.train.early_stop.patience))
     cbs.append(MetricsLogger(run.metrics_path))

@@ -104,28 +104,47 @@ class LossConfig(Section):
 
 # ---------------------------------------------------------------------------------------- optim
 class SwitchConfig(Section):
+    """Adam → SGD during training (O5): at a fixed epoch, or when the SWATS criterion fires."""
+
     to: str = Field("sgd", description="optimizer to switch to")
-    at_epoch: int | None = Field(None, ge=1, description="switch before this epoch (1-based)")
-    auto: bool = Field(False, description="switch when the documented criterion fires")
-    lr: float | None = Field(None, gt=0.0, description="learning rate after the switch")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    at_epoch: int | None = Field(None, ge=1, description="switch before this epoch (1-based); with auto, the latest epoch")
+    auto: bool = Field(False, description="switch when the SWATS criterion fires (Keskar & Socher 2017)")
+    lr: float | None = Field(
+        None, gt=0.0, description="learning rate after the switch (null: the SWATS estimate of the Adam step)"
+    )
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum of the optimizer switched to")
+    tolerance: float = Field(
+        0.05, gt=0.0, lt=1.0,
+        description="auto: switch when |Λ_k − γ_k| < tolerance · Λ_k (relative form of SWATS's ε)",
+    )
+    min_steps: int = Field(50, ge=2, description="auto: Adam steps measured before the criterion may fire")
+
+    @model_validator(mode="after")
+    def _when(self):
+        if self.at_epoch is None and not self.auto:
+            raise ValueError("set at_epoch: N or auto: true")
+        return self
 
 
 class OptimConfig(Section):
-    name: str = Field("adam", description="optimizer in the registry")
-    lr: float = Field(1e-3, gt=0.0, description="base learning rate")
-    weight_decay: float = Field(0.0, ge=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    dampening: float = Field(0.0, ge=0.0, lt=1.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0.0)
-    alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSProp smoothing constant")
-    rho: float = Field(0.9, gt=0.0, lt=1.0, description="Adadelta decay")
-    centered: bool = False
-    amsgrad: bool = False
+    """Optimizer (O1–O4), weight decay (L4) and the optional Adam → SGD switch (O5)."""
+
+    name: str = Field("adam", description="optimizer in the registry: gd, sgd, adagrad, adadelta, rmsprop, adam, adamw")
+    lr: float = Field(1e-3, gt=0.0, description="base learning rate (Adadelta: 1.0 is Zeiler's setting)")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="L2 weight decay: coupled (added to the gradient), decoupled for adamw"
+    )
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/gd/rmsprop momentum ρ (v = ρv + g)")
+    nesterov: bool = Field(False, description="sgd/gd: Nesterov momentum (needs momentum > 0, dampening 0)")
+    dampening: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/gd: v = ρv + (1 − dampening)·g")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw (β1, β2) of the two moments")
+    eps: float = Field(1e-8, gt=0.0, description="term added to the denominator of adaptive methods")
+    alpha: float = Field(0.99, gt=0.0, lt=1.0, description="RMSProp smoothing constant of the squared gradient")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="Adadelta decay of its two running averages")
+    centered: bool = Field(False, description="rmsprop: divide by the variance, not the raw second moment")
+    amsgrad: bool = Field(False, description="adam/adamw: keep the maximum second moment (AMSGrad)")
     decay_norm_and_bias: bool = Field(False, description="also apply weight decay to biases and norms")
-    switch: SwitchConfig | None = None
+    switch: SwitchConfig | None = Field(None, description="switch optimizer during training (Adam → SGD)")
 
     @field_validator("betas")
     @classmethod
@@ -137,20 +156,74 @@ class OptimConfig(Section):
 
 # ------------------------------------------------------------------------------------- schedule
 class WarmupConfig(Section):
+    """LR warm-up that multiplies any schedule during the first steps (O6)."""
+
     epochs: float = Field(0.0, ge=0.0, description="warm-up length in epochs")
     steps: int = Field(0, ge=0, description="warm-up length in steps (wins over epochs)")
-    mode: Literal["linear", "exponential"] = "linear"
-    start_factor: float = Field(0.01, gt=0.0, le=1.0)
+    mode: Literal["linear", "exponential"] = Field(
+        "linear", description="ramp of the multiplier from start_factor to 1: linear or geometric"
+    )
+    start_factor: float = Field(0.01, gt=0.0, le=1.0, description="multiplier of the LR at step 0")
 
 
 class ScheduleConfig(Section):
+    """LR schedule (O6). LR values here are absolute; the schedule multiplies optim.lr by their ratio."""
+
     name: str = Field("none", description="schedule in the registry")
     step_size: int = Field(10, ge=1, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0.0, description="decay factor")
+    gamma: float | None = Field(
+        None, gt=0.0,
+        description="decay factor (default: step/multistep/plateau 0.1, exponential 0.9 per epoch, "
+        "cyclic exp_range: the cycle height falls to 1% by the end of the run)",
+    )
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs where LR decays")
-    min_lr: float = Field(0.0, ge=0.0, description="floor of cosine-type schedules")
-    warmup: WarmupConfig | None = None
+    min_lr: float = Field(0.0, ge=0.0, description="floor of cosine, cosine_restarts and plateau")
+    # cyclical and one-cycle
+    max_lr: float | None = Field(None, gt=0.0, description="cyclic/onecycle: peak LR (default optim.lr)")
+    base_lr: float | None = Field(
+        None, gt=0.0, description="cyclic: lower bound of the cycle (default max_lr / 4, Smith's 3-4x rule)"
+    )
+    step_size_up: int | None = Field(
+        None, ge=1, description="cyclic: optimizer steps from base_lr to max_lr (default 2 epochs)"
+    )
+    step_size_down: int | None = Field(None, ge=1, description="cyclic: steps from max_lr back (default step_size_up)")
+    mode: Literal["triangular", "triangular2", "exp_range", "cosine"] = Field(
+        "triangular", description="cyclic wave: triangular, triangular2 (halve each cycle), exp_range, cosine"
+    )
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="onecycle: fraction of the run spent rising")
+    div_factor: float = Field(25.0, ge=1.0, description="onecycle: starting LR = max_lr / div_factor")
+    final_div_factor: float = Field(1e4, ge=1.0, description="onecycle: final LR = starting LR / final_div_factor")
+    anneal: Literal["cos", "linear"] = Field("cos", description="onecycle: shape of both phases")
+    cycle_momentum: bool = Field(True, description="onecycle: cycle SGD momentum / Adam beta1 against the LR")
+    base_momentum: float = Field(0.85, ge=0.0, lt=1.0, description="onecycle: momentum at the LR peak")
+    max_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="onecycle: momentum at the start and end")
+    # warm restarts (SGDR)
+    T_0: float | None = Field(
+        None, gt=0.0, description="cosine_restarts: epochs of the first cycle (default: 3 cycles fill the run)"
+    )
+    T_mult: int = Field(2, ge=1, description="cosine_restarts: each cycle is T_mult times longer")
+    # on plateau
+    monitor: str = Field("val_loss", description="plateau: metric of the epoch record to watch")
+    patience: int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
+    threshold: float = Field(1e-4, ge=0.0, description="plateau: relative improvement that counts")
+    cooldown: int = Field(0, ge=0, description="plateau: epochs to wait after a decay")
+    warmup: WarmupConfig | None = Field(None, description="warm-up composed with the schedule")
     options: dict[str, Any] = Field(default_factory=dict, description="schedule-specific options")
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, v):
+        if any(m < 1 for m in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError("must be increasing epoch numbers >= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _momentum_order(self):
+        if self.base_momentum > self.max_momentum:
+            raise ValueError(
+                f"base_momentum ({self.base_momentum}) must be <= max_momentum ({self.max_momentum})"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------- train

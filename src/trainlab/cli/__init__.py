@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
     "predict": ("predict", "print the top-k classes for image or .npy files"),
     "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+    "schedule": ("schedule", "draw a recipe's learning-rate schedule without training"),
+    "lr-find": ("lr_find", "run the LR range test and suggest a learning rate"),
 }
 
 

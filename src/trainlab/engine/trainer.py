@@ -26,7 +26,7 @@ from ..data.transforms import build_transforms
 from ..errors import RecipeError
 from ..losses import penalized_parameters, weight_penalty
 from ..optim.ema import WeightEMA
-from ..optim.optimizers import build_optimizer
+from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule
 from ..tasks.base import TrainMeter
 from . import checkpoint as ckpt
@@ -81,7 +81,7 @@ class Trainer:
         self.forward_model = self._maybe_compile(model)
         data, train = recipe.data, recipe.train
 
-        batch_size = len(bundle.train) if data.batch_size == "full" else data.batch_size
+        batch_size = train_batch_size(recipe, len(bundle.train))  # 'full' or optim gd: whole split
         cuda = self.device.type == "cuda"
         self.train_loader = BatchLoader(
             bundle.train, batch_size, seed=recipe.seed, shuffle=True,
@@ -250,6 +250,7 @@ class Trainer:
         st.batch = 0
         self._track_best(record)
         self.schedule.observe(st.epoch, record)
+        self.schedule.apply(self.optimizer, st.step)  # a reactive schedule's decision takes effect now
         self._emit("on_epoch_end", record)
         return record
 
