@@ -103,7 +103,10 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         stop = train.early_stop
-        self.monitor = stop.monitor if stop else task.monitor
+        # Without early stopping the best checkpoint follows the task's metric, on the training
+        # split when there is no validation split.
+        default = task.monitor if self.val_loader is not None else task.monitor.replace("val_", "train_", 1)
+        self.monitor = stop.monitor if stop else default
         self.monitor_mode = metric_mode(self.monitor, stop.mode if stop else "auto")
         self.min_delta = stop.min_delta if stop else 0.0
         self._check_monitor()
@@ -137,16 +140,21 @@ class Trainer:
             return model
 
     def _check_monitor(self):
+        """Every metric a recipe watches must exist in the epoch record, checked before training."""
         known = [f"train_{n}" for n in self.task.train_metrics] + [f"val_{n}" for n in self.task.val_metrics]
-        if self.monitor not in known:
-            from ..errors import unknown_name
+        watched = [("train.early_stop.monitor", self.monitor)]
+        if self.recipe.schedule.name == "plateau":
+            watched.append(("schedule.monitor", self.recipe.schedule.monitor))
+        for field, name in watched:
+            if name not in known:
+                from ..errors import unknown_name
 
-            raise unknown_name("metric", self.monitor, known, "train.early_stop.monitor")
-        if self.monitor.startswith("val_") and self.val_loader is None:
-            raise RecipeError(
-                f"train.early_stop.monitor: {self.monitor!r} needs a validation split "
-                "(data.split.val > 0), or monitor a train_ metric, or set train.early_stop=null"
-            )
+                raise unknown_name("metric", name, known, field)
+            if name.startswith("val_") and self.val_loader is None:
+                raise RecipeError(
+                    f"{field}: {name!r} needs a validation split (data.split.val > 0), "
+                    "or watch a train_ metric"
+                )
 
     # --------------------------------------------------------------------------------- events
     def add_callbacks(self, callbacks) -> None:
