@@ -19,19 +19,20 @@ def plot_curves(epochs: list[dict[str, Any]], keys: list[str], title: str, ylabe
     """One line per key of the epoch records against the epoch number."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    drawn = False
+    drawn, positive = False, True
     for key in keys:
         pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, marker="o", markersize=3, label=key)
             drawn = True
+            positive = positive and min(ys) > 0
     if not drawn:
         plt.close(fig)
         return None
     if mark_epoch is not None:
         ax.axvline(mark_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {mark_epoch})")
-    if logy:
+    if logy and positive:  # a schedule that reaches 0 cannot be drawn on a log axis
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
