@@ -26,6 +26,22 @@ def _merge_overrides(overrides, kwargs: dict[str, Any]):
     return merged
 
 
+# What may change when a run is resumed: how long and how it is watched, where it runs, and how
+# it is logged. Anything else (model, data, optimizer, seed...) would make the checkpoint describe
+# a different run than its recipe.
+RESUMABLE = ("train.epochs", "train.early_stop", "train.device", "train.threads", "train.progress",
+             "train.checkpoint_every_steps", "data.workers", "run.tensorboard", "run.plots")
+
+
+def check_resume_overrides(pairs: dict[str, Any]) -> None:
+    for key in pairs:
+        if not any(key == k or key.startswith(k + ".") for k in RESUMABLE):
+            raise RunError(
+                f"{key}: cannot be changed when resuming (it would no longer be the same run); "
+                f"allowed: {', '.join(RESUMABLE)}. Start a new run instead"
+            )
+
+
 def build_components(recipe: Recipe, callbacks=()):
     """Data, task, model and trainer for ``recipe``; nothing is written to disk."""
     import torch
@@ -82,7 +98,7 @@ def fit(
     ``__`` for dots (``train__epochs=5``). ``resume`` continues an interrupted run directory.
     Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C (a checkpoint is saved).
     """
-    from .engine.checkpoint import load_checkpoint
+    from .engine.checkpoint import RESUME_KEYS, load_checkpoint
     from .engine.trainer import Interrupted
 
     t0 = time.perf_counter()
@@ -92,12 +108,13 @@ def fit(
         run = open_run(resume)
         if recipe is not None:
             raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
+        check_resume_overrides(pairs)
         recipe_obj = load_recipe(run.recipe_path, pairs or None)
         last = run.checkpoints / "last.safetensors"
         for stale in run.checkpoints.glob(".*.tmp-*"):  # left by a process killed during a save
             stale.unlink(missing_ok=True)
         if last.exists():
-            tensors, state = load_checkpoint(last)
+            tensors, state = load_checkpoint(last, RESUME_KEYS)
         else:  # killed before its first checkpoint: start over in the same directory
             tensors = state = None
             if not quiet:
@@ -112,13 +129,13 @@ def fit(
     trainer = build_components(recipe_obj, user_cbs)
     if resume is None:
         run = Run.create(recipe_obj, run.dir, force=force)
-    else:
+    trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
+    if state is not None:
+        trainer.restore(tensors, state, str(last))  # callbacks' states too, so after add_callbacks
+    if resume is not None and pairs:  # only once the checkpoint is known to fit the recipe
         from .atomic import write_text
 
         write_text(run.recipe_path, recipe_obj.to_yaml())
-    trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
-    if state is not None:
-        trainer.restore(tensors, state, str(last))
     try:
         trainer.fit()
     except Interrupted as err:

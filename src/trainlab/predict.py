@@ -49,12 +49,15 @@ def gather_inputs(inputs, info, names: list[str] | None = None) -> tuple[torch.T
                     raise DataError(f"{path}: not a readable .npy array ({str(err).splitlines()[0]})") from None
                 if arr.dtype.kind not in "biuf":
                     raise DataError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
-                batch = _as_batch(torch.from_numpy(np.ascontiguousarray(arr)), shape, str(path))
+                arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # torch wants native order
+                batch = _as_batch(torch.from_numpy(arr), shape, str(path))
             else:
                 from .data.images import read_image
 
-                if info.kind != "image":
-                    raise DataError(f"{path}: this run takes .npy arrays of shape {list(shape)}, not images")
+                if info.kind != "image" or not info.extra.get("image_files"):
+                    # e.g. digits: trained on arrays of values 0..16; a PNG's 0..255 would be misread
+                    raise DataError(f"{path}: this run was trained on arrays, not image files; "
+                                    f"give .npy arrays of shape {list(shape)}")
                 batch = read_image(path, shape[0], shape[1:]).unsqueeze(0)
         else:
             arr = item if isinstance(item, torch.Tensor) else torch.from_numpy(np.asarray(item))

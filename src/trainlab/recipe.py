@@ -11,13 +11,17 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError, closest
 
+
+
+# Counts must be real integers: pydantic's lax mode would read `true` as 1 epoch.
+Int = Annotated[int, Strict()]
 
 
 class Section(BaseModel):
@@ -38,11 +42,11 @@ AugmentSpec = Union[str, dict[str, Any]]
 class DataConfig(Section):
     name: str = Field("digits", description="data set in the registry (`trainlab recipes` shows examples)")
     root: str | None = Field(None, description="folder or file the data set reads (folder, coco, ...)")
-    image_size: int | tuple[int, int] | None = Field(None, description="resize images to this (H, W)")
+    image_size: Int | tuple[Int, Int] | None = Field(None, description="resize images to this (H, W)")
     channels: Literal[1, 3] | None = Field(None, description="convert images to grayscale (1) or RGB (3)")
-    batch_size: int | Literal["full"] = Field(64, description="mini-batch size; 1 is SGD, 'full' is GD")
-    workers: int = Field(0, ge=0, description="loader worker processes")
-    subset: int | None = Field(None, ge=1, description="use only this many training samples")
+    batch_size: Int | Literal["full"] = Field(64, description="mini-batch size; 1 is SGD, 'full' is GD")
+    workers: Int = Field(0, ge=0, description="loader worker processes")
+    subset: Int | None = Field(None, ge=1, description="use only this many training samples")
     normalize: bool = Field(True, description="zero mean / unit variance from training-split statistics")
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: list[AugmentSpec] = Field(default_factory=list, description="per-sample transforms")
@@ -81,8 +85,8 @@ class DataConfig(Section):
 # ---------------------------------------------------------------------------------------- model
 class ModelConfig(Section):
     name: str = Field("cnn", description="architecture in the registry (`trainlab models`)")
-    width: int = Field(32, ge=1, description="channels of the first block / hidden units")
-    depth: int = Field(2, ge=1, description="number of blocks / hidden layers")
+    width: Int = Field(32, ge=1, description="channels of the first block / hidden units")
+    depth: Int = Field(2, ge=1, description="number of blocks / hidden layers")
     activation: str = Field("relu", description="relu, leaky_relu, prelu, sigmoid, tanh, gelu, ...")
     norm: Literal["batch", "layer", "group", "none"] = Field("batch", description="normalization layer")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability before the head")
@@ -107,7 +111,7 @@ class SwitchConfig(Section):
     """Adam → SGD during training (O5): at a fixed epoch, or when the SWATS criterion fires."""
 
     to: str = Field("sgd", description="optimizer to switch to")
-    at_epoch: int | None = Field(None, ge=1, description="switch before this epoch (1-based); with auto, the latest epoch")
+    at_epoch: Int | None = Field(None, ge=1, description="switch before this epoch (1-based); with auto, the latest epoch")
     auto: bool = Field(False, description="switch when the SWATS criterion fires (Keskar & Socher 2017)")
     lr: float | None = Field(
         None, gt=0.0, description="learning rate after the switch (null: the SWATS estimate of the Adam step)"
@@ -117,7 +121,7 @@ class SwitchConfig(Section):
         0.05, gt=0.0, lt=1.0,
         description="auto: switch when |Λ_k − γ_k| < tolerance · Λ_k (relative form of SWATS's ε)",
     )
-    min_steps: int = Field(50, ge=2, description="auto: Adam steps measured before the criterion may fire")
+    min_steps: Int = Field(50, ge=2, description="auto: Adam steps measured before the criterion may fire")
 
     @model_validator(mode="after")
     def _when(self):
@@ -159,7 +163,7 @@ class WarmupConfig(Section):
     """LR warm-up that multiplies any schedule during the first steps (O6)."""
 
     epochs: float = Field(0.0, ge=0.0, description="warm-up length in epochs")
-    steps: int = Field(0, ge=0, description="warm-up length in steps (wins over epochs)")
+    steps: Int = Field(0, ge=0, description="warm-up length in steps (wins over epochs)")
     mode: Literal["linear", "exponential"] = Field(
         "linear", description="ramp of the multiplier from start_factor to 1: linear or geometric"
     )
@@ -170,23 +174,23 @@ class ScheduleConfig(Section):
     """LR schedule (O6). LR values here are absolute; the schedule multiplies optim.lr by their ratio."""
 
     name: str = Field("none", description="schedule in the registry")
-    step_size: int = Field(10, ge=1, description="step: epochs between decays")
+    step_size: Int = Field(10, ge=1, description="step: epochs between decays")
     gamma: float | None = Field(
         None, gt=0.0,
         description="decay factor (default: step/multistep/plateau 0.1, exponential 0.9 per epoch, "
         "cyclic exp_range: the cycle height falls to 1% by the end of the run)",
     )
-    milestones: list[int] = Field(default_factory=list, description="multistep: epochs where LR decays")
+    milestones: list[Int] = Field(default_factory=list, description="multistep: epochs where LR decays")
     min_lr: float = Field(0.0, ge=0.0, description="floor of cosine, cosine_restarts and plateau")
     # cyclical and one-cycle
     max_lr: float | None = Field(None, gt=0.0, description="cyclic/onecycle: peak LR (default optim.lr)")
     base_lr: float | None = Field(
         None, gt=0.0, description="cyclic: lower bound of the cycle (default max_lr / 4, Smith's 3-4x rule)"
     )
-    step_size_up: int | None = Field(
+    step_size_up: Int | None = Field(
         None, ge=1, description="cyclic: optimizer steps from base_lr to max_lr (default 2 epochs)"
     )
-    step_size_down: int | None = Field(None, ge=1, description="cyclic: steps from max_lr back (default step_size_up)")
+    step_size_down: Int | None = Field(None, ge=1, description="cyclic: steps from max_lr back (default step_size_up)")
     mode: Literal["triangular", "triangular2", "exp_range", "cosine"] = Field(
         "triangular", description="cyclic wave: triangular, triangular2 (halve each cycle), exp_range, cosine"
     )
@@ -201,12 +205,12 @@ class ScheduleConfig(Section):
     T_0: float | None = Field(
         None, gt=0.0, description="cosine_restarts: epochs of the first cycle (default: 3 cycles fill the run)"
     )
-    T_mult: int = Field(2, ge=1, description="cosine_restarts: each cycle is T_mult times longer")
+    T_mult: Int = Field(2, ge=1, description="cosine_restarts: each cycle is T_mult times longer")
     # on plateau
     monitor: str = Field("val_loss", description="plateau: metric of the epoch record to watch")
-    patience: int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
+    patience: Int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
     threshold: float = Field(1e-4, ge=0.0, description="plateau: relative improvement that counts")
-    cooldown: int = Field(0, ge=0, description="plateau: epochs to wait after a decay")
+    cooldown: Int = Field(0, ge=0, description="plateau: epochs to wait after a decay")
     warmup: WarmupConfig | None = Field(None, description="warm-up composed with the schedule")
     options: dict[str, Any] = Field(default_factory=dict, description="schedule-specific options")
 
@@ -229,7 +233,7 @@ class ScheduleConfig(Section):
 # ---------------------------------------------------------------------------------------- train
 class EarlyStopConfig(Section):
     monitor: str = Field("val_loss", description="metric of the epoch record to watch")
-    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    patience: Int = Field(5, ge=1, description="epochs without improvement before stopping")
     mode: Literal["auto", "min", "max"] = "auto"
     min_delta: float = Field(0.0, ge=0.0)
     restore_best: bool = Field(True, description="evaluate with the best weights at the end")
@@ -242,17 +246,17 @@ class EmaConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1)
+    epochs: Int = Field(10, ge=1)
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
     amp: bool = Field(True, description="bf16 autocast where the device supports it")
     grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this")
     grad_clip_value: float | None = Field(None, gt=0.0, description="clip each gradient to +-this")
-    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
+    accumulate: Int = Field(1, ge=1, description="batches per optimizer step")
     early_stop: EarlyStopConfig | None = Field(default_factory=EarlyStopConfig)
     ema: EmaConfig | None = None
     compile: bool = False
-    checkpoint_every_steps: int | None = Field(None, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    checkpoint_every_steps: Int | None = Field(None, ge=1)
+    threads: Int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     progress: bool = Field(True, description="live progress bar when the output is a terminal")
 
     @field_validator("device")
@@ -272,21 +276,21 @@ class RunConfig(Section):
 
 
 class EvalConfig(Section):
-    topk: int = Field(5, ge=1, description="k of the top-k accuracy")
+    topk: Int = Field(5, ge=1, description="k of the top-k accuracy")
 
 
 class DoctorConfig(Section):
     """Training-doctor switches; the rules' thresholds are added with the doctor."""
 
     enabled: bool = True
-    every: int = Field(10, ge=1, description="sample the monitors every N steps")
+    every: Int = Field(10, ge=1, description="sample the monitors every N steps")
     auto: bool = Field(False, description="let the doctor apply remedies")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Recipe(Section):
     name: str = Field("run", min_length=1)
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=2**63 - 1)
     task: str = "classification"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

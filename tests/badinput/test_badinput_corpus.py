@@ -209,8 +209,16 @@ def test_damaged_checkpoints_and_mismatched_recipes(run_dir, tmp_path, capsys):
         assert "best.safetensors" in line and "\n" not in line, (label, line)
     copy = tmp_path / "resized"
     shutil.copytree(run_dir, copy)
-    before = digest(copy / "checkpoints")
+    before = digest(copy)
     assert main(["fit", "--resume", str(copy), "model.width=16", "--quiet"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "model.width: cannot be changed when resuming" in line
+    assert digest(copy) == before
+    # A recipe edited by hand so that it no longer fits the checkpoint: the keys are listed.
+    recipe = copy / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("width: 32", "width: 16"))
+    before = digest(copy / "checkpoints")
+    assert main(["fit", "--resume", str(copy), "--quiet"]) == 2
     line = capsys.readouterr().err.strip()
     assert "last.safetensors does not match" in line and "shape mismatch" in line and "net.0.0.weight" in line
     assert digest(copy / "checkpoints") == before

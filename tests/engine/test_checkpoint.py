@@ -18,7 +18,7 @@ def test_round_trip_tensors_and_state(tmp_path):
     tensors = {"model.w": torch.randn(3, 4), "model.n": torch.tensor(7), "rng.torch": torch.get_rng_state()}
     state = {"epoch": 3, "history": [{"epoch": 1, "loss": 0.5}], "nan": float("nan")}
     save_checkpoint(tmp_path / "c.safetensors", tensors, state)
-    t2, s2 = load_checkpoint(tmp_path / "c.safetensors")
+    t2, s2 = load_checkpoint(tmp_path / "c.safetensors", require=("epoch", "history"))
     assert all(torch.equal(tensors[k], t2[k]) for k in tensors)
     assert s2["epoch"] == 3 and s2["history"] == state["history"] and s2["nan"] is None
     assert (tmp_path / "c.json").exists()
@@ -61,6 +61,9 @@ def test_damaged_checkpoints_are_named_errors(tmp_path):
         load_checkpoint(path)
     with pytest.raises(RunError, match="does not exist"):
         load_checkpoint(tmp_path / "none.safetensors")
+    save_checkpoint(path, {"model.w": torch.randn(3)}, {"epoch": 1})
+    with pytest.raises(RunError, match="c.safetensors: its state lacks info"):
+        load_checkpoint(path)
 
 
 def test_shape_mismatch_lists_the_keys():

@@ -10,10 +10,15 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..atomic import write_json
+    from ..errors import RunError
     from ..run import open_run
 
     run = open_run(args.run)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise RunError(f"--json: folder {str(Path(args.json).parent)!r} does not exist")
     m = run.evaluate(args.split, args.checkpoint)
     names = m["class_names"]
     print(f"{args.split} split, {args.checkpoint} checkpoint (epoch {m.get('epoch')}), {m['n']} samples")

@@ -20,7 +20,7 @@ def build_batch_transforms(specs, info, field: str = "data.batch_augment"):
         entry = BATCH_TRANSFORMS.get(name, f"{field}[{i}]")
         try:
             ops.append(entry.fn(info=info, **opts))
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise RecipeError(f"{field}[{i}] ({name}): {err}") from None
 
     def apply(batch, gen):

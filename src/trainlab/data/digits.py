@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, TensorSource
 
@@ -34,6 +35,9 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 @DATASETS.register("digits", help="scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes")
 def digits(cfg, seed: int):
+    for name in ("root", "image_size", "channels"):
+        if getattr(cfg, name) is not None:
+            raise DataError(f"data.{name}: the digits data set is fixed (1x8x8 arrays); remove data.{name}")
     images, labels = load_digits_arrays()
     inputs = torch.from_numpy(images).float().unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
     targets = torch.from_numpy(labels).long()

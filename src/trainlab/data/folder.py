@@ -113,6 +113,6 @@ def folder(cfg, seed: int):
         input_shape=(channels, size[0], size[1]),
         num_classes=len(classes),
         class_names=classes,
-        extra={"root": str(root), "skipped_corrupt": skipped},
+        extra={"root": str(root), "skipped_corrupt": skipped, "image_files": True},
     )
     return FileSource(paths, torch.tensor(labels, dtype=torch.long), channels, size), info

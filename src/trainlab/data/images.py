@@ -11,6 +11,16 @@ from ..errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def _to_array(im, channels: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) pixels; 16- and 32-bit images are rescaled, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        wide = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") else max(float(wide.max()), 1.0)
+        gray = np.clip(wide / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(im.convert("L" if channels == 1 else "RGB"))
+
+
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """The image at ``path`` as a (channels, H, W) uint8 tensor, resized to ``size`` if given.
 
@@ -21,11 +31,10 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im)
+            arr = _to_array(im, channels)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
     x = torch.from_numpy(arr.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
@@ -47,5 +56,5 @@ def inspect_image(path: str | Path) -> tuple[str, tuple[int, int]]:
             return im.mode, (im.height, im.width)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None

@@ -44,10 +44,16 @@ class _Keyed(torch.utils.data.Dataset):
         epoch, index = key
         x, y = self.source.load(index)
         if self.transform is not None:
-            # Fork so that the global generator (dropout, init) is untouched in the main process.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.seed, "sample", epoch, index))
+            # Reseed only the CPU generator that torchvision's transforms draw from, and put its
+            # state back, so the main process's stream (dropout) is untouched. torch.manual_seed
+            # would also reseed CUDA generators, and fork_rng is much slower per sample.
+            gen = torch.default_generator
+            saved = gen.get_state()
+            gen.manual_seed(derive_seed(self.seed, "sample", epoch, index))
+            try:
                 x, y = self.transform(x, y)
+            finally:
+                gen.set_state(saved)
         return x, y
 
 
@@ -61,7 +67,7 @@ class _KeyBatches:
 
     def __iter__(self):
         for idx in self.loader.index_batches(self.epoch, self.start):
-            yield [(self.epoch, int(i)) for i in idx]
+            yield [(self.epoch, i) for i in idx.tolist()]
 
     def __len__(self) -> int:
         return len(self.loader) - self.start
@@ -98,6 +104,7 @@ class BatchLoader:
         workers: int = 0,
         pin_memory: bool = False,
         drop_singleton: bool = True,
+        device: torch.device | None = None,
     ):
         self.source = source
         self.batch_size = min(batch_size, len(source))
@@ -108,6 +115,10 @@ class BatchLoader:
         self.pin_memory = pin_memory
         self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
         self._fast = isinstance(source, TensorSource) and transform is None
+        if self._fast:
+            # An in-memory split moves to the device once; batches are then gathered there.
+            dev = device or torch.device("cpu")
+            self._tensors = (source.inputs.to(dev), source.targets.to(dev))
         self._dl = None
         self._sampler = None
 
@@ -127,7 +138,7 @@ class BatchLoader:
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of ``epoch``, beginning at batch index ``start``."""
         if self._fast:
-            x, y = self.source.inputs, self.source.targets
+            x, y = self._tensors
             for idx in self.index_batches(epoch, start):
                 yield {"input": x[idx], "target": y[idx]}
             return

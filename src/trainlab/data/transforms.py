@@ -47,7 +47,7 @@ def build_transforms(specs, info, forbid=(), field: str = "data.augment"):
         entry = TRANSFORMS.get(name, f"{field}[{i}]")
         try:
             ops.append(entry.fn(**opts))
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise RecipeError(f"{field}[{i}] ({name}): {err}") from None
     pipeline = v2.Compose(ops)
 

@@ -55,8 +55,19 @@ def save_checkpoint(
     submit(path.with_suffix(".json"), text)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, state) of a checkpoint; a missing, truncated or tampered file is a RunError."""
+# State keys a checkpoint must hold to be evaluated / to be resumed from.
+MODEL_KEYS = ("info",)
+RESUME_KEYS = ("info", "epoch", "batch", "step", "history", "best", "optimizer", "rng", "meter")
+
+
+def load_checkpoint(
+    path: str | Path, require: tuple[str, ...] = MODEL_KEYS
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, state) of a checkpoint; a missing, truncated or tampered file is a RunError.
+
+    The file is read once and both the tensors and the state come from those bytes, so a
+    concurrent rename can never pair one file's tensors with another's state.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -65,12 +76,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise RunError(f"checkpoint {path} does not exist")
     data = path.read_bytes()
     try:
+        if len(data) < 8:
+            raise ValueError(f"{len(data)} bytes")
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
         tensors = load(data)
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, ValueError, OSError, RuntimeError) as err:
+    except (SafetensorError, ValueError, OSError, RuntimeError, UnicodeDecodeError) as err:
         raise RunError(f"checkpoint {path} is damaged or not a safetensors file ({str(err).splitlines()[0]})") from None
     if STATE_KEY not in meta:
         raise RunError(f"checkpoint {path} has no trainlab state (not written by trainlab fit)")
@@ -80,6 +92,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise RunError(f"checkpoint {path}: its state is not valid JSON (file tampered with?)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RunError(f"checkpoint {path}: unknown format {state.get('format') if isinstance(state, dict) else state!r}")
+    missing = [k for k in require if k not in state]
+    if missing:
+        raise RunError(f"checkpoint {path}: its state lacks {', '.join(missing)} (file damaged or tampered with?)")
     return tensors, state
 
 

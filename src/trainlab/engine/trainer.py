@@ -23,12 +23,12 @@ import torch
 from ..data.batch import build_batch_transforms
 from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
-from ..errors import RecipeError
+from ..errors import RecipeError, RunError
 from ..losses import penalized_parameters, weight_penalty
+from ..tasks.base import metric_mode
 from ..optim.ema import WeightEMA
 from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule
-from ..tasks.base import TrainMeter
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
 from .seeding import derive_seed, rng_state, set_rng_state
@@ -60,15 +60,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RecipeError(f"train.device: {name!r} requested but no CUDA device is available (use auto or cpu)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise RecipeError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     if name == "mps" and not torch.backends.mps.is_available():
         raise RecipeError("train.device: 'mps' requested but MPS is not available (use auto or cpu)")
     return torch.device(name)
-
-
-def metric_mode(name: str, mode: str) -> str:
-    if mode != "auto":
-        return mode
-    return "min" if "loss" in name or "error" in name else "max"
 
 
 class Trainer:
@@ -86,8 +82,15 @@ class Trainer:
         self.train_loader = BatchLoader(
             bundle.train, batch_size, seed=recipe.seed, shuffle=True,
             transform=build_transforms(data.augment, bundle.info, data.forbid),
-            workers=data.workers, pin_memory=cuda,
+            workers=data.workers, pin_memory=cuda, device=self.device,
         )
+        if self.train_loader.batch_size == 1 and any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
+        ):
+            raise RecipeError(
+                "data.batch_size: BatchNorm cannot train on batches of one sample; "
+                "use model.norm=layer, group or none for single-sample SGD"
+            )
         eval_bs = max(batch_size, EVAL_BATCH)
         self.val_loader = self._eval_loader(bundle.val, eval_bs)
         self.test_loader = self._eval_loader(bundle.test, eval_bs)
@@ -112,8 +115,9 @@ class Trainer:
         self._check_monitor()
 
         self.state = TrainState()
-        self.meter = TrainMeter()
+        self.meter = task.train_meter()
         self.last_grad_norm: float | None = None
+        self.last_lr: float | None = None
         self.at_step_boundary = True
         self.printed_events = 0
         self.writer = DurableWriter()
@@ -128,7 +132,7 @@ class Trainer:
             return None
         return BatchLoader(source, batch_size, seed=self.recipe.seed, shuffle=False,
                            workers=self.recipe.data.workers if not hasattr(source, "inputs") else 0,
-                           drop_singleton=False)
+                           drop_singleton=False, device=self.device)
 
     def _maybe_compile(self, model):
         if not self.recipe.train.compile:
@@ -190,15 +194,18 @@ class Trainer:
                     self._emit("on_interrupt")
                     raise
             self._emit("on_fit_end")
-        finally:
-            self.close()
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the original error, not a follow-up one
+                self.close()
+            raise
+        self.close()
         return self.state
 
     def train_epoch(self) -> dict[str, Any]:
         st, model, task = self.state, self.model, self.task
         model.train()
         if st.batch == 0:
-            self.meter = TrainMeter()
+            self.meter = task.train_meter()
             self._epoch_t0 = time.perf_counter()
         self._emit("on_epoch_start")
         n_batches = len(self.train_loader)
@@ -207,13 +214,12 @@ class Trainer:
             batch = self.to_device(batch)
             if self.batch_transform is not None:
                 batch = self.batch_transform(batch, self._batch_generator())
-            with self.autocast():
-                outputs = task.forward(self.forward_model, batch)
-                loss = task.loss(outputs, batch)
-            total = loss
-            if self.penalty_params is not None:
-                total = loss + weight_penalty(self.penalty_params, self.recipe.loss.l1, self.recipe.loss.l2)
-            (total / accumulate if accumulate > 1 else total).backward()
+            outputs, loss, total = self.compute_loss(batch)
+            if accumulate > 1:
+                # Average over the batches of this optimizer step; the epoch's last group may be short.
+                group = min(accumulate, n_batches - (st.batch // accumulate) * accumulate)
+                total = total / group
+            total.backward()
             st.batch += 1
             self.at_step_boundary = st.batch % accumulate == 0 or st.batch == n_batches
             if self.at_step_boundary:
@@ -224,15 +230,30 @@ class Trainer:
             if self.at_step_boundary and (self._interrupt or st.stop_reason):
                 if self._interrupt:
                     raise Interrupted(f"epoch {st.epoch + 1}, batch {st.batch}")
-                return {}
+                return self.end_epoch(partial=st.batch < n_batches)
         return self.end_epoch()
 
-    def optimizer_step(self) -> None:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(outputs, task loss, loss + weight penalty) of one batch, under autocast."""
+        with self.autocast():
+            outputs = self.task.forward(self.forward_model, batch)
+            loss = self.task.loss(outputs, batch)
+        total = loss
+        if self.penalty_params is not None:
+            total = loss + weight_penalty(self.penalty_params, self.recipe.loss.l1, self.recipe.loss.l2)
+        return outputs, loss, total
+
+    def clip_gradients(self) -> None:
+        """Clip by value, then by global norm (O7); the norm before clipping is kept for callbacks."""
         train = self.recipe.train
         if train.grad_clip_value is not None:
             torch.nn.utils.clip_grad_value_(self.params, train.grad_clip_value)
         if train.grad_clip is not None:
             self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.params, train.grad_clip, foreach=True)
+
+    def optimizer_step(self) -> None:
+        self.clip_gradients()
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -240,13 +261,19 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
 
-    def end_epoch(self) -> dict[str, Any]:
-        """Validate, write the epoch record, track the best value and tell the callbacks."""
+    def end_epoch(self, partial: bool = False) -> dict[str, Any]:
+        """Validate, write the epoch record, track the best value and tell the callbacks.
+
+        ``partial`` marks an epoch cut short by a stop request (e.g. a doctor remedy).
+        """
         st = self.state
         train = self.task.train_summary(self.meter)
         record: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
                                   "optimizer": getattr(self.optimizer, "trainlab_name", "?"),
-                                  "lr": self.optimizer.param_groups[0]["lr"]}
+                                  # the LR of the epoch's last step, not the one set for the next
+                                  "lr": self.last_lr if self.last_lr is not None else self.optimizer.param_groups[0]["lr"]}
+        if partial:
+            record["partial"] = True
         record.update({f"train_{k}": v for k, v in train.items()})
         if self.val_loader is not None:
             val = self.evaluate(self.val_loader)
@@ -370,7 +397,10 @@ class Trainer:
         opt = state["optimizer"]
         if opt["name"] != getattr(self.optimizer, "trainlab_name", None):
             self.switch_optimizer(opt["name"], opt.get("lr"), opt.get("momentum"))
-        ckpt.optimizer_from_checkpoint(self.optimizer, ckpt.split_prefix(tensors, "optim"), opt)
+        try:
+            ckpt.optimizer_from_checkpoint(self.optimizer, ckpt.split_prefix(tensors, "optim"), opt)
+        except (ValueError, KeyError, IndexError) as err:
+            raise RunError(f"checkpoint {source}: its optimizer state does not fit this recipe ({err})") from None
         self.schedule.load_state_dict(state.get("schedule", {}))
         if self.ema is not None:
             self.ema.load_state(ckpt.split_prefix(tensors, "ema"), state.get("ema_steps", 0))
@@ -379,7 +409,7 @@ class Trainer:
         st.history = list(state["history"])
         st.best_value, st.best_epoch = state["best"]["value"], state["best"]["epoch"]
         st.stop_reason = state.get("stop_reason")
-        self.meter = TrainMeter()
+        self.meter = self.task.train_meter()
         self.meter.load(state["meter"])
         self.printed_events = len(st.history)
         saved = state.get("callbacks", {})

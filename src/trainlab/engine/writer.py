@@ -16,9 +16,12 @@ from ..errors import RunError
 
 
 class DurableWriter:
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue()
+    def __init__(self, max_pending: int = 4):
+        # Bounded: if the disk falls behind, the training thread waits instead of piling up
+        # checkpoint bytes in memory.
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
+        self._failed: Path | None = None
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
@@ -31,7 +34,7 @@ class DurableWriter:
                 if self._error is None:
                     atomic.write_bytes(path, data)  # looked up at call time: tests may wrap it
             except BaseException as err:  # noqa: BLE001 - reported to the training thread
-                self._error = err
+                self._error, self._failed = err, path
             finally:
                 self._queue.task_done()
 
@@ -39,7 +42,7 @@ class DurableWriter:
         if self._error is not None:
             err, self._error = self._error, None
             detail = getattr(err, "strerror", None) or str(err)
-            raise RunError(f"could not write {getattr(err, 'filename', None) or 'a run file'}: {detail}") from err
+            raise RunError(f"could not write {self._failed}: {detail}") from err
 
     def submit(self, path: str | Path, data: bytes) -> None:
         self._raise()

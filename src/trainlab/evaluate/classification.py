@@ -56,31 +56,36 @@ def metrics_from_confusion(cm: torch.Tensor) -> dict[str, Any]:
 
 
 class ClassificationMeter:
-    """Accumulates loss, top-k hits and the confusion matrix over batches."""
+    """Accumulates loss, top-k hits and the confusion matrix over batches.
+
+    Counts stay on the device of the logits until ``compute()``, so updating never waits for it.
+    """
 
     def __init__(self, num_classes: int, topk: int = 5):
         self.num_classes = num_classes
         self.topk = topk
-        self.cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-        self.loss_sum = 0.0
-        self.topk_hits = 0
+        self.cm: torch.Tensor | None = None
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.topk_hits: torch.Tensor | int = 0
         self.n = 0
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None) -> None:
         if target.dim() == 2:  # soft targets: score against the dominant class
             target = target.argmax(1)
-        logits, target = logits.detach().float().cpu(), target.cpu()
-        self.cm += confusion_matrix(logits.argmax(1), target, self.num_classes)
-        self.topk_hits += int(topk_correct(logits, target, self.topk))
+        logits = logits.detach()
+        cm = confusion_matrix(logits.argmax(1), target, self.num_classes)
+        self.cm = cm if self.cm is None else self.cm + cm
+        self.topk_hits = self.topk_hits + topk_correct(logits, target, self.topk)
         if loss is not None:
-            self.loss_sum += float(loss) * len(target)
+            self.loss_sum = self.loss_sum + loss.detach().double() * len(target)
         self.n += len(target)
 
     def compute(self) -> dict[str, Any]:
-        out = metrics_from_confusion(self.cm)
-        out["loss"] = self.loss_sum / max(self.n, 1)
-        out[f"top{self.topk}_accuracy"] = self.topk_hits / max(self.n, 1)
-        out["confusion"] = self.cm.tolist()
+        cm = self.cm.cpu() if self.cm is not None else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        out = metrics_from_confusion(cm)
+        out["loss"] = float(self.loss_sum) / max(self.n, 1)
+        out[f"top{self.topk}_accuracy"] = int(self.topk_hits) / max(self.n, 1)
+        out["confusion"] = cm.tolist()
         out["n"] = self.n
         return out

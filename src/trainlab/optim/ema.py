@@ -20,15 +20,18 @@ class WeightEMA:
         self.shadow = {
             k: (torch.zeros_like(p) if bias_correction else p.detach().clone()) for k, p in params.items()
         }
+        # Per-step work is one fused kernel over cached lists (no dict building in the hot path).
+        self._model = model
+        self._shadows = list(self.shadow.values())
+        self._params = [p.detach() for p in params.values()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """v ← β·v + (1 − β)·θ for every parameter."""
         self.steps += 1
-        names = list(self.shadow)
-        current = dict(model.named_parameters())
-        shadows = [self.shadow[k] for k in names]
-        torch._foreach_mul_(shadows, self.decay)
-        torch._foreach_add_(shadows, [current[k].detach() for k in names], alpha=1 - self.decay)
+        if model is not self._model:
+            self._model, self._params = model, [p.detach() for _, p in model.named_parameters()]
+        torch._foreach_lerp_(self._shadows, self._params, 1 - self.decay)
 
     @torch.no_grad()
     def averaged(self) -> dict[str, torch.Tensor]:

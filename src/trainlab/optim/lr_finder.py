@@ -56,7 +56,6 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
     ``trainer`` comes from :func:`trainlab.api.build_components`; nothing is written to disk.
     """
     from ..engine.seeding import derive_seed
-    from ..losses import weight_penalty
     from .optimizers import build_optimizer
 
     if not 0 < start_lr < end_lr:
@@ -68,7 +67,7 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
     if diverge <= 1:
         raise RecipeError(f"lr-find: diverge must be above 1 (got {diverge})")
 
-    model, task, recipe = trainer.model, trainer.task, trainer.recipe
+    model, recipe = trainer.model, trainer.recipe
     saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     cpu_rng = torch.get_rng_state()
@@ -96,17 +95,9 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
             if trainer.batch_transform is not None:
                 g = torch.Generator(device=trainer.device).manual_seed(derive_seed(recipe.seed, "lr_find", i))
                 batch = trainer.batch_transform(batch, g)
-            with trainer.autocast():
-                outputs = task.forward(trainer.forward_model, batch)
-                loss = task.loss(outputs, batch)
-            total = loss
-            if trainer.penalty_params is not None:
-                total = loss + weight_penalty(trainer.penalty_params, recipe.loss.l1, recipe.loss.l2)
+            _, loss, total = trainer.compute_loss(batch)
             total.backward()
-            if recipe.train.grad_clip_value is not None:
-                torch.nn.utils.clip_grad_value_(trainer.params, recipe.train.grad_clip_value)
-            if recipe.train.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trainer.params, recipe.train.grad_clip)
+            trainer.clip_gradients()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             value = float(loss.detach())

@@ -346,7 +346,7 @@ def _linear_anneal(start: float, end: float, pct: float) -> float:
 
 @SCHEDULES.register("plateau", help="per epoch: multiply by gamma (0.1) when schedule.monitor stalls for patience epochs")
 def plateau(cfg, base_lr, spe, epochs):
-    from ..engine.trainer import metric_mode
+    from ..tasks.base import metric_mode
 
     gamma = _gamma(cfg, 0.1)
     if gamma >= 1:

@@ -9,6 +9,13 @@ import torch
 from ..registry import TASKS
 
 
+def metric_mode(name: str, mode: str = "auto") -> str:
+    """'min' or 'max': whether a smaller value of the metric ``name`` is better (auto: losses, errors)."""
+    if mode != "auto":
+        return mode
+    return "min" if "loss" in name or "error" in name else "max"
+
+
 class TrainMeter:
     """Running training loss and accuracy without a device sync per step."""
 
@@ -35,6 +42,10 @@ class Task(ABC):
     def __init__(self, recipe, info):
         self.recipe = recipe
         self.info = info
+
+    def train_meter(self) -> TrainMeter:
+        """A fresh accumulator of the training metrics of one epoch (its state is checkpointed)."""
+        return TrainMeter()
 
     def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:
         return model(batch["input"])
