@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
     "predict": ("predict", "print the top-k classes for image or .npy files"),
     "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+    "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
+    "augment": ("augment", "write a grid image of augmented samples"),
 }
 
 

@@ -9,6 +9,7 @@ which is how an interrupted run resumes exactly.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from ..engine.seeding import derive_seed, generator
 from ..errors import TrainlabError
 from .bundle import SampleSource, TensorSource
+from .samples import collate
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -26,6 +28,31 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     if not shuffle:
         return torch.arange(n)
     return torch.randperm(n, generator=generator(seed, "order", epoch))
+
+
+@contextlib.contextmanager
+def sample_seed(seed: int, epoch: int, index: int):
+    """Seed torch's CPU generator for one sample's transforms, restoring its state afterwards.
+
+    The state is restored so that the global generator (dropout, init) is untouched in the main
+    process. Only the CPU generator is seeded: transforms run on the CPU, and torch.manual_seed
+    (or fork_rng's device bookkeeping) would cost a hundred times more per sample.
+
+    The transforms run on one intra-op thread, as they do in a loader worker: a single sample is
+    too small to split across threads, and on a busy machine the thread hand-offs cost ten times
+    the work itself.
+    """
+    saved = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    torch.default_generator.manual_seed(derive_seed(seed, "sample", epoch, index))
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved)
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 class _Keyed(torch.utils.data.Dataset):
@@ -43,9 +70,7 @@ class _Keyed(torch.utils.data.Dataset):
         epoch, index = key
         x, y = self.source.load(index)
         if self.transform is not None:
-            # Fork so that the global generator (dropout, init) is untouched in the main process.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(self.seed, "sample", epoch, index))
+            with sample_seed(self.seed, epoch, index):
                 x, y = self.transform(x, y)
         return x, y
 
@@ -64,13 +89,6 @@ class _KeyBatches:
 
     def __len__(self) -> int:
         return len(self.loader) - self.start
-
-
-def _collate(samples):
-    xs, ys = zip(*samples)
-    x = torch.stack(xs)
-    y = torch.stack(ys) if isinstance(ys[0], torch.Tensor) else torch.as_tensor(ys)
-    return x, y
 
 
 class BatchLoader:
@@ -97,7 +115,8 @@ class BatchLoader:
         self.batch_size = min(batch_size, len(source))
         self.seed = seed
         self.shuffle = shuffle
-        self.transform = transform
+        # A transform that draws from the data set (mosaic) is bound to the split it runs on.
+        self.transform = transform.bind(source) if hasattr(transform, "bind") else transform
         self.workers = workers
         self.pin_memory = pin_memory
         self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
@@ -131,7 +150,7 @@ class BatchLoader:
                 _Keyed(self.source, self.transform, self.seed),
                 batch_sampler=self._sampler,
                 num_workers=self.workers,
-                collate_fn=_collate,
+                collate_fn=collate,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.workers > 0,
                 # Its own generator: otherwise each epoch's iterator draws a seed from torch's
@@ -140,8 +159,7 @@ class BatchLoader:
             )
         self._sampler.epoch, self._sampler.start = epoch, start
         try:
-            for x, y in self._dl:
-                yield {"input": x, "target": y}
+            yield from self._dl
         except TrainlabError as err:
             # A worker re-raises with its traceback folded into the message; keep the user's line.
             raise type(err)(str(err).strip().splitlines()[-1].split(": ", 1)[-1]) from None
