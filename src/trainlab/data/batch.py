@@ -7,7 +7,7 @@ The batch is ``{"input": (N, C, H, W) in stored dtype and scale, "target": (N,) 
 :mod:`trainlab.data.samples`). Occlusion ops (D5) keep the dtype and write into
 ``batch["input"]`` in place (the loader hands out a fresh tensor per batch; pass a copy to keep
 yours); mixing ops (D6) turn the target into soft labels (N, C) that the classification loss
-and metrics accept.
+and metrics accept, and record each image's weight λ in ``batch["mix_lambda"]``.
 """
 from __future__ import annotations
 

@@ -158,9 +158,9 @@ def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
         source = source.labels_only()
     if cfg.fold is not None:
         rest, _, test_idx = stratified_split(source.targets, 0.0, cfg.split.test, recipe.seed)
-        folds = stratified_kfold(source.targets[rest], cfg.fold.k, recipe.seed)
         if len(rest) < cfg.fold.k:
             raise DataError(f"data.fold.k={cfg.fold.k} is larger than the train+val part ({len(rest)} samples)")
+        folds = stratified_kfold(source.targets[rest], cfg.fold.k, recipe.seed)
         val_idx = rest[folds == cfg.fold.index]
         train_idx = rest[folds != cfg.fold.index]
     else:

@@ -72,28 +72,37 @@ def color_affine(
     return a, b
 
 
-def channel_means(image: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """(C,) mean of each channel of a (C, H, W) image, on every ``stride``-th row and column."""
-    view = image[:, ::stride, ::stride] if stride > 1 else image
-    return view.float().mean(dim=(1, 2))
+def channel_means(image: torch.Tensor) -> torch.Tensor:
+    """(C,) mean of each channel of a (C, H, W) image."""
+    return image.float().mean(dim=(1, 2))
 
 
 def apply_color_affine(image: torch.Tensor, a, b, max_value: float) -> torch.Tensor:
-    """clamp(A x + b, 0, max_value) for every pixel x of a (C, H, W) image; dtype is kept.
+    """clamp(A x + b, 0, max_value) for every pixel x of a (C, H, W) image; dtype is kept
+    (uint8 results are rounded to nearest)."""
+    return affine_planes(image.float(), a, b, max_value, image.dtype)
 
-    uint8 results are rounded to nearest. The uint8 result is laid out channels-last (strides of a
-    (H, W, C) array): the resize kernel that usually follows is fastest on that layout.
+
+def affine_planes(planes: torch.Tensor, a, b, max_value: float, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`apply_color_affine` on a contiguous float32 (C, H, W) image, returning ``dtype``.
+
+    On the CPU the 3 x 3 product and the casts run in numpy: its float32 matrix product and
+    float -> uint8 cast are several times faster than torch's on tensors of one image.
     """
-    c, h, w = image.shape
-    x = image.reshape(c, h * w).float()
-    y = torch.addmm(torch.from_numpy(np.asarray(b, dtype=np.float32).reshape(c, 1)),
-                    torch.from_numpy(np.asarray(a, dtype=np.float32)), x)
-    if image.dtype == torch.uint8:
-        y.add_(0.5).clamp_(0.0, 255.0)
-        # numpy's float->uint8 cast is several times faster than torch's on the CPU, and the
-        # transposed copy lands the result channels-last at no extra cost.
-        if y.device.type == "cpu":
-            out = torch.from_numpy(y.numpy().T.astype(np.uint8, order="C"))
-            return out.view(h, w, c).permute(2, 0, 1)
-        return y.to(torch.int32).to(torch.uint8).view(c, h, w)
-    return y.clamp_(0.0, max_value).view(c, h, w).to(image.dtype)
+    c, h, w = planes.shape
+    x = planes.reshape(c, h * w)
+    a32 = np.asarray(a, dtype=np.float32)
+    b32 = np.asarray(b, dtype=np.float32).reshape(c, 1)
+    if x.device.type == "cpu":
+        y = a32 @ x.numpy()
+        y += b32
+        if dtype == torch.uint8:
+            y += 0.5
+            np.clip(y, 0.0, 255.0, out=y)
+            return torch.from_numpy(y.astype(np.uint8)).view(c, h, w)
+        np.clip(y, 0.0, max_value, out=y)
+        return torch.from_numpy(y).view(c, h, w).to(dtype)
+    y = torch.addmm(torch.from_numpy(b32).to(x.device), torch.from_numpy(a32).to(x.device), x)
+    if dtype == torch.uint8:
+        return y.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).view(c, h, w)
+    return y.clamp_(0.0, max_value).view(c, h, w).to(dtype)
