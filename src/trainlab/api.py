@@ -58,7 +58,7 @@ def build_components(recipe: Recipe, callbacks=()):
     seed_everything(recipe.seed)
     bundle = build_data(recipe)
     task = build_task(recipe, bundle.info)
-    model = build_model(recipe, bundle.info, bundle.mean, bundle.std)
+    model = build_model(recipe, bundle.info, bundle.mean, bundle.std, whiten=bundle.whiten)
     return Trainer(recipe, bundle, task, model, list(callbacks))
 
 

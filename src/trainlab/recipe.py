@@ -38,6 +38,61 @@ class SplitConfig(Section):
 
 AugmentSpec = Union[str, dict[str, Any]]
 
+SHAPE_KINDS = ("circle", "square", "triangle", "star")
+
+
+class ShapesConfig(Section):
+    """The procedural ``shapes`` data set (D10): coloured shapes on a noisy background."""
+
+    image_size: int = Field(64, ge=16, le=1024, description="side of the square images in pixels")
+    count: int = Field(2000, ge=4, description="number of images")
+    classes: list[Literal["circle", "square", "triangle", "star"]] = Field(
+        default_factory=lambda: list(SHAPE_KINDS), min_length=2, description="shape classes to draw"
+    )
+    min_objects: int = Field(1, ge=1, le=16, description="fewest objects per image")
+    max_objects: int = Field(3, ge=1, le=16, description="most objects per image")
+    min_size: float = Field(0.25, gt=0.0, le=1.0, description="smallest object diameter, fraction of the side")
+    max_size: float = Field(0.6, gt=0.0, le=1.0, description="largest object diameter, fraction of the side")
+    noise: float = Field(0.06, ge=0.0, le=1.0, description="std of the background noise, fraction of 255")
+    seed: int | None = Field(None, ge=0, description="seed of the drawings (default: the recipe seed)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes: each shape may appear once (got {self.classes})")
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"min_objects ({self.min_objects}) must be <= max_objects ({self.max_objects})")
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
+        return self
+
+
+class CocoConfig(Section):
+    """The ``coco`` data set: a COCO-style JSON file (``data.root``) and its images."""
+
+    images: str | None = Field(None, description="folder of the image files (default: the JSON file's folder)")
+    min_area: float = Field(0.0, ge=0.0, description="ignore annotations smaller than this many pixels")
+
+
+class SegmentationConfig(Section):
+    """The ``segmentation`` data set: ``root/images/*.png`` and ``root/masks/*.png`` of class ids."""
+
+    classes: list[str] | None = Field(None, description="class names by id, 0 first (default: ids found)")
+    ignore_index: int | None = Field(255, ge=0, le=255, description="mask value that marks unlabelled pixels")
+
+
+class FoldConfig(Section):
+    """K-fold cross-validation (D9): fold ``index`` of ``k`` is the validation split."""
+
+    k: int = Field(5, ge=2, le=100, description="number of folds of the train+val part")
+    index: int = Field(0, ge=0, description="fold used for validation (0-based)")
+
+    @model_validator(mode="after")
+    def _index(self):
+        if self.index >= self.k:
+            raise ValueError(f"index must be < k (got index {self.index} with k {self.k})")
+        return self
+
 
 class DataConfig(Section):
     name: str = Field("digits", description="data set in the registry (`trainlab recipes` shows examples)")
@@ -53,6 +108,11 @@ class DataConfig(Section):
     batch_augment: list[AugmentSpec] = Field(default_factory=list, description="batch transforms on device")
     forbid: list[str] = Field(default_factory=list, description="transforms that would change labels")
     whiten: Literal["pca", "zca"] | None = Field(None, description="decorrelate flat inputs")
+    whiten_eps: float = Field(1e-3, ge=0.0, description="added to the covariance eigenvalues when whitening")
+    fold: FoldConfig | None = Field(None, description="k-fold split: train on k-1 folds, validate on one")
+    shapes: ShapesConfig | None = Field(None, description="options of the shapes data set (defaults if null)")
+    coco: CocoConfig | None = Field(None, description="options of the coco data set (defaults if null)")
+    segmentation: SegmentationConfig | None = Field(None, description="options of the segmentation data set")
     imbalance: float | None = Field(None, gt=0.0, le=1.0, description="keep this fraction of later classes")
     skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing")
     options: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
     "schedule": ("schedule", "draw a recipe's learning-rate schedule without training"),
     "lr-find": ("lr_find", "run the LR range test and suggest a learning rate"),
+    "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
+    "augment": ("augment", "write a grid image of augmented samples"),
 }
 
 

@@ -2,12 +2,20 @@
 
 Each entry builds a callable ``(batch, generator) -> batch`` working on the whole batch at once;
 ``generator`` is seeded from (seed, epoch, step) so the result does not depend on loader workers.
+The batch is ``{"input": (N, C, H, W) in stored dtype and scale, "target": (N,) or (N, C), ...}``
+(plus ``annotations`` / ``semantic`` for data sets with boxes and masks, see
+:mod:`trainlab.data.samples`). Occlusion ops (D5) keep the dtype and write into
+``batch["input"]`` in place (the loader hands out a fresh tensor per batch; pass a copy to keep
+yours); mixing ops (D6) turn the target into soft labels (N, C) that the classification loss
+and metrics accept, and record each image's weight λ in ``batch["mix_lambda"]``.
 """
 from __future__ import annotations
 
-from ..errors import RecipeError
 from ..registry import BATCH_TRANSFORMS
-from .transforms import parse_spec
+from . import occlusion
+from .mixing import cutmix as _cutmix
+from .mixing import mixup as _mixup
+from .transforms import build_op, parse_spec
 
 
 def build_batch_transforms(specs, info, field: str = "data.batch_augment"):
@@ -17,11 +25,7 @@ def build_batch_transforms(specs, info, field: str = "data.batch_augment"):
     ops = []
     for i, spec in enumerate(specs):
         name, opts = parse_spec(spec, f"{field}[{i}]")
-        entry = BATCH_TRANSFORMS.get(name, f"{field}[{i}]")
-        try:
-            ops.append(entry.fn(info=info, **opts))
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"{field}[{i}] ({name}): {err}") from None
+        ops.append(build_op(name, {"info": info, **opts}, f"{field}[{i}]", BATCH_TRANSFORMS))
 
     def apply(batch, gen):
         for op in ops:
@@ -29,3 +33,69 @@ def build_batch_transforms(specs, info, field: str = "data.batch_augment"):
         return batch
 
     return apply
+
+
+def _p(p: float) -> float:
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    return float(p)
+
+
+def _range(name: str, pair) -> tuple[float, float]:
+    lo, hi = (float(v) for v in pair)
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"{name} must be 0 < min <= max, got {list(pair)}")
+    return lo, hi
+
+
+@BATCH_TRANSFORMS.register("random_erasing", help="erase a random rectangle per image, on the whole batch (D5)")
+def random_erasing(*, info, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"):
+    scale, ratio = _range("scale", scale), _range("ratio", ratio)
+    if scale[1] > 1.0:
+        raise ValueError(f"scale must be at most 1, got {list(scale)}")
+    return occlusion.rect_batch_op(
+        lambda n, h, w, g, d: occlusion.erasing_rects(n, h, w, scale, ratio, g, d), value, _p(p), info.max_value)
+
+
+@BATCH_TRANSFORMS.register("cutout", help="zero squares of side `size` (fraction of the short side) (D5)")
+def cutout(*, info, size: float = 0.5, holes: int = 1, value: float = 0.0, p: float = 1.0):
+    if float(size) <= 0 or int(holes) < 1:
+        raise ValueError(f"size must be > 0 and holes >= 1, got size={size}, holes={holes}")
+    return occlusion.rect_batch_op(
+        lambda n, h, w, g, d: occlusion.cutout_rects(n, h, w, float(size), int(holes), g, d),
+        value, _p(p), info.max_value)
+
+
+@BATCH_TRANSFORMS.register("hide_and_seek", help="hide grid cells with probability p_hide, per image (D5)")
+def hide_and_seek(*, info, grid: int = 4, p_hide: float = 0.5, value: float = 0.0, p: float = 1.0):
+    if int(grid) < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    return occlusion.rect_batch_op(
+        lambda n, h, w, g, d: occlusion.hide_and_seek_rects(n, h, w, int(grid), _p(p_hide), g, d),
+        value, _p(p), info.max_value)
+
+
+@BATCH_TRANSFORMS.register("gridmask", help="hide a regular grid of squares, random period/offset per image (D5)")
+def gridmask(*, info, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5, value: float = 0.0,
+             p: float = 1.0):
+    if not 0.0 < float(d_min) <= float(d_max) <= 1.0 or not 0.0 < float(ratio) < 1.0:
+        raise ValueError(f"need 0 < d_min <= d_max <= 1 and 0 < ratio < 1, got {d_min}, {d_max}, {ratio}")
+    return occlusion.rect_batch_op(
+        lambda n, h, w, g, d: occlusion.gridmask_rects(n, h, w, float(d_min), float(d_max), float(ratio), g, d),
+        value, _p(p), info.max_value)
+
+
+@BATCH_TRANSFORMS.register("mixup", help="blend image pairs, lambda ~ Beta(alpha, alpha); soft targets (D6)")
+def mixup(*, info, alpha: float = 0.2, p: float = 1.0):
+    if float(alpha) <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    p = _p(p)
+    return lambda batch, gen: _mixup(batch, gen, float(alpha), info.num_classes, p)
+
+
+@BATCH_TRANSFORMS.register("cutmix", help="paste a partner's rectangle, labels by area, boxes of both kept (D6)")
+def cutmix(*, info, alpha: float = 1.0, p: float = 1.0):
+    if float(alpha) <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    p = _p(p)
+    return lambda batch, gen: _cutmix(batch, gen, float(alpha), info.num_classes, p)

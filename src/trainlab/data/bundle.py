@@ -21,9 +21,15 @@ class DataInfo:
     num_classes: int
     class_names: list[str]
     kind: str = "image"  # image | flat | sequence
-    # Transforms that would change a sample's label (D7), declared by the data set.
+    # Transforms that would change a sample's label (D7), declared by the data set: a name
+    # ("hflip") or a magnitude rule ("rotate>30": rotations beyond 30 degrees).
     label_changing: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # What each sample's target carries besides the class label: boxes, masks, semantic.
+    annotations: tuple[str, ...] = ()
+    # Largest value of the stored scale (255 for uint8 images, 16 for digits): transforms and
+    # occlusion fills work in fractions of it.
+    max_value: float = 255.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +39,8 @@ class DataInfo:
             "kind": self.kind,
             "label_changing": list(self.label_changing),
             "extra": self.extra,
+            "annotations": list(self.annotations),
+            "max_value": self.max_value,
         }
 
     @classmethod
@@ -44,6 +52,8 @@ class DataInfo:
             kind=d.get("kind", "image"),
             label_changing=tuple(d.get("label_changing", ())),
             extra=dict(d.get("extra", {})),
+            annotations=tuple(d.get("annotations", ())),
+            max_value=float(d.get("max_value", 255.0)),
         )
 
 
@@ -71,6 +81,10 @@ class SampleSource(ABC):
         """A name for sample ``index`` in error messages (a file path where there is one)."""
         return f"sample {index}"
 
+    def labels_only(self) -> SampleSource:
+        """This split yielding ``(input, label)`` without boxes and masks (see build_data)."""
+        return self
+
 
 class TensorSource(SampleSource):
     """A split held in memory as one input tensor and one target tensor."""
@@ -97,6 +111,8 @@ class DataBundle:
     # Per-channel (images) or per-feature (flat) statistics of the training split, stored scale.
     mean: torch.Tensor
     std: torch.Tensor
+    # (feature mean (D,), whitening matrix (D, D)) fitted on the normalized training split (D2).
+    whiten: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def split(self, name: str) -> SampleSource:
         source = {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -105,19 +121,50 @@ class DataBundle:
         return source
 
 
-def build_data(recipe: Recipe) -> DataBundle:
-    """Load the data set, split it from the seed and compute training-split statistics (D1)."""
+def needs_annotations(recipe: Recipe) -> bool:
+    """Whether samples must carry their boxes and masks: for every task but classification, and
+    for mosaic (which moves boxes). Classification otherwise drops them at the source, so that
+    no transform spends time moving masks that nothing reads."""
+    from .transforms import parse_spec
+
+    mosaic = any(parse_spec(s, "data.augment")[0] == "mosaic" for s in recipe.data.augment)
+    return recipe.task != "classification" or mosaic
+
+
+def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
+    """Load the data set, split it from the seed and compute training-split statistics (D1).
+
+    ``annotations`` keeps (True) or drops (False) the boxes and masks of the samples; None decides
+    by :func:`needs_annotations`.
+
+    With ``data.fold`` the test split is held out as usual and the rest is cut into k stratified
+    folds; fold ``index`` is the validation split (D9). Augmentations are checked against the
+    data set's label-changing transforms here (D7), before anything is trained or written.
+    """
     from ..registry import DATASETS
-    from .splits import apply_imbalance, stratified_split
+    from .splits import apply_imbalance, stratified_kfold, stratified_split
     from .statistics import channel_stats
+    from .transforms import check_augment
 
     cfg = recipe.data
     entry = DATASETS.get(cfg.name, "data.name")
     loaded = entry.fn(cfg, recipe.seed)
     if isinstance(loaded, DataBundle):  # data sets that ship their own splits
+        check_augment(cfg, loaded.info)
         return loaded
     source, info = loaded
-    train_idx, val_idx, test_idx = stratified_split(source.targets, cfg.split.val, cfg.split.test, recipe.seed)
+    check_augment(cfg, info)
+    if not (needs_annotations(recipe) if annotations is None else annotations):
+        source = source.labels_only()
+    if cfg.fold is not None:
+        rest, _, test_idx = stratified_split(source.targets, 0.0, cfg.split.test, recipe.seed)
+        if len(rest) < cfg.fold.k:
+            raise DataError(f"data.fold.k={cfg.fold.k} is larger than the train+val part ({len(rest)} samples)")
+        folds = stratified_kfold(source.targets[rest], cfg.fold.k, recipe.seed)
+        val_idx = rest[folds == cfg.fold.index]
+        train_idx = rest[folds != cfg.fold.index]
+    else:
+        train_idx, val_idx, test_idx = stratified_split(source.targets, cfg.split.val, cfg.split.test, recipe.seed)
     if cfg.imbalance is not None:
         train_idx = apply_imbalance(train_idx, source.targets, cfg.imbalance, info.num_classes, recipe.seed)
     if cfg.subset is not None:
@@ -139,4 +186,9 @@ def build_data(recipe: Recipe) -> DataBundle:
     else:
         c = info.input_shape[0]
         mean, std = torch.zeros(c), torch.ones(c)
-    return DataBundle(train, val, test, info, mean, std)
+    whiten = None
+    if cfg.whiten is not None:
+        from .whiten import fit_training_whitening
+
+        whiten = fit_training_whitening(train, info, mean, std, cfg.whiten, cfg.whiten_eps, recipe.seed)
+    return DataBundle(train, val, test, info, mean, std, whiten)

@@ -47,5 +47,6 @@ def digits(cfg, seed: int):
         class_names=[str(i) for i in range(10)],
         # A mirrored 2 is no digit, a rotated 6 is a 9 (D7).
         label_changing=("hflip", "vflip", "rotate>30"),
+        max_value=16.0,
     )
     return TensorSource(inputs, targets), info

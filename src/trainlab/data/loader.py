@@ -10,6 +10,7 @@ which is how an interrupted run resumes exactly.
 from __future__ import annotations
 
 import signal
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from ..engine.seeding import derive_seed, generator
 from ..errors import TrainlabError
 from .bundle import SampleSource, TensorSource
+from .samples import collate
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -27,6 +29,31 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     if not shuffle:
         return torch.arange(n)
     return torch.randperm(n, generator=generator(seed, "order", epoch))
+
+
+@contextlib.contextmanager
+def sample_seed(seed: int, epoch: int, index: int):
+    """Seed torch's CPU generator for one sample's transforms, restoring its state afterwards.
+
+    The state is restored so that the global generator (dropout, init) is untouched in the main
+    process. Only the CPU generator is seeded: transforms run on the CPU, and torch.manual_seed
+    (or fork_rng's device bookkeeping) would cost a hundred times more per sample.
+
+    The transforms run on one intra-op thread, as they do in a loader worker: a single sample is
+    too small to split across threads, and on a busy machine the thread hand-offs cost ten times
+    the work itself.
+    """
+    saved = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    torch.default_generator.manual_seed(derive_seed(seed, "sample", epoch, index))
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved)
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 class _Keyed(torch.utils.data.Dataset):
@@ -44,16 +71,8 @@ class _Keyed(torch.utils.data.Dataset):
         epoch, index = key
         x, y = self.source.load(index)
         if self.transform is not None:
-            # Reseed only the CPU generator that torchvision's transforms draw from, and put its
-            # state back, so the main process's stream (dropout) is untouched. torch.manual_seed
-            # would also reseed CUDA generators, and fork_rng is much slower per sample.
-            gen = torch.default_generator
-            saved = gen.get_state()
-            gen.manual_seed(derive_seed(self.seed, "sample", epoch, index))
-            try:
+            with sample_seed(self.seed, epoch, index):
                 x, y = self.transform(x, y)
-            finally:
-                gen.set_state(saved)
         return x, y
 
 
@@ -76,13 +95,6 @@ class _KeyBatches:
 def _ignore_sigint(worker_id: int) -> None:
     """Workers leave Ctrl-C to the main process, which saves a checkpoint and stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _collate(samples):
-    xs, ys = zip(*samples)
-    x = torch.stack(xs)
-    y = torch.stack(ys) if isinstance(ys[0], torch.Tensor) else torch.as_tensor(ys)
-    return x, y
 
 
 class BatchLoader:
@@ -110,7 +122,8 @@ class BatchLoader:
         self.batch_size = min(batch_size, len(source))
         self.seed = seed
         self.shuffle = shuffle
-        self.transform = transform
+        # A transform that draws from the data set (mosaic) is bound to the split it runs on.
+        self.transform = transform.bind(source) if hasattr(transform, "bind") else transform
         self.workers = workers
         self.pin_memory = pin_memory
         self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
@@ -148,7 +161,7 @@ class BatchLoader:
                 _Keyed(self.source, self.transform, self.seed),
                 batch_sampler=self._sampler,
                 num_workers=self.workers,
-                collate_fn=_collate,
+                collate_fn=collate,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.workers > 0,
                 worker_init_fn=_ignore_sigint if self.workers > 0 else None,
@@ -158,8 +171,7 @@ class BatchLoader:
             )
         self._sampler.epoch, self._sampler.start = epoch, start
         try:
-            for x, y in self._dl:
-                yield {"input": x, "target": y}
+            yield from self._dl
         except TrainlabError as err:
             # A worker re-raises with its traceback folded into the message; keep the user's line.
             raise type(err)(str(err).strip().splitlines()[-1].split(": ", 1)[-1]) from None

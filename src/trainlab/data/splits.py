@@ -59,3 +59,22 @@ def apply_imbalance(
         n_keep = max(1, int(round(len(pos) * share))) if len(pos) else 0
         keep[pos[:n_keep]] = True
     return train_idx[keep]
+
+
+def stratified_kfold(targets: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """(N,) fold number in [0, k) of each sample, stratified by class (D9).
+
+    Each class's samples, in a seeded random order, are dealt to the folds round-robin, and each
+    class continues the deal where the previous class stopped. So every fold holds each class to
+    within one sample, and the fold sizes differ by at most one.
+    """
+    g = generator(seed, "kfold", k)
+    n = len(targets)
+    folds = torch.empty(n, dtype=torch.long)
+    start = 0
+    for c in torch.unique(targets):
+        idx = (targets == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        folds[idx] = (start + torch.arange(len(idx))) % k
+        start += len(idx)
+    return folds

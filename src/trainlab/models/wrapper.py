@@ -26,6 +26,23 @@ class Normalize(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
+class Whiten(nn.Module):
+    """``(x − μ) Wᵀ`` on inputs flattened to D features, reshaped back (D2, PCA or ZCA).
+
+    μ and W are fitted on the normalized training split (:mod:`trainlab.data.whiten`) and kept as
+    buffers, so they travel with the weights like the normalization statistics.
+    """
+
+    def __init__(self, mean: torch.Tensor, matrix: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().float().clone())
+        self.register_buffer("matrix", matrix.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        return ((flat - self.mean) @ self.matrix.T).reshape(x.shape)
+
+
 class TrainlabModel(nn.Module):
     """``net(input_stage(x))``: the input stage is fixed; ``net`` is the registered architecture."""
 
@@ -45,9 +62,13 @@ def init_biases(net: nn.Module, value: float) -> None:
             nn.init.constant_(m.bias, value)
 
 
-def build_model(recipe, info, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> TrainlabModel:
+def build_model(
+    recipe, info, mean: torch.Tensor | None = None, std: torch.Tensor | None = None, whiten=None
+) -> TrainlabModel:
     """Build the recipe's architecture for ``info`` behind a Normalize input stage.
 
+    With ``data.whiten`` a :class:`Whiten` stage follows Normalize; ``whiten`` is the fitted
+    (mean, matrix), or None when the weights will be loaded from a checkpoint.
     Call with torch's global generator already seeded: initialization draws from it.
     """
     cfg = recipe.model
@@ -58,4 +79,11 @@ def build_model(recipe, info, mean: torch.Tensor | None = None, std: torch.Tenso
     c = info.input_shape[0]
     mean = torch.zeros(c) if mean is None else mean
     std = torch.ones(c) if std is None else std
-    return TrainlabModel(Normalize(mean, std, info.kind), net)
+    stage: nn.Module = Normalize(mean, std, info.kind)
+    if getattr(recipe.data, "whiten", None):
+        d = 1
+        for n in info.input_shape:
+            d *= n
+        w_mean, w_matrix = whiten if whiten is not None else (torch.zeros(d), torch.eye(d))
+        stage = nn.Sequential(stage, Whiten(w_mean, w_matrix))
+    return TrainlabModel(stage, net)

@@ -1,0 +1,344 @@
+"""The ``coco`` data set: a COCO-style JSON file and its images (D10).
+
+``data.root`` is the JSON file; image files are looked up by ``file_name`` in ``data.coco.images``
+(default: the JSON file's folder). The file is checked before anything runs, and every problem
+names its JSON path, e.g. ``annotations[3].bbox: expected 4 numbers [x, y, width, height]``.
+
+Each sample carries the annotations as tv_tensors (see :mod:`trainlab.data.samples`): boxes
+(COCO's [x, y, w, h] becomes XYXY in the same pixel-edge coordinates), one label per box, instance
+masks decoded from polygons or RLE (when every annotation has a segmentation) and a semantic mask.
+For classification, an image's class is its dominant category: the one covering the largest total
+area (the annotation's ``area``, else its mask or box area). Images without annotations have no
+class; they are skipped and counted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..registry import DATASETS
+from .bundle import DataInfo, SampleSource
+from .images import inspect_image, read_image
+from .samples import dominant_class, make_target
+
+
+# ----------------------------------------------------------------------------- masks
+def rle_counts_from_string(text: str) -> list[int]:
+    """Decode COCO's compressed RLE string into run lengths.
+
+    Each run length is written in 5-bit groups, least significant first, as characters offset by
+    48; bit 0x20 of a character says another group follows, bit 0x10 of the last group is the sign.
+    From the third run on, the value is stored as the difference to the run two places before.
+    """
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                raise ValueError("truncated RLE string")
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {text[pos]!r} cannot appear in an RLE string")
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and (c & 0x10):
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    """(H, W) uint8 mask from run lengths that alternate 0s and 1s in column-major order."""
+    total = height * width
+    if any(c < 0 for c in counts) or sum(counts) != total:
+        raise ValueError(f"run lengths sum to {sum(counts)}, expected height x width = {total}")
+    values = np.zeros(len(counts), dtype=np.uint8)
+    values[1::2] = 1
+    flat = np.repeat(values, counts)
+    return flat.reshape(width, height).T.copy()
+
+
+def polygon_mask(poly: list[float], height: int, width: int) -> np.ndarray:
+    """(H, W) bool: pixels whose centre (j + 0.5, i + 0.5) lies inside the polygon [x1, y1, ...]
+    (even-odd rule), so a mask holds the polygon's area in whole pixels."""
+    xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    x0, y0 = xy[:, 0], xy[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    yc = np.arange(height, dtype=np.float64)[:, None] + 0.5  # (H, 1) row centres
+    crosses = (y0 <= yc) != (y1 <= yc)  # (H, E): the edge spans this row centre
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = np.where(crosses, x0 + (yc - y0) * (x1 - x0) / (y1 - y0), np.inf)  # (H, E)
+    xc = np.arange(width, dtype=np.float64) + 0.5
+    left = (xs[:, :, None] <= xc[None, None, :]).sum(1)  # crossings left of each pixel centre
+    return (left % 2) == 1
+
+
+def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
+    """(H, W) uint8 union of polygons [x1, y1, x2, y2, ...] in pixel-edge coordinates."""
+    mask = np.zeros((height, width), dtype=bool)
+    for poly in polygons:
+        mask |= polygon_mask(poly, height, width)
+    return mask.astype(np.uint8)
+
+
+def segmentation_to_mask(seg: Any, height: int, width: int) -> np.ndarray:
+    if isinstance(seg, list):
+        return polygons_to_mask(seg, height, width)
+    counts = seg["counts"]
+    counts = rle_counts_from_string(counts) if isinstance(counts, str) else list(counts)
+    h, w = seg["size"]
+    return rle_decode(counts, int(h), int(w))
+
+
+# ------------------------------------------------------------------------------ checks
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_segmentation(seg: Any, where: str, image: dict[str, Any]) -> None:
+    if isinstance(seg, list):
+        if not seg:
+            raise DataError(f"{where}: empty polygon list (expected [[x1, y1, x2, y2, x3, y3, ...], ...])")
+        for j, poly in enumerate(seg):
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_number(v) for v in poly):
+                raise DataError(f"{where}[{j}]: expected a polygon of at least 3 points [x1, y1, x2, y2, x3, y3, ...]")
+        return
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise DataError(f"{where}.size: expected [height, width] of the RLE mask")
+        if "height" in image and "width" in image and list(size) != [image["height"], image["width"]]:
+            raise DataError(
+                f"{where}.size: RLE is {size[0]}x{size[1]} but its image is {image['height']}x{image['width']}"
+            )
+        if isinstance(counts, str):
+            try:
+                runs = rle_counts_from_string(counts)
+            except ValueError as err:
+                raise DataError(f"{where}.counts: {err}") from None
+        elif isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
+            runs = counts
+        else:
+            raise DataError(f"{where}.counts: expected an RLE string or a list of run lengths")
+        if sum(runs) != size[0] * size[1]:
+            raise DataError(f"{where}.counts: run lengths sum to {sum(runs)}, expected {size[0] * size[1]}")
+        return
+    raise DataError(f"{where}: expected polygons (list of [x1, y1, ...]) or RLE {{size, counts}}")
+
+
+def check_coco(data: Any, path: Path) -> None:
+    """Raise DataError naming the JSON path of the first problem in a COCO-style mapping."""
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: {key}: expected a list" + ("" if key in data else " (missing)"))
+    if not data["images"]:
+        raise DataError(f"{path}: images: the list is empty")
+    if not data["categories"]:
+        raise DataError(f"{path}: categories: the list is empty")
+    images: dict[int, dict[str, Any]] = {}
+    for i, im in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(im, dict):
+            raise DataError(f"{where}: expected an object with id and file_name")
+        if not _is_int(im.get("id")):
+            got = " (missing)" if "id" not in im else f", got {im['id']!r}"
+            raise DataError(f"{where}.id: expected an integer{got}")
+        if im["id"] in images:
+            raise DataError(f"{where}.id: duplicate image id {im['id']}")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise DataError(f"{where}.file_name: expected a file name")
+        for key in ("width", "height"):
+            if key in im and not (_is_int(im[key]) and im[key] > 0):
+                raise DataError(f"{where}.{key}: expected a positive integer, got {im[key]!r}")
+        images[im["id"]] = im
+    cats: set[int] = set()
+    for i, cat in enumerate(data["categories"]):
+        where = f"categories[{i}]"
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise DataError(f"{where}.id: expected an integer")
+        if cat["id"] in cats:
+            raise DataError(f"{where}.id: duplicate category id {cat['id']}")
+        if not isinstance(cat.get("name"), str) or not cat["name"]:
+            raise DataError(f"{where}.name: expected a name")
+        cats.add(cat["id"])
+    ids: set[int] = set()
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise DataError(f"{where}: expected an object with image_id, category_id and bbox")
+        if "id" in ann:
+            if not _is_int(ann["id"]):
+                raise DataError(f"{where}.id: expected an integer, got {ann['id']!r}")
+            if ann["id"] in ids:
+                raise DataError(f"{where}.id: duplicate annotation id {ann['id']}")
+            ids.add(ann["id"])
+        if ann.get("image_id") not in images:
+            raise DataError(f"{where}.image_id: {ann.get('image_id')!r} is not the id of any image")
+        if ann.get("category_id") not in cats:
+            raise DataError(f"{where}.category_id: {ann.get('category_id')!r} is not the id of any category")
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise DataError(f"{where}.bbox: expected 4 numbers [x, y, width, height], got {box!r}")
+        if box[2] < 0 or box[3] < 0:
+            raise DataError(f"{where}.bbox: width and height must be >= 0, got {box!r}")
+        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+            raise DataError(f"{where}.area: expected a number >= 0, got {ann['area']!r}")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise DataError(f"{where}.iscrowd: expected 0 or 1, got {ann['iscrowd']!r}")
+        if ann.get("segmentation") is not None:
+            _check_segmentation(ann["segmentation"], f"{where}.segmentation", images[ann["image_id"]])
+
+
+# ------------------------------------------------------------------------------ source
+class CocoSource(SampleSource):
+    """Images of a COCO file with their annotations, decoded on demand."""
+
+    def __init__(self, records: list[dict[str, Any]], channels: int, size: tuple[int, int] | None, masks: bool,
+                 annotated: bool = True):
+        self.records = records
+        self.annotated = annotated
+        self.channels = channels
+        self.size = size
+        self.masks = masks
+        self.targets = torch.tensor([r["label"] for r in records], dtype=torch.long)
+
+    def load(self, index: int):
+        r = self.records[index]
+        if not self.annotated:
+            return read_image(r["path"], self.channels, self.size), torch.tensor(r["label"])
+        image = read_image(r["path"], self.channels)
+        h, w = image.shape[1:]
+        anns = r["annotations"]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                              for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        labels = torch.tensor([a["class"] for a in anns], dtype=torch.long)
+        masks = semantic = None
+        if self.masks:
+            decoded = [segmentation_to_mask(a["segmentation"], h, w) for a in anns]
+            for a, m in zip(anns, decoded):
+                if m.shape != (h, w):
+                    raise DataError(f"{a['where']}.segmentation: mask is {m.shape[0]}x{m.shape[1]} but image "
+                                    f"{r['path']} is {h}x{w}")
+            masks = torch.from_numpy(np.stack(decoded) if anns else np.zeros((0, h, w), np.uint8))
+            semantic = torch.zeros(h, w, dtype=torch.uint8)
+            # Paint large objects first so that small ones on top of them stay visible.
+            for k in sorted(range(len(anns)), key=lambda k: -float(masks[k].sum())):
+                semantic[masks[k].bool()] = int(labels[k]) + 1
+        target = make_target(r["label"], boxes, labels, (h, w), masks=masks, semantic=semantic)
+        if self.size is not None and (h, w) != tuple(self.size):
+            from .samples import resize_sample
+
+            image, target = resize_sample(image, target, self.size)
+        return image, target
+
+    def subset(self, indices: torch.Tensor) -> CocoSource:
+        return CocoSource([self.records[int(i)] for i in indices], self.channels, self.size, self.masks,
+                          self.annotated)
+
+    def labels_only(self) -> CocoSource:
+        return CocoSource(self.records, self.channels, self.size, self.masks, annotated=False)
+
+    def describe(self, index: int) -> str:
+        return str(self.records[index]["path"])
+
+
+def _area(ann: dict[str, Any]) -> float:
+    if "area" in ann:
+        return float(ann["area"])
+    return float(ann["bbox"][2] * ann["bbox"][3])
+
+
+@DATASETS.register("coco", help="COCO-style JSON (data.root) with boxes and polygon/RLE masks; class = dominant")
+def coco(cfg, seed: int):
+    from ..recipe import CocoConfig
+
+    cc = cfg.coco or CocoConfig()
+    if not cfg.root:
+        raise DataError("data.root: the coco data set needs data.root=<annotations JSON file>")
+    path = Path(cfg.root).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.root: {str(path)!r} is not a file (expected a COCO-style JSON file)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    check_coco(data, path)
+    folder = Path(cc.images).expanduser() if cc.images else path.parent
+    if not folder.is_dir():
+        raise DataError(f"data.coco.images: {str(folder)!r} is not a folder")
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    class_of = {c["id"]: k for k, c in enumerate(cats)}
+    names = [c["name"] for c in cats]
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for j, ann in enumerate(data["annotations"]):
+        if _area(ann) < cc.min_area:
+            continue
+        record = {**ann, "class": class_of[ann["category_id"]], "where": f"annotations[{j}]"}
+        by_image.setdefault(ann["image_id"], []).append(record)
+    with_masks = bool(data["annotations"]) and all(a.get("segmentation") is not None for a in data["annotations"])
+    records, headers, skipped = [], [], 0
+    for i, im in enumerate(data["images"]):
+        file = folder / im["file_name"]
+        if not file.is_file():
+            raise DataError(f"images[{i}].file_name: {im['file_name']!r} not found in {folder}")
+        mode, hw = inspect_image(file)
+        if "height" in im and "width" in im and (im["height"], im["width"]) != hw:
+            raise DataError(
+                f"images[{i}]: {file} is {hw[0]}x{hw[1]} but the JSON says height {im['height']}, width {im['width']}"
+            )
+        anns = by_image.get(im["id"], [])
+        if not anns:
+            skipped += 1
+            continue
+        label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor([_area(a) for a in anns]))
+        records.append({"path": file, "annotations": anns, "label": label})
+        headers.append((mode, hw, i))
+    if len(records) < 2:
+        raise DataError(f"{path}: {len(records)} image(s) have annotations; at least 2 are needed")
+    size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else (
+        tuple(cfg.image_size) if cfg.image_size else None)
+    if size is None:
+        sizes = {hw for _, hw, _ in headers}
+        if len(sizes) > 1:
+            first = headers[0]
+            odd = next(h for h in headers if h[1] != first[1])
+            raise DataError(
+                f"images[{odd[2]}]: {data['images'][odd[2]]['file_name']} is {odd[1][0]}x{odd[1][1]} but "
+                f"images[{first[2]}] is {first[1][0]}x{first[1][1]}; set data.image_size to resize all images"
+            )
+        size = headers[0][1]
+    channels = cfg.channels or (1 if all(m in ("L", "1", "I;16", "I") for m, _, _ in headers) else 3)
+    if skipped:
+        print(f"data: skipped {skipped} image(s) without annotations in {path} (they have no class)", file=sys.stderr)
+    info = DataInfo(
+        input_shape=(channels, size[0], size[1]),
+        num_classes=len(names),
+        class_names=names,
+        annotations=("boxes", "masks", "semantic") if with_masks else ("boxes",),
+        max_value=255.0,
+        extra={"root": str(path), "semantic_classes": ["background", *names], "unannotated_skipped": skipped,
+               "label": "dominant category by area"},
+    )
+    return CocoSource(records, channels, size, with_masks), info

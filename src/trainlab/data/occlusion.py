@@ -1,0 +1,181 @@
+"""Occlusion (D5): Random Erasing, Cutout, Hide-and-Seek and GridMask.
+
+The geometry of each method is a pure function that draws the hidden region of N images at once
+from a generator (None: torch's global generator, which the loader seeds per sample) and returns a
+boolean mask (N, 1, H, W). The same functions serve the per-sample transforms (N = 1, in the
+loader) and the batch operations (whole batch on the device, ``data.batch_augment``), so both
+hide exactly the same kind of region.
+
+* Random Erasing: a rectangle of random area fraction ``scale`` and aspect (height / width)
+  ``ratio``, clamped to fit, filled with random values (or a constant).
+* Cutout: ``holes`` squares of fixed side ``size`` (a fraction of the short side, or pixels if
+  > 1) centred anywhere, so they may hang over the border; filled with a constant (0: black).
+* Hide-and-Seek: the image cut into ``grid`` × ``grid`` cells, each hidden with ``p_hide``.
+* GridMask: squares of side ``ratio`` · d repeated with period d (d drawn in [d_min, d_max] of the
+  short side) at a random offset.
+
+Fill values are fractions of the value range (0 black, 1 white) or ``"random"``. Boxes and masks
+are left as they are: an occluded object is still there.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _rand(shape, gen, device) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device)
+
+
+def erasing_rects(n: int, h: int, w: int, scale=(0.02, 0.33), ratio=(0.3, 3.3), gen=None, device="cpu"):
+    """(N, 1, 4) int64 rectangles [y0, x0, y1, x1] of area fraction in ``scale``, aspect in ``ratio``."""
+    u = _rand((n, 4), gen, device)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[:, 0])
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    r = torch.exp(log_r)
+    eh = torch.sqrt(area * r).round().clamp(1, h)
+    ew = torch.sqrt(area / r).round().clamp(1, w)
+    y0 = torch.floor(u[:, 2] * (h - eh + 1))
+    x0 = torch.floor(u[:, 3] * (w - ew + 1))
+    return torch.stack([y0, x0, y0 + eh, x0 + ew], 1).long()[:, None]
+
+
+def cutout_rects(n: int, h: int, w: int, size: float = 0.5, holes: int = 1, gen=None, device="cpu"):
+    """(N, holes, 4) squares [y0, x0, y1, x1] of side ``size`` centred uniformly, clipped to the image."""
+    side = int(round(size * min(h, w))) if size <= 1.0 else int(size)
+    side = max(side, 1)
+    u = _rand((n, holes, 2), gen, device)
+    cy = torch.floor(u[..., 0] * h) - side // 2
+    cx = torch.floor(u[..., 1] * w) - side // 2
+    return torch.stack([cy.clamp(0, h), cx.clamp(0, w), (cy + side).clamp(0, h), (cx + side).clamp(0, w)], -1).long()
+
+
+def rect_mask(rects: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, 1, H, W) bool: pixels inside any of the (N, K, 4) rectangles [y0, x0, y1, x1)."""
+    ys = torch.arange(h, device=rects.device)
+    xs = torch.arange(w, device=rects.device)
+    rows = (ys >= rects[..., 0:1]) & (ys < rects[..., 2:3])  # (N, K, H)
+    cols = (xs >= rects[..., 1:2]) & (xs < rects[..., 3:4])  # (N, K, W)
+    inside = rows[..., :, None] & cols[..., None, :]  # (N, K, H, W)
+    return inside.any(1, keepdim=True)
+
+
+def hide_and_seek_rects(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0.5, gen=None, device="cpu"):
+    """(N, grid², 4) rectangles of the grid × grid cells, each hidden with probability ``p_hide``
+    (a cell that stays visible is an empty rectangle). Pixel y lies in cell row ⌊y·grid/h⌋."""
+    hidden = _rand((n, grid * grid), gen, device) < p_hide
+    cell = torch.arange(grid + 1, device=device)
+    ys = (cell * h + grid - 1) // grid  # first pixel row of each cell, and h at the end
+    xs = (cell * w + grid - 1) // grid
+    iy, ix = torch.meshgrid(torch.arange(grid, device=device), torch.arange(grid, device=device), indexing="ij")
+    iy, ix = iy.flatten(), ix.flatten()
+    rects = torch.stack([ys[iy], xs[ix], ys[iy + 1], xs[ix + 1]], 1)  # (grid², 4)
+    return rects[None] * hidden[..., None]
+
+
+def hide_and_seek_mask(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0.5, gen=None, device="cpu"):
+    """(N, 1, H, W) bool: each of grid × grid cells hidden with probability ``p_hide``."""
+    return rect_mask(hide_and_seek_rects(n, h, w, grid, p_hide, gen, device), h, w)
+
+
+def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
+                   gen=None, device="cpu"):
+    """(N, K, 4) squares of side ratio·d repeated every d pixels (d drawn in [d_min, d_max] of the
+    short side) at a random offset in [0, d) along each axis: pixel (y, x) is hidden when
+    (y + δy) mod d < side and (x + δx) mod d < side. Empty rectangles pad K."""
+    u = _rand((n, 3), gen, device)
+    short = min(h, w)
+    d = (short * (d_min + (d_max - d_min) * u[:, 0])).round().clamp(min=2)
+    side = torch.minimum((d * ratio).round().clamp(min=1), d - 1)
+    dy, dx = torch.floor(u[:, 1] * d), torch.floor(u[:, 2] * d)
+    d_low = max(2, int(round(short * d_min)))
+    ky, kx = h // d_low + 2, w // d_low + 2
+    y0 = torch.arange(ky, device=device)[None] * d[:, None] - dy[:, None]  # (N, ky)
+    x0 = torch.arange(kx, device=device)[None] * d[:, None] - dx[:, None]
+    y1, x1 = (y0 + side[:, None]).clamp(0, h), (x0 + side[:, None]).clamp(0, w)
+    y0, x0 = y0.clamp(0, h), x0.clamp(0, w)
+    rects = torch.stack([y0[:, :, None].expand(-1, -1, kx), x0[:, None, :].expand(-1, ky, -1),
+                         y1[:, :, None].expand(-1, -1, kx), x1[:, None, :].expand(-1, ky, -1)], -1)
+    return rects.reshape(n, ky * kx, 4).long()
+
+
+def gridmask_mask(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
+                  gen=None, device="cpu"):
+    """(N, 1, H, W) bool mask of :func:`gridmask_rects`."""
+    return rect_mask(gridmask_rects(n, h, w, d_min, d_max, ratio, gen, device), h, w)
+
+
+def fill_masked(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
+    """``x`` (N, C, H, W) with ``mask`` (N, 1, H, W) pixels set to ``value`` · max_value, or to
+    uniform random values when ``value`` is "random"; dtype kept."""
+    if value == "random":
+        if x.dtype == torch.uint8:
+            noise = torch.randint(0, 256, x.shape, dtype=torch.uint8, generator=gen, device=x.device)
+        else:
+            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * max_value
+        return torch.where(mask, noise, x)
+    v = float(value) * max_value
+    fill = torch.tensor(round(v) if x.dtype == torch.uint8 else v, dtype=x.dtype, device=x.device)
+    return torch.where(mask, fill, x)
+
+
+def check_value(value) -> None:
+    if value == "random":
+        return
+    if isinstance(value, str) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"value must be a fraction of the value range in [0, 1] or 'random', got {value!r}")
+
+
+# --------------------------------------------------------------------------- batch operations
+def fill_masked_(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
+    """In-place :func:`fill_masked`: one pass over ``x``, no new batch-sized tensor for constants."""
+    if value == "random":
+        return torch.where(mask, fill_masked(x, mask, "random", max_value, gen), x, out=x)
+    v = float(value) * max_value
+    return x.masked_fill_(mask, round(v) if x.dtype == torch.uint8 else v)
+
+
+def fill_rects_(x: torch.Tensor, rects: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
+    """Fill the (N, K, 4) rectangles [y0, x0, y1, x1) of ``x`` (N, C, H, W) in place.
+
+    On the CPU each rectangle is written through a slice, touching only its own pixels; on an
+    accelerator one masked kernel over the batch is cheaper than a launch per rectangle.
+    """
+    if x.device.type != "cpu":
+        return fill_masked_(x, rect_mask(rects, x.shape[-2], x.shape[-1]), value, max_value, gen)
+    const = None if value == "random" else float(value) * max_value
+    for i, boxes in enumerate(rects.tolist()):
+        for y0, x0, y1, x1 in boxes:
+            if y1 <= y0 or x1 <= x0:
+                continue
+            region = x[i, :, y0:y1, x0:x1]
+            if const is not None:
+                region.fill_(round(const) if x.dtype == torch.uint8 else const)
+            elif x.dtype == torch.uint8:
+                region.copy_(torch.randint(0, 256, region.shape, dtype=torch.uint8, generator=gen))
+            else:
+                region.copy_(torch.rand(region.shape, generator=gen, dtype=x.dtype) * max_value)
+    return x
+
+
+def _applied(n: int, p: float, gen, device) -> torch.Tensor | None:
+    """(N,) bool: which images an op with probability ``p`` touches (None: all)."""
+    return None if p >= 1.0 else _rand((n,), gen, device) < p
+
+
+def rect_batch_op(make_rects, value, p: float, max_value: float):
+    """A ``(batch, generator) -> batch`` op filling ``make_rects(n, h, w, gen, device)`` rectangles
+    of each image (each image independently with probability ``p``), in place."""
+    check_value(value)
+
+    def op(batch, gen):
+        x = batch["input"]
+        n, _, h, w = x.shape
+        rects = make_rects(n, h, w, gen, x.device)
+        applied = _applied(n, p, gen, x.device)
+        if applied is not None:
+            rects = rects * applied[:, None, None]  # an all-zero rectangle is empty
+        return {**batch, "input": fill_rects_(x, rects, value, max_value, gen)}
+
+    return op

@@ -1,0 +1,131 @@
+"""Augmentation preview (D11): a grid of augmented training samples with boxes and masks drawn.
+
+The grid shows exactly what the first batch of an epoch sees: the samples of that epoch's order,
+each transformed with its own (seed, epoch, index) generator, then the batch transforms with the
+(seed, epoch, batch 0) generator. Each tile is captioned with its label (soft labels after mixing
+show their two largest weights); instance masks (or the semantic mask) are overlaid and boxes are
+drawn in the colour of their class.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import RunError
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
+MIN_TILE = 128  # small images (8x8 digits) are enlarged so that a tile is readable
+
+
+def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any], Any]:
+    """The first ``n`` samples of ``epoch`` as the trainer would see them, and the DataInfo."""
+    from ..engine.seeding import generator
+    from . import build_data
+    from .batch import build_batch_transforms
+    from .loader import epoch_order, sample_seed
+    from .samples import collate
+    from .transforms import build_transforms
+
+    bundle = build_data(recipe, annotations=True)  # the preview draws boxes and masks even for classification
+    source, info = bundle.train, bundle.info
+    transform = build_transforms(recipe.data.augment, info, recipe.data.forbid, source=source)
+    order = epoch_order(len(source), recipe.seed, epoch, shuffle=True)[: min(n, len(source))]
+    samples = []
+    for i in order.tolist():
+        x, y = source.load(i)
+        if transform is not None:
+            with sample_seed(recipe.seed, epoch, i):
+                x, y = transform(x, y)
+        samples.append((x, y))
+    batch = collate(samples)
+    batch["input"] = batch["input"].clone()  # batch ops may write in place; sources may cache
+    ops = build_batch_transforms(recipe.data.batch_augment, info)
+    if ops is not None:
+        batch = ops(batch, generator(recipe.seed, "batch", epoch, 0))
+    return batch, info
+
+
+def _caption(target: torch.Tensor, names: list[str]) -> str:
+    if target.dim() == 0:
+        return names[int(target)]
+    top = torch.topk(target, min(2, len(target)))
+    parts = [f"{names[int(i)]} {float(v):.2f}" for v, i in zip(top.values, top.indices) if float(v) > 0.005]
+    return " / ".join(parts)
+
+
+def render_tile(image: torch.Tensor, ann: dict[str, Any] | None, semantic: torch.Tensor | None, info) -> torch.Tensor:
+    """(3, h, w) uint8 picture of one sample with its masks and boxes drawn."""
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    x = image.as_subclass(torch.Tensor).float()
+    x = (x * (255.0 / info.max_value)).round().clamp(0, 255).to(torch.uint8)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    h, w = x.shape[1:]
+    scale = max(1, math.ceil(MIN_TILE / max(h, w)))
+    if scale > 1:
+        x = x.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    x = x.contiguous()
+    masks, colours = None, []
+    if ann is not None and "masks" in ann and len(ann["masks"]):
+        masks = ann["masks"].as_subclass(torch.Tensor).bool()
+        colours = [PALETTE[int(c) % len(PALETTE)] for c in ann["labels"]]
+    elif semantic is not None:
+        ids = [int(v) for v in torch.unique(semantic) if int(v) != 0 and int(v) != 255]
+        masks = torch.stack([semantic == v for v in ids]) if ids else None
+        colours = [PALETTE[(v - 1) % len(PALETTE)] for v in ids]
+    if masks is not None:
+        if scale > 1:
+            masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        x = draw_segmentation_masks(x, masks, alpha=0.35, colors=colours)
+    if ann is not None and "boxes" in ann and len(ann["boxes"]):
+        boxes = ann["boxes"].as_subclass(torch.Tensor).float() * scale
+        names = [info.class_names[int(c)] for c in ann["labels"]]
+        x = draw_bounding_boxes(x, boxes, labels=names, colors=[PALETTE[int(c) % len(PALETTE)] for c in ann["labels"]],
+                                width=1)
+    return x
+
+
+def augment_grid(recipe, n: int = 16, epoch: int = 0):
+    """A PIL image: the grid of :func:`augmented_batch` with captions."""
+    from PIL import Image, ImageDraw
+
+    batch, info = augmented_batch(recipe, n, epoch)
+    anns = batch.get("annotations")
+    sem = batch.get("semantic")
+    tiles = [render_tile(batch["input"][i], anns[i] if anns else None, sem[i] if sem is not None else None, info)
+             for i in range(len(batch["input"]))]
+    th, tw = tiles[0].shape[1:]
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    caption, pad = 14, 4
+    grid = Image.new("RGB", (cols * (tw + pad) + pad, rows * (th + caption + pad) + pad), (32, 32, 32))
+    draw = ImageDraw.Draw(grid)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        x0, y0 = pad + c * (tw + pad), pad + r * (th + caption + pad)
+        grid.paste(Image.fromarray(tile.permute(1, 2, 0).numpy()), (x0, y0))
+        draw.text((x0 + 2, y0 + th + 1), _caption(batch["target"][i], info.class_names), fill=(235, 235, 235))
+    return grid
+
+
+def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> Path:
+    """Write the preview grid as a PNG file; returns its path."""
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise RunError(f"--out: {str(path)!r} must be a .png file path")
+    if path.is_dir():
+        raise RunError(f"--out: {str(path)!r} is a folder; give a .png file path")
+    image = augment_grid(recipe, n, epoch)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        image.save(tmp, format="PNG")
+        tmp.replace(path)
+    except OSError as err:
+        raise RunError(f"--out: cannot write {str(path)!r} ({err.strerror or err})") from None
+    return path
