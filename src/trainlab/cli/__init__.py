@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
     "predict": ("predict", "print the top-k classes for image or .npy files"),
     "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+    "doctor": ("doctor", "print a run's diagnosis from its recorded numbers"),
 }
 
 
