@@ -213,6 +213,8 @@ class DoctorConfig(Section):
     auto: bool = Field(False, description="let the doctor apply remedies: rollback on NaN, stop on overfitting, "
                                           "LR decay / Adam->SGD on a plateau")
     input_batches: int = Field(3, ge=0, description="summarize the net's input over this many first batches")
+    max_samples: int = Field(5000, ge=100, description="after this many samples (and each further as many) "
+                                                       "the sampling interval doubles, bounding doctor.json")
     # X1 exploding gradients
     explode_factor: float = Field(50.0, gt=1.0, description="a global gradient norm this many times the median "
                                                             "of the previous samples is an explosion")

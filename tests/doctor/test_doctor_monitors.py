@@ -17,6 +17,16 @@ FAST = {"run.tensorboard": False, "run.plots": False, "train.progress": False}
 
 
 # ------------------------------------------------------------------------------ pure statistics
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
+    other process on a shared 2-core machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_group_norms_equal_the_norm_of_the_concatenated_group():
     """X1/X2: per-layer gradient norm = L2 norm of all of the layer's parameter gradients together."""
     g = torch.Generator().manual_seed(0)
@@ -198,3 +208,15 @@ def test_layers_are_listed_in_forward_order_not_registration_order(tmp_path):
                                                             "model.name": "doctor_test_reversed"})
     h = json.loads((run.dir / "doctor.json").read_text())["history"]
     assert [layer["name"] for layer in h["layers"]] == ["net.stem", "net.middle", "net.head"]
+
+
+def test_sampling_interval_doubles_after_max_samples(tmp_path):
+    """X1: a long run's history stays bounded: after doctor.max_samples samples the interval doubles."""
+    run = trainlab.fit("digits-mlp", quiet=True, **FAST, **{
+        "run.dir": str(tmp_path / "r"), "train.epochs": 7, "doctor.every": 1, "doctor.max_samples": 100})
+    h = json.loads((run.dir / "doctor.json").read_text())["history"]
+    steps, spe = h["steps"]["step"], h["data"]["steps_per_epoch"]
+    assert steps[:100] == list(range(1, 101))
+    later = [s for s in steps[100:] if (s - 1) % spe != 0]  # the first step of an epoch is always sampled
+    assert later and all((s - 1) % 2 == 0 for s in later)
+    assert len(steps) < 7 * spe

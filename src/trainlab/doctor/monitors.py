@@ -2,7 +2,8 @@
 
 Per step the doctor only checks that the loss is finite (a float comparison on the CPU; on an
 accelerator a flag tensor is accumulated and read at sampled steps, so there is no extra sync).
-Every ``doctor.every`` steps, and on the first batch of each epoch, it samples:
+Every ``doctor.every`` steps (an interval that doubles after each ``doctor.max_samples``
+samples), and on the first batch of each epoch, it samples:
 
 - the gradient norm of every parameter-holding module (grouped by module, in forward order) and
   the global norm, before clipping;
@@ -300,8 +301,11 @@ class Doctor(Callback):
                 self._bad_open = False
         if not trainer.at_step_boundary:
             return
-        # Decide for the next step now, so that its forward runs with the hooks in place.
-        self._sampling = trainer.state.step % self.cfg.every == 0
+        # Decide for the next step now, so that its forward runs with the hooks in place. Past
+        # max_samples the interval doubles (and again after as many more), so that a long run's
+        # history stays bounded while every sample already taken is kept.
+        stride = self.cfg.every << min(len(self.history.steps["step"]) // self.cfg.max_samples, 20)
+        self._sampling = trainer.state.step % stride == 0
         if self._sampling:
             self._arm(trainer)
         else:

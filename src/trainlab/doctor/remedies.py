@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .rules import num, overfit_onset, plateau_window
+from .rules import num, overfit_onset, plateau_window, plural
 
 ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")
 SGD_MOMENTUM = 0.9
@@ -113,7 +113,7 @@ class Remedies:
         if exhausted:
             # Stop with the last good weights rather than leave NaN in the run's checkpoint.
             self.stopped = True
-            reason = (f"doctor: the loss is still non-finite after {self.rollbacks} rollbacks "
+            reason = (f"doctor: the loss is still non-finite after {plural(self.rollbacks, 'rollback')} "
                       f"(doctor.max_rollbacks={self.cfg.max_rollbacks}); restored the state of step {snap['step']} "
                       f"and stopped at step {step}")
             trainer.request_stop(reason)

@@ -120,9 +120,9 @@ def nan_loss(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]
             ev["lr"] = h.steps["lr"][i]
     rollbacks = [a for a in h.actions if a.get("action") == "rollback"]
     if len(entries) > 1:
-        msg += f"; it happened {len(entries)} times"
+        msg += f"; it happened {plural(len(entries), 'time')}"
     if rollbacks:
-        msg += f"; the doctor rolled back {len(rollbacks)} times"
+        msg += f"; the doctor rolled back {plural(len(rollbacks), 'time')}"
         ev["rollbacks"] = len(rollbacks)
     return [finding("nan_loss", "error", msg, epoch=epoch, step=step, evidence=ev)]
 
@@ -432,7 +432,8 @@ def lr_too_low(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findin
     if _fully_dead(h, 0.9) or diverged(h, epochs, cfg) or any(e["what"] == "loss" for e in h.nonfinite):
         return []
     lrs = [v for v in h.steps["lr"] if finite(v)]
-    msg = (f"learning rate too low (lr {num(lrs[0]) if lrs else '?'}): each step moves the weights by only "
+    lr_text = "?" if not lrs else num(lrs[0]) if num(lrs[0]) == num(lrs[-1]) else f"{num(lrs[0])} -> {num(lrs[-1])}"
+    msg = (f"learning rate too low (lr {lr_text}): each step moves the weights by only "
            f"{num(ratio)} of their norm (median over {plural(n, 'sampled step')}; below {num(cfg.lr_low_ratio)}), "
            f"and after {plural(pts[-1]['epoch'], 'epoch')} the training loss is {num(pts[-1]['train_loss'])} "
            f"(start {num(init)})")
