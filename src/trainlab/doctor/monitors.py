@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from .findings import Finding, sort_findings
 from .history import DoctorHistory
 from .rules import QUICK, gradient_spikes
 
+WRITE_EVERY_S = 10.0
 RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
                nn.SiLU, nn.Mish, nn.Hardswish)
 ACTIVATIONS = RELU_FAMILY + (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign,
@@ -38,19 +40,35 @@ WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Con
 
 
 # ------------------------------------------------------------------------------ pure statistics
-def group_norms(tensors: list[torch.Tensor], group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """L2 norm of each group of tensors: ``sqrt(sum of squared norms of the group's tensors)``.
+def group_norms(norms: list[float], group_of: list[int], n_groups: int) -> list[float]:
+    """Norm of each group from the norms of its tensors: ``sqrt(sum of their squares)``.
 
-    ``tensors``: P tensors of any shapes on one device; ``group_index``: (P,) long, the group of each
-    tensor. Returns (n_groups,) float64 (float32 on MPS); an empty group has norm 0, a group with a
-    NaN/inf entry has a NaN/inf norm.
+    ``norms``: the L2 norm of each of P tensors; ``group_of``: P group indices. Returns n_groups
+    floats (an empty group is 0; a NaN/inf member makes its group NaN/inf). The monitors take all
+    per-tensor norms with one ``torch._foreach_norm`` and one device sync, then group them here.
     """
-    if not tensors:
-        return torch.zeros(n_groups, dtype=torch.float64)
-    dtype = torch.float32 if tensors[0].device.type == "mps" else torch.float64
-    norms = torch.stack(torch._foreach_norm(tensors)).to(dtype)
-    squares = torch.zeros(n_groups, dtype=dtype, device=norms.device).index_add_(0, group_index, norms * norms)
-    return squares.sqrt()
+    squares = [0.0] * n_groups
+    for v, g in zip(norms, group_of):
+        squares[g] += v * v
+    return [math.sqrt(v) if v == v else v for v in squares]
+
+
+def unit_peak(output: torch.Tensor) -> torch.Tensor:
+    """The largest value of each unit over a batch: (F,) of (N, F), (C,) of (N, C, *spatial).
+
+    Running maxima of these over an epoch's sampled batches tell which units ever fired
+    (:func:`alive_from_peak`); a unit of a conv layer is a channel.
+    """
+    x = output.detach()
+    if x.dim() < 2:
+        x = x.reshape(1, -1)
+    return x.amax(dim=[0, *range(2, x.dim())])
+
+
+def alive_from_peak(peak: torch.Tensor) -> torch.Tensor:
+    """Units whose peak is positive. NaN counts as alive: a network full of NaN has blown up
+    (nan_loss); its ReLUs did not die."""
+    return ~(peak <= 0)
 
 
 def unit_alive(output: torch.Tensor) -> torch.Tensor:
@@ -60,11 +78,7 @@ def unit_alive(output: torch.Tensor) -> torch.Tensor:
     conv layer is a channel, alive if positive at any position of any sample. A NaN output counts
     as alive: a network full of NaN has blown up (nan_loss), its ReLUs did not die.
     """
-    x = output.detach()
-    if x.dim() < 2:
-        x = x.reshape(1, -1)
-    peak = x.amax(dim=[0, *range(2, x.dim())])
-    return (peak > 0) | peak.isnan()
+    return alive_from_peak(unit_peak(output))
 
 
 def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
@@ -109,18 +123,19 @@ class Doctor(Callback):
         self._order_hooks: list[Any] = []
         self._input_hook = None
         self._sampling = False
-        self._alive: dict[str, torch.Tensor] = {}
+        self._alive: dict[str, torch.Tensor] = {}  # running peak of each unit over the epoch's samples
         self._calls: dict[str, int] = {}
         self._live_batches = 0
         self._order: list[str] | None = None
         self._params: list[torch.nn.Parameter] = []
-        self._group_index: torch.Tensor | None = None
+        self._group_index: list[int] | None = None
         self._pending: dict[str, Any] | None = None
         self._input_acc: list[Any] | None = None
         self._bad: torch.Tensor | None = None
         self._bad_open = False
         self._hooks_ok = True
         self._last_clean_step = 0
+        self._written = -math.inf
 
     # ----------------------------------------------------------------------------- set-up
     def on_fit_start(self, trainer):
@@ -135,6 +150,7 @@ class Doctor(Callback):
             h.activation_types = sorted({type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)})
             h.data = self._data_facts(trainer)
         self._relus = [(n, m) for n, m in model.named_modules() if isinstance(m, RELU_FAMILY)]
+        self._activation_names = {a["name"] for a in h.activations}
         if h.layers:
             self._build_groups(model, [layer["name"] for layer in h.layers])
         if h.inputs is None and self.cfg.input_batches > 0 and self._hooks_ok:
@@ -179,7 +195,7 @@ class Doctor(Callback):
             layers.append({"name": name, "type": type(mod).__name__, "params": sum(p.numel() for p in own),
                            "weight": _layer_kind(mod)})
         self._params = params
-        self._group_index = torch.tensor(index, dtype=torch.long, device=self._device)
+        self._group_index = index
         if not self.history.layers:
             self.history.layers = layers
 
@@ -197,6 +213,8 @@ class Doctor(Callback):
                     self._order_hooks.append(mod.register_forward_hook(self._order_hook(name)))
 
     def _disarm(self) -> None:
+        if not self._hooks and not self._order_hooks:
+            return
         for handle in self._hooks + self._order_hooks:
             handle.remove()
         self._hooks.clear()
@@ -215,15 +233,16 @@ class Doctor(Callback):
             k = self._calls.get(name, 0)
             self._calls[name] = k + 1
             key = name if k == 0 else f"{name}#{k + 1}"  # one module applied twice (ResNet blocks)
-            alive = unit_alive(output)
+            peak = unit_peak(output)
             seen = self._alive.get(key)
             if seen is None:
-                self._alive[key] = alive
-                if key not in {a["name"] for a in self.history.activations}:
+                self._alive[key] = peak
+                if key not in self._activation_names:
+                    self._activation_names.add(key)
                     self.history.activations.append({"name": key, "type": type(module).__name__,
-                                                     "units": int(alive.numel())})
-            elif seen.shape == alive.shape:
-                self._alive[key] = seen | alive
+                                                     "units": int(peak.numel())})
+            elif seen.shape == peak.shape:
+                self._alive[key] = torch.maximum(seen, peak)
         return hook
 
     def _input_seen(self, module, x) -> None:
@@ -276,13 +295,13 @@ class Doctor(Callback):
                 handle.remove()
             self._order_hooks.clear()
             self._order = None
-        params, index = self._params, self._group_index
+        params = self._params
         with torch.no_grad():
-            has = [i for i, p in enumerate(params) if p.grad is not None]
-            grads = [params[i].grad for i in has]
-            sel = index[has] if len(has) != len(params) else index
-            layer_grad = group_norms(grads, sel, len(self.history.layers))
-            self._pending = {"layer_grad": layer_grad, "before": [p.detach().clone() for p in params]}
+            grads = [p.grad for p in params]
+            present = [i for i, g in enumerate(grads) if g is not None]  # parameters this step reached
+            norms = torch._foreach_norm([grads[i] for i in present]) if present else ()
+            self._pending = {"present": present, "grad_norms": norms,
+                             "before": torch._foreach_mul([p.detach() for p in params], 1.0)}
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         self._calls.clear()
@@ -316,33 +335,37 @@ class Doctor(Callback):
         st = trainer.state
         n = len(self.history.layers)
         with torch.no_grad():
-            after = [p.detach() for p in self._params]
-            delta = torch._foreach_sub(after, pending["before"])
-            index = self._group_index
-            moved = group_norms(delta, index, n)
-            before = group_norms(pending["before"], index, n)
-            weights = group_norms(after, index, n)
-            parts = [pending["layer_grad"], moved, before, weights, loss.detach().reshape(1)]
+            before = pending["before"]
+            delta = torch._foreach_sub([p.detach() for p in self._params], before)
+            parts = [*pending["grad_norms"], *torch._foreach_norm([*delta, *before]), loss.detach().reshape(())]
             if self._bad is not None:
-                parts.append(self._bad.reshape(1))
-            values = torch.cat([p.to(moved.device, moved.dtype) for p in parts]).tolist()  # the sample's one sync
-        grads, moved, before, weights = values[:n], values[n:2 * n], values[2 * n:3 * n], values[3 * n:4 * n]
-        loss_value = values[4 * n]
+                parts.append(self._bad)
+            parts = [v if v.dtype == torch.float32 else v.float() for v in parts]
+            values = torch.stack(parts).tolist()  # the sample's one device sync
+        p, g = len(self._params), len(pending["grad_norms"])
+        index = self._group_index
+        grads = group_norms(values[:g], [index[i] for i in pending["present"]], n)
+        moved = group_norms(values[g:g + p], index, n)
+        before = group_norms(values[g + p:g + 2 * p], index, n)
+        tail = values[g + 2 * p:]  # the loss, then the accelerator's non-finite-loss flag
+        loss_value = tail[0]
         global_norm = math.sqrt(sum(g * g for g in grads)) if all(math.isfinite(g) for g in grads) else math.nan
         ratio = [m / b if b > 0 else (0.0 if m == 0 else math.inf) for m, b in zip(moved, before)]
         lr = trainer.optimizer.param_groups[0]["lr"]
         self.history.add_step(st.step, st.epoch + 1, loss_value, lr, global_norm, grads, ratio)
         names = [layer["name"] for layer in self.history.layers]
         seen_nonfinite = len(self.history.nonfinite)
-        if not self._cpu and len(values) > 4 * n + 1:
-            if values[-1] > 0:
+        if len(tail) > 1:
+            if tail[1] > 0:
                 self._bad = None
                 self._nonfinite_loss(trainer, loss_value, since=self._last_clean_step)
             else:
                 self._bad_open = False
                 self._last_clean_step = st.step
         bad_grads = [names[i] for i, g in enumerate(grads) if not math.isfinite(g)]
-        bad_weights = [names[i] for i, w in enumerate(weights) if not math.isfinite(w)]
+        # NaN/inf weights after the step make the update NaN/inf (before it, the weights' norm).
+        bad_weights = [names[i] for i, (m, b) in enumerate(zip(moved, before))
+                       if not (math.isfinite(m) and math.isfinite(b))]
         for what, layers in (("gradients", bad_grads), ("weights", bad_weights)):
             if layers and not any(e["what"] == what for e in self.history.nonfinite):
                 self.history.nonfinite.append({"step": st.step, "epoch": st.epoch + 1, "what": what,
@@ -378,7 +401,7 @@ class Doctor(Callback):
         if self._alive:
             names = [a["name"] for a in self.history.activations]
             present = [k for k in names if k in self._alive]
-            values = torch.stack([(~self._alive[k]).float().mean() for k in present]).tolist()
+            values = torch.stack([(~alive_from_peak(self._alive[k])).float().mean() for k in present]).tolist()
             dead = dict(zip(present, values))
             self.history.liveness.append({"epoch": record["epoch"], "batches": self._live_batches,
                                           "dead": [round(dead[k], 4) if k in dead else None for k in names]})
@@ -387,7 +410,10 @@ class Doctor(Callback):
         if self.remedies is not None:
             self.remedies.epoch_end(trainer, self.history, _epochs(trainer))
         self._report(trainer, done=False)
-        self._write(trainer)
+        # doctor.json is for people and `trainlab doctor` while a run goes on (a resume reads the
+        # history from the checkpoint), so during training it is refreshed at most every WRITE_EVERY_S.
+        if time.monotonic() - self._written >= WRITE_EVERY_S:
+            self._write(trainer)
         if not self.quiet:  # events logged by remedies after the progress row was printed
             for event in trainer.state.history[trainer.printed_events:]:
                 if "event" in event:
@@ -435,6 +461,7 @@ class Doctor(Callback):
 
         write_json(self.run.dir / "doctor.json",
                    {"findings": [f.to_dict() for f in self.findings], "history": self.history.to_dict()})
+        self._written = time.monotonic()
 
     # ---------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
