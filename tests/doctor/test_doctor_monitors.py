@@ -61,7 +61,7 @@ def test_channel_moments_match_torch():
     assert n == 8 * 16
     assert torch.allclose(mean, x.double().mean(dim=(0, 2, 3)))
     assert torch.allclose(var, x.double().var(dim=(0, 2, 3), unbiased=False))
-    assert lo == pytest.approx(float(x.min())) and hi == pytest.approx(float(x.max()))
+    assert float(lo) == pytest.approx(float(x.min())) and float(hi) == pytest.approx(float(x.max()))
 
 
 # -------------------------------------------------------------------------- one monitored fit

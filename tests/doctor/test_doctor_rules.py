@@ -272,3 +272,12 @@ def test_thresholds_are_validated_recipe_fields():
 def test_number_format():
     assert [num(v) for v in (0, 2e-6, 3.3e-4, 0.0123, 2.3, 999, 1140, 3.1e4)] == \
         ["0", "2e-6", "3.3e-4", "0.0123", "2.3", "999", "1.1e3", "3.1e4"]
+
+
+def test_inputs_with_nan_are_an_error():
+    """X8: NaN/inf in the net's inputs (stored as null in doctor.json) is an error, not a crash."""
+    h = history()
+    h.inputs = {"batches": 3, "channels": 1, "mean": None, "std": None, "min": None, "max": None,
+                "worst_abs_mean": None, "max_std": None, "min_std": None}
+    [f] = RULES["unnormalized_inputs"](h, [], CFG, False)
+    assert f.severity == "error" and "NaN/inf" in f.message

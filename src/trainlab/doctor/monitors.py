@@ -81,17 +81,18 @@ def unit_alive(output: torch.Tensor) -> torch.Tensor:
     return alive_from_peak(unit_peak(output))
 
 
-def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """(sum (C,), sum of squares (C,), count per channel, min, max) of a (N, C, ...) batch in float64.
 
-    (N, F) vectors count each feature as a channel.
+    (N, F) vectors count each feature as a channel. Everything but the count stays a tensor on the
+    batch's device, so summarizing the first batches costs no device sync until the end.
     """
     x = x.detach().double()
     if x.dim() == 1:
         x = x.unsqueeze(1)
     dims = [0, *range(2, x.dim())]
     count = x.numel() // x.shape[1]
-    return x.sum(dims), (x * x).sum(dims), count, float(x.min()), float(x.max())
+    return x.sum(dims), (x * x).sum(dims), count, x.min(), x.max()
 
 
 def _layer_kind(module: nn.Module) -> bool:
@@ -254,7 +255,7 @@ class Doctor(Callback):
             self._input_acc = [s, sq, n, lo, hi, 1]
         elif acc[0].shape == s.shape:
             acc[0], acc[1], acc[2] = acc[0] + s, acc[1] + sq, acc[2] + n
-            acc[3], acc[4], acc[5] = min(acc[3], lo), max(acc[4], hi), acc[5] + 1
+            acc[3], acc[4], acc[5] = torch.minimum(acc[3], lo), torch.maximum(acc[4], hi), acc[5] + 1
         if self._input_acc[5] >= self.cfg.input_batches:
             self._finish_inputs()
 
@@ -265,6 +266,7 @@ class Doctor(Callback):
         if self._input_acc is None:
             return
         s, sq, n, lo, hi, batches = self._input_acc
+        lo, hi = float(lo), float(hi)
         mean = s / n
         std = (sq / n - mean * mean).clamp_min(0).sqrt()
         total = n * len(mean)

@@ -158,7 +158,7 @@ def plot_doctor(run, history: DoctorHistory, epochs: list[dict[str, Any]], findi
             ax.set_yscale("log")
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
-            ax.set_title(name.replace("doctor-", "").replace("-", " "))
+            ax.set_title(dict(PLOTS)[name] + " (sampled steps)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, ncol=2)
             fig.tight_layout()
@@ -174,9 +174,8 @@ def plot_doctor(run, history: DoctorHistory, epochs: list[dict[str, Any]], findi
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o", markersize=3, label=f"{act['name']} ({act['type']})")
-        dead = by_code.get("dead_relu")
-        if dead is not None:
-            ax.axhline(dead.evidence.get("threshold", 0.25), color="red", linestyle=":", label="threshold")
+        if cfg is not None:
+            ax.axhline(cfg.dead_fraction, color="red", linestyle=":", label="doctor.dead_fraction")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("epoch")
         ax.set_ylabel("fraction of units never positive")

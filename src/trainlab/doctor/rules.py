@@ -487,6 +487,10 @@ def unnormalized_inputs(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> li
     s = h.inputs
     if not s:
         return []
+    if not all(finite(s.get(k)) for k in ("mean", "std", "min", "max")):
+        msg = (f"the net's inputs contain NaN/inf in the first {plural(s['batches'], 'batch')} (mean {s.get('mean')}, "
+               f"range {s.get('min')}..{s.get('max')}): check the data files and the preprocessing")
+        return [finding("unnormalized_inputs", "error", msg, epoch=1, step=1, evidence=dict(s))]
     problems = []
     if s["worst_abs_mean"] > cfg.input_mean_max:
         problems.append(f"a channel mean of {num(s['worst_abs_mean'])} (limit {num(cfg.input_mean_max)})")
