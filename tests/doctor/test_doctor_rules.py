@@ -186,7 +186,7 @@ def test_lr_too_low_needs_tiny_updates_and_no_progress():
     h = add_steps(history(), [2.3] * 6, ratios=[[2e-6] * 3] * 6)
     stuck = epochs([2.29, 2.28, 2.27], train_acc=[0.1, 0.11, 0.12])
     [f] = RULES["lr_too_low"](h, stuck, CFG, False)
-    assert f.evidence["update_ratio"] == pytest.approx(2e-6) and "2e-6 of their norm" in f.message
+    assert f.evidence["update_ratio"] == pytest.approx(2e-6) and "2e-6× their norm" in f.message
     learned = epochs([2.0, 0.5, 0.1], train_acc=[0.5, 0.9, 0.98])
     assert RULES["lr_too_low"](h, learned, CFG, False) == []
     # Weights that do not move because every unit is dead are not an LR problem.

@@ -406,7 +406,7 @@ def lr_too_high(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findi
             epoch = rises[0][0]
     ratio, n = update_ratio(h)
     if ratio is not None and ratio > cfg.lr_high_ratio:
-        reasons.append(f"each step moves the weights by {num(ratio)} of their norm (median over "
+        reasons.append(f"each step moves the weights by {num(ratio)}× their norm (median over "
                        f"{plural(n, 'sampled step')}; above {num(cfg.lr_high_ratio)})")
         ev.update(update_ratio=ratio, samples=n)
         if step is None and epoch is None:
@@ -434,7 +434,7 @@ def lr_too_low(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findin
     lrs = [v for v in h.steps["lr"] if finite(v)]
     lr_text = "?" if not lrs else num(lrs[0]) if num(lrs[0]) == num(lrs[-1]) else f"{num(lrs[0])} -> {num(lrs[-1])}"
     msg = (f"learning rate too low (lr {lr_text}): each step moves the weights by only "
-           f"{num(ratio)} of their norm (median over {plural(n, 'sampled step')}; below {num(cfg.lr_low_ratio)}), "
+           f"{num(ratio)}× their norm (median over {plural(n, 'sampled step')}; below {num(cfg.lr_low_ratio)}), "
            f"and after {plural(pts[-1]['epoch'], 'epoch')} the training loss is {num(pts[-1]['train_loss'])} "
            f"(start {num(init)})")
     ev = {"update_ratio": ratio, "samples": n, "lr": lrs[0] if lrs else None, "train_loss": pts[-1]["train_loss"],
