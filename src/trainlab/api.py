@@ -77,6 +77,10 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
         cbs.append(ProgressPrinter(live=recipe.train.progress))
     if recipe.run.tensorboard:
         cbs.append(TensorBoardLogger(run.tensorboard))
+    if recipe.doctor is not None and recipe.doctor.enabled:
+        from .doctor import Doctor
+
+        cbs.append(Doctor(recipe.doctor, run, quiet=quiet, plots=recipe.run.plots))
     cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps))  # last: saves their state
     return cbs
 

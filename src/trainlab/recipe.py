@@ -340,12 +340,69 @@ class EvalConfig(Section):
 
 
 class DoctorConfig(Section):
-    """Training-doctor switches; the rules' thresholds are added with the doctor."""
+    """The training doctor (X1-X9): monitors, the rules' thresholds, and the opt-in remedies.
 
-    enabled: bool = True
-    every: Int = Field(10, ge=1, description="sample the monitors every N steps")
-    auto: bool = Field(False, description="let the doctor apply remedies")
-    options: dict[str, Any] = Field(default_factory=dict)
+    docs/doctor.md explains every threshold with the reasoning of the notes behind its default.
+    """
+
+    enabled: bool = Field(True, description="monitor the run and write doctor.json")
+    every: Int = Field(10, ge=1, description="sample the monitors every N optimizer steps (and the first of each epoch)")
+    auto: bool = Field(False, description="let the doctor apply remedies: rollback on NaN, stop on overfitting, "
+                                          "LR decay / Adam->SGD on a plateau")
+    input_batches: Int = Field(3, ge=0, description="summarize the net's input over this many first batches")
+    max_samples: Int = Field(5000, ge=100, description="after this many samples (and each further as many) "
+                                                       "the sampling interval doubles, bounding doctor.json")
+    # X1 exploding gradients
+    explode_factor: float = Field(50.0, gt=1.0, description="a global gradient norm this many times the median "
+                                                            "of the previous samples is an explosion")
+    explode_window: Int = Field(10, ge=3, description="previous samples whose median is the explosion reference")
+    grad_norm_max: float = Field(1e4, gt=0.0, description="a global gradient norm above this is an explosion")
+    # X2 vanishing gradients
+    vanish_ratio: float = Field(1e-3, gt=0.0, lt=1.0, description="a first layer whose gradient norm is below "
+                                                                  "this fraction of the last layer's vanishes")
+    # X3 dead ReLU
+    dead_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of never-positive units that "
+                                                                   "makes a layer dead")
+    # X4 / X5 fit quality
+    overfit_patience: Int = Field(3, ge=1, description="epochs the validation loss must stay up after its minimum")
+    overfit_rise: float = Field(0.1, ge=0.0, description="relative rise of the validation loss above its minimum")
+    underfit_accuracy: float = Field(0.8, ge=0.0, le=1.0, description="final training accuracy below this is "
+                                                                      "under-fitting")
+    underfit_loss_ratio: float = Field(0.5, gt=0.0, le=1.0, description="final training loss above this "
+                                                                        "fraction of the initial loss is under-fitting")
+    variance_gap: float = Field(0.1, gt=0.0, le=1.0, description="train minus validation accuracy that is high "
+                                                                 "variance")
+    # X6 learning rate
+    lr_high_ratio: float = Field(0.1, gt=0.0, description="median update/weight ratio above which the LR is too high")
+    lr_low_ratio: float = Field(1e-4, gt=0.0, description="median update/weight ratio below which the LR is too low")
+    diverge_factor: float = Field(2.0, gt=1.0, description="a loss this many times the initial loss has diverged")
+    oscillation_rises: Int = Field(2, ge=1, description="epochs whose training loss rose by >10% that make it "
+                                                        "oscillate")
+    # X7 plateau
+    plateau_patience: Int = Field(3, ge=1, description="epochs without training-loss progress that make a plateau")
+    plateau_delta: float = Field(0.01, ge=0.0, lt=1.0, description="relative improvement that counts as progress")
+    # X8 the data
+    input_mean_max: float = Field(1.0, gt=0.0, description="largest |mean| of an input channel the net should see")
+    input_std_min: float = Field(0.1, ge=0.0, description="smallest input channel standard deviation")
+    input_std_max: float = Field(5.0, gt=0.0, description="largest input channel standard deviation")
+    imbalance_ratio: float = Field(4.0, gt=1.0, description="largest / smallest training class count that is "
+                                                            "imbalanced")
+    small_dataset_per_class: Int = Field(30, ge=1, description="fewer training samples per class is a small dataset")
+    # X9 remedies (doctor.auto)
+    max_rollbacks: Int = Field(3, ge=0, description="rollbacks on NaN/inf before the run is stopped")
+    rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier at each rollback")
+    snapshot_every: Int = Field(5, ge=1, description="healthy sampled steps between in-memory snapshots")
+    plateau_lr_factor: float = Field(0.1, gt=0.0, lt=1.0, description="LR multiplier on a plateau")
+    switch_to_sgd: bool = Field(True, description="on the first plateau under Adam, switch to SGD with momentum")
+    switch_lr: float | None = Field(None, gt=0.0, description="SGD base LR after the switch (default 10x Adam's)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.lr_low_ratio >= self.lr_high_ratio:
+            raise ValueError(f"lr_low_ratio ({self.lr_low_ratio}) must be below lr_high_ratio ({self.lr_high_ratio})")
+        if self.input_std_min >= self.input_std_max:
+            raise ValueError(f"input_std_min ({self.input_std_min}) must be below input_std_max ({self.input_std_max})")
+        return self
 
 
 class Recipe(Section):

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lr-find": ("lr_find", "run the LR range test and suggest a learning rate"),
     "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
     "augment": ("augment", "write a grid image of augmented samples"),
+    "doctor": ("doctor", "print a run's diagnosis from its recorded numbers"),
 }
 
 

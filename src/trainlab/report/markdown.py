@@ -56,6 +56,10 @@ def write_report(run, summary: dict[str, Any]) -> None:
     plots = [p for p in ("loss", "accuracy", "lr", "confusion") if (run.plots / f"{p}.png").exists()]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}](plots/{p}.png)" for p in plots] + [""]
+    if (run.dir / "doctor.json").exists():
+        from ..doctor.report import markdown_section
+
+        lines += markdown_section(run)
     events = [r for r in run.metrics() if "event" in r]
     if events:
         lines += ["## Actions taken during training", ""]

@@ -1,0 +1,483 @@
+"""Monitors: cheap statistics gathered while training, and the Doctor callback that runs them.
+
+Per step the doctor only checks that the loss is finite (a float comparison on the CPU; on an
+accelerator a flag tensor is accumulated and read at sampled steps, so there is no extra sync).
+Every ``doctor.every`` steps (an interval that doubles after each ``doctor.max_samples``
+samples), and on the first batch of each epoch, it samples:
+
+- the gradient norm of every parameter-holding module (grouped by module, in forward order) and
+  the global norm, before clipping;
+- the update/weight ratio ``||W_after - W_before|| / ||W_before||`` of every module;
+- NaN/inf in weights (the weight norms are computed for the ratio anyway);
+- liveness of ReLU-family units through forward hooks that exist only during sampled batches.
+
+The inputs of the first ``doctor.input_batches`` batches are summarized after the model's
+Normalize stage (what the net actually sees). Train/validation curves come from the trainer's
+epoch records. Everything is appended to a :class:`~trainlab.doctor.history.DoctorHistory`.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.callbacks import Callback
+from .findings import Finding, sort_findings
+from .history import DoctorHistory
+from .rules import QUICK, gradient_spikes
+
+WRITE_EVERY_S = 10.0
+RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
+               nn.SiLU, nn.Mish, nn.Hardswish)
+ACTIVATIONS = RELU_FAMILY + (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign,
+                             nn.LogSigmoid, nn.Tanhshrink)
+WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                 nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+# ------------------------------------------------------------------------------ pure statistics
+def group_norms(norms: list[float], group_of: list[int], n_groups: int) -> list[float]:
+    """Norm of each group from the norms of its tensors: ``sqrt(sum of their squares)``.
+
+    ``norms``: the L2 norm of each of P tensors; ``group_of``: P group indices. Returns n_groups
+    floats (an empty group is 0; a NaN/inf member makes its group NaN/inf). The monitors take all
+    per-tensor norms with one ``torch._foreach_norm`` and one device sync, then group them here.
+    """
+    squares = [0.0] * n_groups
+    for v, g in zip(norms, group_of):
+        squares[g] += v * v
+    return [math.sqrt(v) if v == v else v for v in squares]
+
+
+def unit_peak(output: torch.Tensor) -> torch.Tensor:
+    """The largest value of each unit over a batch: (F,) of (N, F), (C,) of (N, C, *spatial).
+
+    Running maxima of these over an epoch's sampled batches tell which units ever fired
+    (:func:`alive_from_peak`); a unit of a conv layer is a channel.
+    """
+    x = output.detach()
+    if x.dim() < 2:
+        x = x.reshape(1, -1)
+    return x.amax(dim=[0, *range(2, x.dim())])
+
+
+def alive_from_peak(peak: torch.Tensor) -> torch.Tensor:
+    """Units whose peak is positive. NaN counts as alive: a network full of NaN has blown up
+    (nan_loss); its ReLUs did not die."""
+    return ~(peak <= 0)
+
+
+def unit_alive(output: torch.Tensor) -> torch.Tensor:
+    """Which units of an activation output were positive anywhere in the batch.
+
+    ``output``: (N, F) features or (N, C, *spatial) maps. Returns (F,) or (C,) bool: a unit of a
+    conv layer is a channel, alive if positive at any position of any sample. A NaN output counts
+    as alive: a network full of NaN has blown up (nan_loss), its ReLUs did not die.
+    """
+    return alive_from_peak(unit_peak(output))
+
+
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """(sum (C,), sum of squares (C,), count per channel, min, max) of a (N, C, ...) batch in float64.
+
+    (N, F) vectors count each feature as a channel. Everything but the count stays a tensor on the
+    batch's device, so summarizing the first batches costs no device sync until the end.
+    """
+    x = x.detach().double()
+    if x.dim() == 1:
+        x = x.unsqueeze(1)
+    dims = [0, *range(2, x.dim())]
+    count = x.numel() // x.shape[1]
+    return x.sum(dims), (x * x).sum(dims), count, x.min(), x.max()
+
+
+def _layer_kind(module: nn.Module) -> bool:
+    return isinstance(module, WEIGHT_LAYERS)
+
+
+# ------------------------------------------------------------------------------------ the callback
+class Doctor(Callback):
+    """Monitors a fit, applies the rules each epoch, prints new findings once, writes doctor.json.
+
+    With ``doctor.auto`` it also treats the run (see :mod:`trainlab.doctor.remedies`).
+    """
+
+    name = "doctor"
+
+    def __init__(self, cfg, run=None, quiet: bool = False, plots: bool = False, stream=None):
+        from .remedies import Remedies
+
+        self.cfg = cfg
+        self.run = run
+        self.quiet = quiet
+        self.plots = plots
+        self.stream = stream or sys.stdout
+        self.history = DoctorHistory(every=cfg.every)
+        self.findings: list[Finding] = []
+        self.reported: set[str] = set()
+        self.remedies = Remedies(cfg) if cfg.auto else None
+        self._hooks: list[Any] = []
+        self._order_hooks: list[Any] = []
+        self._input_hook = None
+        self._sampling = False
+        self._alive: dict[str, torch.Tensor] = {}  # running peak of each unit over the epoch's samples
+        self._calls: dict[str, int] = {}
+        self._live_batches = 0
+        self._order: list[str] | None = None
+        self._params: list[torch.nn.Parameter] = []
+        self._group_index: list[int] | None = None
+        self._pending: dict[str, Any] | None = None
+        self._input_acc: list[Any] | None = None
+        self._bad: torch.Tensor | None = None
+        self._bad_open = False
+        self._hooks_ok = True
+        self._last_clean_step = 0
+        self._written = -math.inf
+
+    # ----------------------------------------------------------------------------- set-up
+    def on_fit_start(self, trainer):
+        model = trainer.model
+        self._device = next(iter(model.parameters()), torch.empty(0)).device
+        self._cpu = self._device.type == "cpu"
+        self._hooks_ok = trainer.forward_model is model  # hooks on a compiled graph would recompile it
+        h = self.history
+        if not h.data:
+            h.every = self.cfg.every
+            h.optimizer = getattr(trainer.optimizer, "trainlab_name", trainer.recipe.optim.name)
+            h.activation_types = sorted({type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)})
+            h.data = self._data_facts(trainer)
+        self._relus = [(n, m) for n, m in model.named_modules() if isinstance(m, RELU_FAMILY)]
+        self._activation_names = {a["name"] for a in h.activations}
+        if h.layers:
+            self._build_groups(model, [layer["name"] for layer in h.layers])
+        if h.inputs is None and self.cfg.input_batches > 0 and self._hooks_ok:
+            stage = getattr(model, "input", None)
+            if isinstance(stage, nn.Module):
+                self._input_hook = stage.register_forward_hook(lambda m, i, out: self._input_seen(m, out))
+            else:
+                self._input_hook = model.register_forward_pre_hook(lambda m, args: self._input_seen(m, args[0]))
+        if self.remedies is not None:
+            self.remedies.snapshot(trainer)
+
+    @staticmethod
+    def _data_facts(trainer) -> dict[str, Any]:
+        info = trainer.bundle.info
+        train = trainer.bundle.train
+        facts: dict[str, Any] = {
+            "train_samples": len(train), "num_classes": info.num_classes, "class_names": list(info.class_names),
+            "parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "batch_size": trainer.train_loader.batch_size, "steps_per_epoch": trainer.steps_per_epoch,
+        }
+        targets = getattr(train, "targets", None)
+        if isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point():
+            counts = torch.bincount(targets.long().cpu(), minlength=info.num_classes)
+            facts["class_counts"] = counts.tolist()
+        return facts
+
+    def _build_groups(self, model: nn.Module, order: list[str]) -> None:
+        """Parameters grouped by the module that holds them, modules in ``order`` (forward order)."""
+        holders = {name: m for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
+        names = [n for n in order if n in holders] + [n for n in holders if n not in order]
+        seen: set[int] = set()
+        params, index, layers = [], [], []
+        for name in names:
+            mod = holders[name]
+            own = [p for p in mod.parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+            if not own:
+                continue
+            seen.update(id(p) for p in own)
+            for p in own:
+                params.append(p)
+                index.append(len(layers))
+            layers.append({"name": name, "type": type(mod).__name__, "params": sum(p.numel() for p in own),
+                           "weight": _layer_kind(mod)})
+        self._params = params
+        self._group_index = index
+        if not self.history.layers:
+            self.history.layers = layers
+
+    # ---------------------------------------------------------------------------- hooks
+    def _arm(self, trainer) -> None:
+        """Register the sampled-batch hooks (liveness, and forward order on the first sample)."""
+        if self._hooks or not self._hooks_ok:
+            return
+        for name, mod in self._relus:
+            self._hooks.append(mod.register_forward_hook(self._live_hook(name)))
+        if self._group_index is None and not self._order_hooks:
+            self._order = []
+            for name, mod in trainer.model.named_modules():
+                if any(True for _ in mod.parameters(recurse=False)):
+                    self._order_hooks.append(mod.register_forward_hook(self._order_hook(name)))
+
+    def _disarm(self) -> None:
+        if not self._hooks and not self._order_hooks:
+            return
+        for handle in self._hooks + self._order_hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._order_hooks.clear()
+
+    def _order_hook(self, name: str):
+        def hook(module, args, output):
+            if module.training and self._order is not None and name not in self._order:
+                self._order.append(name)
+        return hook
+
+    def _live_hook(self, name: str):
+        def hook(module, args, output):
+            if not module.training or not isinstance(output, torch.Tensor):
+                return
+            k = self._calls.get(name, 0)
+            self._calls[name] = k + 1
+            key = name if k == 0 else f"{name}#{k + 1}"  # one module applied twice (ResNet blocks)
+            peak = unit_peak(output)
+            seen = self._alive.get(key)
+            if seen is None:
+                self._alive[key] = peak
+                if key not in self._activation_names:
+                    self._activation_names.add(key)
+                    self.history.activations.append({"name": key, "type": type(module).__name__,
+                                                     "units": int(peak.numel())})
+            elif seen.shape == peak.shape:
+                self._alive[key] = torch.maximum(seen, peak)
+        return hook
+
+    def _input_seen(self, module, x) -> None:
+        if not module.training or not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
+            return
+        s, sq, n, lo, hi = channel_moments(x)
+        acc = self._input_acc
+        if acc is None:
+            self._input_acc = [s, sq, n, lo, hi, 1]
+        elif acc[0].shape == s.shape:
+            acc[0], acc[1], acc[2] = acc[0] + s, acc[1] + sq, acc[2] + n
+            acc[3], acc[4], acc[5] = torch.minimum(acc[3], lo), torch.maximum(acc[4], hi), acc[5] + 1
+        if self._input_acc[5] >= self.cfg.input_batches:
+            self._finish_inputs()
+
+    def _finish_inputs(self) -> None:
+        if self._input_hook is not None:
+            self._input_hook.remove()
+            self._input_hook = None
+        if self._input_acc is None:
+            return
+        s, sq, n, lo, hi, batches = self._input_acc
+        lo, hi = float(lo), float(hi)
+        mean = s / n
+        std = (sq / n - mean * mean).clamp_min(0).sqrt()
+        total = n * len(mean)
+        all_mean = float(s.sum() / total)
+        all_std = math.sqrt(max(float(sq.sum() / total) - all_mean**2, 0.0))
+        many = len(mean) > 64  # flat inputs with many features: keep a summary, not every feature
+        self.history.inputs = {
+            "batches": batches, "channels": len(mean), "mean": all_mean, "std": all_std, "min": lo, "max": hi,
+            "channel_mean": None if many else [round(float(v), 5) for v in mean],
+            "channel_std": None if many else [round(float(v), 5) for v in std],
+            "worst_abs_mean": float(mean.abs().max()), "max_std": float(std.max()), "min_std": float(std.min()),
+        }
+        self._input_acc = None
+
+    # ---------------------------------------------------------------------------- events
+    def on_epoch_start(self, trainer):
+        self._alive.clear()
+        self._live_batches = 0
+        self._sampling = True  # the first batch of every epoch is sampled, so each epoch has liveness
+        self._arm(trainer)
+
+    def on_after_backward(self, trainer):
+        if not self._sampling:
+            return
+        if self._group_index is None:
+            self._build_groups(trainer.model, self._order or [])
+            for handle in self._order_hooks:
+                handle.remove()
+            self._order_hooks.clear()
+            self._order = None
+        params = self._params
+        with torch.no_grad():
+            grads = [p.grad for p in params]
+            present = [i for i, g in enumerate(grads) if g is not None]  # parameters this step reached
+            norms = torch._foreach_norm([grads[i] for i in present]) if present else ()
+            self._pending = {"present": present, "grad_norms": norms,
+                             "before": torch._foreach_mul([p.detach() for p in params], 1.0)}
+
+    def on_batch_end(self, trainer, batch, outputs, loss):
+        self._calls.clear()
+        if not self._cpu:  # no sync: the flag is read with the next sample
+            bad = ~torch.isfinite(loss.detach())
+            self._bad = bad if self._bad is None else self._bad | bad
+        if trainer.at_step_boundary and self._sampling:
+            self._live_batches += 1
+            if self._pending is not None:
+                self._finish_sample(trainer, loss)
+        if self._cpu:
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                self._nonfinite_loss(trainer, value)
+            else:
+                self._bad_open = False
+        if not trainer.at_step_boundary:
+            return
+        # Decide for the next step now, so that its forward runs with the hooks in place. Past
+        # max_samples the interval doubles (and again after as many more), so that a long run's
+        # history stays bounded while every sample already taken is kept.
+        stride = self.cfg.every << min(len(self.history.steps["step"]) // self.cfg.max_samples, 20)
+        self._sampling = trainer.state.step % stride == 0
+        if self._sampling:
+            self._arm(trainer)
+        else:
+            self._disarm()
+
+    def _finish_sample(self, trainer, loss) -> None:
+        pending, self._pending = self._pending, None
+        st = trainer.state
+        n = len(self.history.layers)
+        with torch.no_grad():
+            before = pending["before"]
+            delta = torch._foreach_sub([p.detach() for p in self._params], before)
+            parts = [*pending["grad_norms"], *torch._foreach_norm([*delta, *before]), loss.detach().reshape(())]
+            if self._bad is not None:
+                parts.append(self._bad)
+            parts = [v if v.dtype == torch.float32 else v.float() for v in parts]
+            values = torch.stack(parts).tolist()  # the sample's one device sync
+        p, g = len(self._params), len(pending["grad_norms"])
+        index = self._group_index
+        grads = group_norms(values[:g], [index[i] for i in pending["present"]], n)
+        moved = group_norms(values[g:g + p], index, n)
+        before = group_norms(values[g + p:g + 2 * p], index, n)
+        tail = values[g + 2 * p:]  # the loss, then the accelerator's non-finite-loss flag
+        loss_value = tail[0]
+        global_norm = math.sqrt(sum(g * g for g in grads)) if all(math.isfinite(g) for g in grads) else math.nan
+        ratio = [m / b if b > 0 else (0.0 if m == 0 else math.inf) for m, b in zip(moved, before)]
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        self.history.add_step(st.step, st.epoch + 1, loss_value, lr, global_norm, grads, ratio)
+        names = [layer["name"] for layer in self.history.layers]
+        seen_nonfinite = len(self.history.nonfinite)
+        if len(tail) > 1:
+            if tail[1] > 0:
+                self._bad = None
+                self._nonfinite_loss(trainer, loss_value, since=self._last_clean_step)
+            else:
+                self._bad_open = False
+                self._last_clean_step = st.step
+        bad_grads = [names[i] for i, g in enumerate(grads) if not math.isfinite(g)]
+        # NaN/inf weights after the step make the update NaN/inf (before it, the weights' norm).
+        bad_weights = [names[i] for i, (m, b) in enumerate(zip(moved, before))
+                       if not (math.isfinite(m) and math.isfinite(b))]
+        for what, layers in (("gradients", bad_grads), ("weights", bad_weights)):
+            if layers and not any(e["what"] == what for e in self.history.nonfinite):
+                self.history.nonfinite.append({"step": st.step, "epoch": st.epoch + 1, "what": what,
+                                               "layers": layers})
+        healthy = not bad_grads and not bad_weights and math.isfinite(loss_value)
+        if healthy and self.remedies is not None:
+            # A finite state that has already diverged is no state to roll back to.
+            first = next((v for v in self.history.steps["loss"] if v is not None), None)
+            healthy = first is None or loss_value <= self.cfg.diverge_factor * first
+        if self.remedies is not None and healthy:
+            self.remedies.sampled(trainer)
+        if len(self.history.nonfinite) != seen_nonfinite or (
+                "exploding_gradients" not in self.reported
+                and gradient_spikes(self.history, self.cfg, start=len(self.history.steps["step"]) - 1)):
+            self._report(trainer, done=False, codes=QUICK)
+
+    def _nonfinite_loss(self, trainer, value: float, since: int | None = None) -> None:
+        """A NaN/inf loss: record the first of each episode, and roll back when allowed."""
+        st = trainer.state
+        if not self._bad_open:
+            entry = {"step": st.step, "epoch": st.epoch + 1, "what": "loss", "value": str(value)}
+            if since is not None:
+                entry["since_step"] = since
+            self.history.nonfinite.append(entry)
+            self._bad_open = True
+            self._report(trainer, done=False, codes=QUICK)
+        if self.remedies is not None and trainer.at_step_boundary:
+            if self.remedies.rollback(trainer, self.history, st.step):
+                self._bad_open = False
+                self._pending = None
+
+    def on_epoch_end(self, trainer, record):
+        if self._alive:
+            names = [a["name"] for a in self.history.activations]
+            present = [k for k in names if k in self._alive]
+            values = torch.stack([(~alive_from_peak(self._alive[k])).float().mean() for k in present]).tolist()
+            dead = dict(zip(present, values))
+            self.history.liveness.append({"epoch": record["epoch"], "batches": self._live_batches,
+                                          "dead": [round(dead[k], 4) if k in dead else None for k in names]})
+        if self._input_hook is not None and self._input_acc is not None:
+            self._finish_inputs()  # an epoch shorter than doctor.input_batches
+        if self.remedies is not None:
+            self.remedies.epoch_end(trainer, self.history, _epochs(trainer))
+        self._report(trainer, done=False)
+        # doctor.json is for people and `trainlab doctor` while a run goes on (a resume reads the
+        # history from the checkpoint), so during training it is refreshed at most every WRITE_EVERY_S.
+        if time.monotonic() - self._written >= WRITE_EVERY_S:
+            self._write(trainer)
+        if not self.quiet:  # events logged by remedies after the progress row was printed
+            for event in trainer.state.history[trainer.printed_events:]:
+                if "event" in event:
+                    print(f"  {event['event']}: {event.get('message', '')}", file=self.stream, flush=True)
+        trainer.printed_events = len(trainer.state.history)
+
+    def on_interrupt(self, trainer):
+        self._disarm()
+        self._write(trainer)
+
+    def on_fit_end(self, trainer):
+        self._disarm()
+        self._finish_inputs()
+        self.history.finished = True
+        self._report(trainer, done=True)
+        self._write(trainer)
+        if self.run is not None and self.plots:
+            from .report import plot_doctor
+
+            plot_doctor(self.run, self.history, _epochs(trainer), self.findings, self.cfg)
+        if not self.quiet:
+            from .report import format_table
+
+            print(format_table(self.findings, title="doctor"), file=self.stream, flush=True)
+
+    # ---------------------------------------------------------------------------- output
+    def _report(self, trainer, done: bool, codes: tuple[str, ...] | None = None) -> None:
+        """Apply the rules (all, or only ``codes``); print each finding the first time its code appears."""
+        from .rules import diagnose
+
+        found = diagnose(self.history, _epochs(trainer), self.cfg, done=done, codes=codes)
+        if codes is not None:
+            found = [f for f in self.findings if f.code not in codes] + found
+        self.findings = sort_findings(found)
+        for f in self.findings:
+            if f.code not in self.reported:
+                self.reported.add(f.code)
+                if not self.quiet:
+                    print(f"doctor [{f.severity}] {f.code}: {f.message}", file=self.stream, flush=True)
+
+    def _write(self, trainer) -> None:
+        if self.run is None:
+            return
+        from ..atomic import write_json
+
+        write_json(self.run.dir / "doctor.json",
+                   {"findings": [f.to_dict() for f in self.findings], "history": self.history.to_dict()})
+        self._written = time.monotonic()
+
+    # ---------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        state = {"history": self.history.to_dict(), "reported": sorted(self.reported)}
+        if self.remedies is not None:
+            state["remedies"] = self.remedies.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = DoctorHistory.from_dict(state["history"], "checkpoint doctor state")
+        self.reported = set(state.get("reported", []))
+        if self.remedies is not None and "remedies" in state:
+            self.remedies.load_state_dict(state["remedies"])
+
+
+def _epochs(trainer) -> list[dict[str, Any]]:
+    return [r for r in trainer.state.history if "event" not in r]

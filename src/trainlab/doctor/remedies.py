@@ -1,0 +1,229 @@
+"""Remedies (X9): what the doctor does to a run when the recipe says ``doctor.auto=true``.
+
+- NaN/inf loss: restore the last good in-memory state (model, optimizer, EMA), multiply the LR by
+  ``doctor.rollback_lr_factor`` (halve it) and go on with the next batch; after
+  ``doctor.max_rollbacks`` rollbacks, stop the run.
+- Overfitting (the rule's criterion): restore the weights of the best epoch and stop.
+- Plateau (the rule's criterion, counted from the last action): with Adam/AdamW, switch once to
+  SGD with momentum 0.9 (the notes: Adam converges fast, SGD fine-tunes better); otherwise, or
+  after that, multiply the LR by ``doctor.plateau_lr_factor``.
+
+The last good state is copied in memory at fit start, every ``doctor.snapshot_every`` healthy
+sampled steps and at each epoch end with finite weights, so a rollback costs no disk access. LR
+changes scale each parameter group's base LR, so the schedule keeps shaping it, and they survive a
+resume through the optimizer state in the checkpoint. Every action is logged with
+``trainer.log_event`` (metrics.jsonl, report.md) and recorded in the doctor history.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+
+from .rules import num, overfit_onset, plateau_window, plural
+
+ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")
+SGD_MOMENTUM = 0.9
+# Adam's and SGD-with-momentum's customary learning rates (1e-3 and 1e-2) differ by this factor.
+SWITCH_LR_FACTOR = 10.0
+
+
+def scale_base_lr(optimizer: torch.optim.Optimizer, factor: float) -> tuple[float, float]:
+    """Multiply every group's base LR (``initial_lr``, which the schedule multiplies); returns the
+    first group's (old, new) base LR."""
+    old = optimizer.param_groups[0]["initial_lr"]
+    for group in optimizer.param_groups:
+        group["initial_lr"] *= factor
+    return old, optimizer.param_groups[0]["initial_lr"]
+
+
+def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _weights_finite(model: torch.nn.Module) -> bool:
+    params = [p.detach() for p in model.parameters()]
+    if not params:
+        return True
+    return bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
+
+
+class Remedies:
+    """State of the automatic remedies: the in-memory snapshots and what was already done."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.rollbacks = 0
+        self.samples = 0
+        self.last_action_epoch = 0
+        self.stopped = False
+        self.switched = False
+        self._snap: dict[str, Any] | None = None
+        self._best: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------ snapshots
+    def snapshot(self, trainer) -> None:
+        """Copy the state a rollback returns to (model, optimizer, EMA) into memory."""
+        opt = trainer.optimizer
+        self._snap = {
+            "step": trainer.state.step,
+            "optimizer": getattr(opt, "trainlab_name", None),
+            "model": _clone_state(trainer.model.state_dict()),
+            "optim": copy.deepcopy(opt.state_dict()),
+            "ema": _clone_state(trainer.ema.state_tensors()) if trainer.ema is not None else None,
+            "ema_steps": trainer.ema.steps if trainer.ema is not None else 0,
+        }
+
+    def sampled(self, trainer) -> None:
+        """A sampled step with finite loss, gradients and weights."""
+        self.samples += 1
+        if self.samples % self.cfg.snapshot_every == 0:
+            self.snapshot(trainer)
+
+    # ------------------------------------------------------------------------------- NaN
+    def _restore(self, trainer, lr_factor: float) -> dict[str, Any]:
+        """Load the snapshot into the model, optimizer and EMA; scale the base LR by ``lr_factor``."""
+        snap = self._snap
+        if snap["optimizer"] != getattr(trainer.optimizer, "trainlab_name", None):
+            trainer.switch_optimizer(snap["optimizer"])
+        opt = trainer.optimizer
+        bases = [g["initial_lr"] for g in opt.param_groups]
+        trainer.model.load_state_dict(snap["model"])
+        # A deep copy: load_state_dict may keep the given tensors, which the next steps then modify.
+        opt.load_state_dict(copy.deepcopy(snap["optim"]))
+        for group, base in zip(opt.param_groups, bases):
+            group["initial_lr"] = base * lr_factor
+        trainer.schedule.apply(opt, trainer.state.step)
+        if trainer.ema is not None and snap["ema"] is not None:
+            trainer.ema.load_state(snap["ema"], snap["ema_steps"])
+        return snap
+
+    def rollback(self, trainer, history, step: int) -> bool:
+        """Restore the last good state and lower the LR; once out of rollbacks, restore it and stop.
+
+        False when there is nothing to restore (no snapshot, or the run is already stopping).
+        """
+        st = trainer.state
+        if self._snap is None or self.stopped:
+            return False
+        exhausted = self.rollbacks >= self.cfg.max_rollbacks
+        snap = self._restore(trainer, 1.0 if exhausted else self.cfg.rollback_lr_factor)
+        if exhausted:
+            # Stop with the last good weights rather than leave NaN in the run's checkpoint.
+            self.stopped = True
+            reason = (f"doctor: the loss is still non-finite after {plural(self.rollbacks, 'rollback')} "
+                      f"(doctor.max_rollbacks={self.cfg.max_rollbacks}); restored the state of step {snap['step']} "
+                      f"and stopped at step {step}")
+            trainer.request_stop(reason)
+            trainer.log_event("doctor_stop", reason, code="nan_loss", to_step=snap["step"])
+            history.actions.append({"action": "stop", "step": step, "epoch": st.epoch + 1, "code": "nan_loss",
+                                    "to_step": snap["step"]})
+            return True
+        opt = trainer.optimizer
+        bases = [g["initial_lr"] / self.cfg.rollback_lr_factor for g in opt.param_groups]
+        self.rollbacks += 1
+        new = opt.param_groups[0]["initial_lr"]
+        message = (f"loss non-finite at step {step}: rolled back to the state of step {snap['step']}, base lr "
+                   f"{num(bases[0])} -> {num(new)} (rollback {self.rollbacks} of {self.cfg.max_rollbacks})")
+        trainer.log_event("doctor_rollback", message, code="nan_loss", to_step=snap["step"], lr=new)
+        history.actions.append({"action": "rollback", "step": step, "epoch": st.epoch + 1, "to_step": snap["step"],
+                                "lr": new})
+        return True
+
+    # -------------------------------------------------------------------------- epoch end
+    def epoch_end(self, trainer, history, epochs) -> None:
+        st = trainer.state
+        epoch = st.epoch  # epochs done, i.e. the 1-based number of the epoch that just ended
+        if st.improved:
+            self._best = {"epoch": epoch, "model": _clone_state(trainer.model.state_dict())}
+        if self._good_epoch(history, epochs) and _weights_finite(trainer.model):
+            self.snapshot(trainer)
+        if self.stopped:
+            return
+        onset = overfit_onset(epochs, self.cfg)
+        if onset is not None:
+            self._stop_overfitting(trainer, history, onset)
+            return
+        window = plateau_window(history, epochs, self.cfg, after_epoch=self.last_action_epoch)
+        if window is not None:
+            self._treat_plateau(trainer, history, window)
+
+    def _good_epoch(self, history, epochs) -> bool:
+        """The epoch's mean training loss is finite and has not diverged from the initial loss."""
+        if not epochs:
+            return False
+        loss = epochs[-1].get("train_loss")
+        first = next((v for v in history.steps["loss"] if v is not None), None)
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            return False
+        return first is None or loss <= self.cfg.diverge_factor * first
+
+    def _stop_overfitting(self, trainer, history, onset: dict[str, Any]) -> None:
+        st = trainer.state
+        self.stopped = True
+        restored = ""
+        if self._best is not None:
+            trainer.model.load_state_dict(self._best["model"])
+            restored = f"; restored the weights of epoch {self._best['epoch']} (best {trainer.monitor})"
+        reason = (f"doctor: overfitting from epoch {onset['onset']} (validation loss "
+                  f"{pct_rise(epochs_val(trainer, st.epoch), onset['best_val_loss'])} above its minimum at epoch "
+                  f"{onset['best_epoch']}){restored}")
+        trainer.request_stop(reason)
+        trainer.log_event("doctor_stop", reason, code="overfitting",
+                          restored_epoch=self._best["epoch"] if self._best else None)
+        history.actions.append({"action": "stop_restore_best", "step": st.step, "epoch": st.epoch,
+                                "code": "overfitting", "restored_epoch": self._best["epoch"] if self._best else None})
+
+    def _treat_plateau(self, trainer, history, window: dict[str, Any]) -> None:
+        st = trainer.state
+        opt = trainer.optimizer
+        name = getattr(opt, "trainlab_name", trainer.recipe.optim.name)
+        where = f"plateau in epochs {window['first_epoch']}-{window['last_epoch']}"
+        if (self.cfg.switch_to_sgd and not self.switched and name in ADAM_FAMILY
+                and trainer.recipe.optim.switch is None):
+            base = opt.param_groups[0]["initial_lr"]
+            lr = self.cfg.switch_lr if self.cfg.switch_lr is not None else base * SWITCH_LR_FACTOR
+            trainer.switch_optimizer("sgd", lr=lr, momentum=SGD_MOMENTUM)
+            self.switched = True
+            self.snapshot(trainer)  # a rollback must restore an SGD state from now on
+            message = (f"{where} with {name}: switched to SGD (momentum {SGD_MOMENTUM}, base lr {num(lr)}) "
+                       "to fine-tune, as the notes advise after Adam's fast start")
+            trainer.log_event("doctor_switch_optimizer", message, code="plateau", to="sgd", lr=lr)
+            history.actions.append({"action": "switch_optimizer", "step": st.step, "epoch": st.epoch, "to": "sgd",
+                                    "lr": lr, "code": "plateau"})
+        else:
+            old, new = scale_base_lr(opt, self.cfg.plateau_lr_factor)
+            trainer.schedule.apply(opt, st.step)
+            message = f"{where}: base lr {num(old)} -> {num(new)} (doctor.plateau_lr_factor={self.cfg.plateau_lr_factor})"
+            trainer.log_event("doctor_lr_decay", message, code="plateau", lr=new)
+            history.actions.append({"action": "lr_decay", "step": st.step, "epoch": st.epoch, "lr": new,
+                                    "code": "plateau"})
+        self.last_action_epoch = st.epoch
+
+    # ----------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"rollbacks": self.rollbacks, "samples": self.samples, "last_action_epoch": self.last_action_epoch,
+                "stopped": self.stopped, "switched": self.switched}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.samples = int(state.get("samples", 0))
+        self.last_action_epoch = int(state.get("last_action_epoch", 0))
+        self.stopped = bool(state.get("stopped", False))
+        self.switched = bool(state.get("switched", False))
+
+
+def epochs_val(trainer, epoch: int) -> float | None:
+    """Validation loss of epoch ``epoch`` (1-based) from the trainer's history."""
+    for r in reversed(trainer.state.history):
+        if "event" not in r and r.get("epoch") == epoch:
+            return r.get("val_loss")
+    return None
+
+
+def pct_rise(value: float | None, best: float) -> str:
+    if value is None or not best:
+        return "risen"
+    return f"{100 * (value / best - 1):.0f}%"

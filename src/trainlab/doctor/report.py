@@ -1,0 +1,223 @@
+"""The diagnosis for people: a text table, a report.md section, evidence plots, re-diagnosis of a run."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecipeError, RunError
+from .findings import CODES, Finding
+from .history import DoctorHistory
+
+PLOTS = (("doctor-gradients", "gradient norm per layer"), ("doctor-update-ratio", "update/weight ratio per layer"),
+         ("doctor-dead-units", "dead fraction per ReLU layer"), ("doctor-curves", "train/val curves"))
+
+
+# ------------------------------------------------------------------------------------ text table
+def format_table(findings: list[Finding], title: str = "doctor") -> str:
+    """One row per finding (most severe first), each followed by its remedies."""
+    if not findings:
+        return f"{title}: no findings; the monitored numbers look healthy"
+    counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+    summary = ", ".join(f"{n} {s}{'s' if n > 1 else ''}" for s, n in counts.items() if n)
+    code_w = max(len(f.code) for f in findings)
+    lines = [f"{title}: {len(findings)} finding{'s' if len(findings) > 1 else ''} ({summary})",
+             f"  {'severity':<8} {'code':<{code_w}} {'feature':<7} {'epoch':>5} {'step':>6}  finding"]
+    for f in findings:
+        lines.append(f"  {f.severity:<8} {f.code:<{code_w}} {f.feature:<7} {_cell(f.epoch):>5} {_cell(f.step):>6}  "
+                     f"{f.message}")
+        lines.append(f"  {'':<8} {'':<{code_w}} {'':<7} {'':>5} {'':>6}  try: {'; '.join(f.remedies[:3])}")
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+# --------------------------------------------------------------------------------- re-diagnosis
+def read_doctor_file(run) -> dict[str, Any]:
+    path = Path(run.dir) / "doctor.json"
+    if not path.is_file():
+        raise RunError(f"run {run.dir} has no doctor.json (it was trained with doctor.enabled=false or "
+                       "doctor=null, or did not reach the end of its first epoch)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunError(f"{path} is not valid JSON (damaged?)") from None
+    if not isinstance(data, dict) or "history" not in data:
+        raise RunError(f"{path} holds no doctor history (written by another program?)")
+    return data
+
+
+def diagnose_run(path, overrides: list[str] | dict[str, Any] | None = None) -> tuple[list[Finding], DoctorHistory]:
+    """Apply the rules again to a finished (or interrupted) run's recorded numbers.
+
+    ``overrides`` may change ``doctor.*`` thresholds (``["doctor.dead_fraction=0.1"]``) to see the
+    same numbers judged differently; nothing in the run is modified.
+    """
+    from ..recipe import DoctorConfig, load_recipe, parse_override
+    from ..run import open_run
+    from .rules import diagnose
+
+    run = open_run(path)
+    data = read_doctor_file(run)
+    history = DoctorHistory.from_dict(data["history"], str(Path(run.dir) / "doctor.json"))
+    pairs: dict[str, Any] = {}
+    if isinstance(overrides, dict):
+        pairs = dict(overrides)
+    else:
+        for text in overrides or []:
+            parts, value = parse_override(text)
+            pairs[".".join(parts)] = value
+    for key in pairs:
+        if not key.startswith("doctor."):
+            raise RecipeError(f"override {key!r}: only doctor.* thresholds can change when re-diagnosing a run")
+    recipe = load_recipe(run.recipe_path, pairs or None)
+    cfg = recipe.doctor if recipe.doctor is not None else DoctorConfig()
+    return diagnose(history, run.epochs(), cfg, done=history.finished), history
+
+
+# -------------------------------------------------------------------------------- report.md
+def markdown_section(run) -> list[str]:
+    """Lines of the report's doctor section: findings table, remedies, evidence plots."""
+    try:
+        data = read_doctor_file(run)
+    except RunError as err:
+        return ["## Doctor", "", f"(doctor.json unreadable: {err})", ""]
+    findings = [Finding.from_dict(f) for f in data.get("findings", [])]
+    history = data.get("history", {})
+    lines = ["## Doctor", ""]
+    every = history.get("every")
+    n = len(history.get("steps", {}).get("step", []))
+    lines.append(f"Monitors sampled {n} steps (every {every} steps and the first of each epoch); "
+                 "`trainlab doctor RUN` prints this diagnosis again.")
+    lines.append("")
+    if not findings:
+        lines += ["No findings: the monitored numbers look healthy.", ""]
+    else:
+        lines += ["| severity | code | feature | epoch | step | finding |", "|---|---|---|---|---|---|"]
+        for f in findings:
+            msg = f.message.replace("|", "\\|")
+            lines.append(f"| {f.severity} | `{f.code}` | {f.feature} | {_cell(f.epoch)} | {_cell(f.step)} | {msg} |")
+        lines += ["", "Remedies from the notes:", ""]
+        for f in findings:
+            lines.append(f"- `{f.code}` ({CODES[f.code][1]}): " + "; ".join(f.remedies))
+        lines.append("")
+    plots = [(p, t) for p, t in PLOTS if (run.plots / f"{p}.png").exists()]
+    if plots:
+        lines += ["Evidence:", ""] + [f"![{t}](plots/{p}.png)" for p, t in plots] + [""]
+    return lines
+
+
+# ------------------------------------------------------------------------------------ plots
+def plot_doctor(run, history: DoctorHistory, epochs: list[dict[str, Any]], findings: list[Finding],
+                cfg=None) -> list[Path]:
+    """The evidence plots under ``run.plots``: gradient norms and update ratios per layer over the
+    sampled steps, dead fraction per ReLU layer per epoch, loss curves with the overfitting onset."""
+    from ..report.plots import _pyplot
+
+    plt = _pyplot()
+    run.plots.mkdir(parents=True, exist_ok=True)
+    out = []
+    steps = history.steps["step"]
+    by_code = {f.code: f for f in findings}
+    layers = history.weight_layers() or list(range(len(history.layers)))
+    if len(layers) > 12:  # keep the legend readable: first, last and evenly spaced layers between
+        pick = sorted({layers[round(i * (len(layers) - 1) / 11)] for i in range(12)})
+        layers = pick
+    marks = [e["step"] for e in history.nonfinite][:1]
+    if "exploding_gradients" in by_code and by_code["exploding_gradients"].step is not None:
+        marks.append(by_code["exploding_gradients"].step)
+
+    ratio_refs = ((cfg.lr_high_ratio, "doctor.lr_high_ratio"), (cfg.lr_low_ratio, "doctor.lr_low_ratio")) if cfg else ()
+    for key, name, ylabel, refs in (
+        ("layer_grad", "doctor-gradients", "gradient norm (before clipping)", ()),
+        ("update_ratio", "doctor-update-ratio", "||update|| / ||weights||", ratio_refs),
+    ):
+        if not steps:
+            break
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        drawn = False
+        for j in layers:
+            pts = [(s, row[j]) for s, row in zip(steps, history.steps[key]) if j < len(row) and _pos(row[j])]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, linewidth=1, label=history.layers[j]["name"])
+                drawn = True
+        if key == "layer_grad":
+            pts = [(s, g) for s, g in zip(steps, history.steps["grad_norm"]) if _pos(g)]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, color="black", linestyle="--", linewidth=1.2, label="global")
+        for s in marks:
+            ax.axvline(s, color="red", linestyle=":", linewidth=1)
+        for value, label in refs:
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
+        if drawn:
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            ax.set_title(dict(PLOTS)[name] + " (sampled steps)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, ncol=2)
+            fig.tight_layout()
+            fig.savefig(run.plots / f"{name}.png")
+            out.append(run.plots / f"{name}.png")
+        plt.close(fig)
+
+    if history.liveness and history.activations:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for i, act in enumerate(history.activations[:12]):
+            pts = [(r["epoch"], r["dead"][i]) for r in history.liveness
+                   if i < len(r["dead"]) and r["dead"][i] is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", markersize=3, label=f"{act['name']} ({act['type']})")
+        if cfg is not None:
+            ax.axhline(cfg.dead_fraction, color="red", linestyle=":", label="doctor.dead_fraction")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("fraction of units never positive")
+        ax.set_title("dead units per layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(run.plots / "doctor-dead-units.png")
+        plt.close(fig)
+        out.append(run.plots / "doctor-dead-units.png")
+
+    if epochs:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for key in ("train_loss", "val_loss"):
+            pts = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        over = by_code.get("overfitting")
+        if over is not None:
+            ax.axvline(over.epoch, color="red", linestyle="--", label=f"overfitting from epoch {over.epoch}")
+            best = over.evidence.get("best_epoch")
+            if best is not None:
+                ax.scatter([best], [over.evidence.get("best_val_loss")], color="red", zorder=3,
+                           label=f"val minimum (epoch {best})")
+        for a in history.actions:
+            ax.axvline(a["epoch"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("training and validation loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run.plots / "doctor-curves.png")
+        plt.close(fig)
+        out.append(run.plots / "doctor-curves.png")
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _pos(v: Any) -> bool:
+    return _finite(v) and v > 0

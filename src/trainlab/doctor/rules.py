@@ -1,0 +1,570 @@
+"""Rules: pure functions from the recorded history to findings.
+
+Each rule reads a :class:`~trainlab.doctor.history.DoctorHistory` (the sampled monitors), the
+trainer's epoch records (train/validation curves) and the recipe's ``doctor`` thresholds, and
+returns findings that quote the numbers. Nothing here touches a model or a file, so the rules give
+the same diagnosis during training, at its end, and when ``trainlab doctor RUN`` re-reads a run.
+
+Rules that judge a whole run (under-fitting, high variance) wait for ``done``; the others may fire
+while training goes on, and once a rule has fired on a prefix of the history it keeps firing on
+every longer history, so a finding printed during training is also in the final report.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .findings import Finding, finding, sort_findings
+from .history import DoctorHistory
+
+Epochs = Sequence[dict[str, Any]]
+SATURATING = {"Sigmoid": "sigmoid (derivative at most 0.25)", "Tanh": "tanh (saturates: derivative near 0)",
+              "Hardsigmoid": "hard sigmoid", "Hardtanh": "hard tanh", "LogSigmoid": "log-sigmoid"}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def num(v: float | None) -> str:
+    """Compact number for messages: 3 significant digits, or 3.1e4 / 2e-06 style when large/small."""
+    if v is None or not finite(v):
+        return str(v)
+    if v == 0:
+        return "0"
+    if 1e-3 <= abs(v) < 1e3:
+        return f"{v:.3g}"
+    mantissa, exp = f"{v:.2g}".split("e") if "e" in f"{v:.2g}" else f"{v:.1e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exp)}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('batch') else 's'}"
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+def median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    if n == 0:
+        return math.nan
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def initial_loss(h: DoctorHistory, epochs: Epochs) -> float | None:
+    """The loss at the start of training: the first sampled step's, else the first epoch's."""
+    for v in h.steps["loss"]:
+        if finite(v):
+            return v
+    for r in epochs:
+        if finite(r.get("train_loss")):
+            return r["train_loss"]
+    return None
+
+
+def sample_ratio(h: DoctorHistory, i: int) -> float | None:
+    """Median update/weight ratio over the weight layers at sample ``i`` (None if not finite)."""
+    layers = h.weight_layers() or list(range(len(h.layers)))
+    row = h.steps["update_ratio"][i]
+    vals = [row[j] for j in layers if j < len(row) and finite(row[j])]
+    return median(vals) if vals else None
+
+
+def update_ratio(h: DoctorHistory, epochs_from: int = 1, epochs_to: int | None = None) -> tuple[float | None, int]:
+    """(median over samples of :func:`sample_ratio`, number of samples) for samples in the epoch range."""
+    vals = []
+    for i, e in enumerate(h.steps["epoch"]):
+        if e >= epochs_from and (epochs_to is None or e <= epochs_to):
+            r = sample_ratio(h, i)
+            if r is not None:
+                vals.append(r)
+    return (median(vals) if vals else None), len(vals)
+
+
+def not_converged(record: dict[str, Any], init: float | None, cfg) -> bool:
+    """The training curve is still where an under-fitting model sits (see :func:`underfitting`)."""
+    acc = record.get("train_accuracy")
+    if finite(acc) and acc < cfg.underfit_accuracy:
+        return True
+    loss = record.get("train_loss")
+    return finite(loss) and finite(init) and init > 0 and loss >= cfg.underfit_loss_ratio * init
+
+
+# ------------------------------------------------------------------------------------- X1: explosion
+def nan_loss(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    entries = [e for e in h.nonfinite if e["what"] == "loss"]
+    if not entries:
+        return []
+    first = entries[0]
+    step, epoch = first["step"], first["epoch"]
+    steps, losses, norms = h.steps["step"], h.steps["loss"], h.steps["grad_norm"]
+    before = [i for i, s in enumerate(steps) if s < step and finite(losses[i])]
+    where = f"step {step}" if "since_step" not in first else f"steps {first['since_step'] + 1}..{step}"
+    msg = f"the loss became {first.get('value', 'nan')} at {where} (epoch {epoch})"
+    ev: dict[str, Any] = {"step": step, "epoch": epoch, "value": first.get("value"), "occurrences": len(entries)}
+    if before:
+        i = before[-1]
+        msg += f"; last finite sampled loss {num(losses[i])} at step {steps[i]}"
+        ev.update(last_finite_loss=losses[i], last_finite_step=steps[i])
+        if finite(norms[i]):
+            msg += f" with global gradient norm {num(norms[i])}"
+            ev["grad_norm_before"] = norms[i]
+        if finite(h.steps["lr"][i]):
+            msg += f", lr {num(h.steps['lr'][i])}"
+            ev["lr"] = h.steps["lr"][i]
+    rollbacks = [a for a in h.actions if a.get("action") == "rollback"]
+    if len(entries) > 1:
+        msg += f"; it happened {plural(len(entries), 'time')}"
+    if rollbacks:
+        msg += f"; the doctor rolled back {plural(len(rollbacks), 'time')}"
+        ev["rollbacks"] = len(rollbacks)
+    return [finding("nan_loss", "error", msg, epoch=epoch, step=step, evidence=ev)]
+
+
+def gradient_spikes(h: DoctorHistory, cfg, start: int = 0) -> list[dict[str, Any]]:
+    """Sampled steps from index ``start`` whose global gradient norm is an explosion: above
+    ``explode_factor`` × the median of the previous ``explode_window`` finite samples, or above
+    ``grad_norm_max``."""
+    norms, steps = h.steps["grad_norm"], h.steps["step"]
+    out = []
+    for i in range(start, len(norms)):
+        g = norms[i]
+        if not finite(g):
+            continue
+        prev = [(j, norms[j]) for j in range(max(0, i - cfg.explode_window), i) if finite(norms[j])]
+        ref = median([v for _, v in prev]) if len(prev) >= 3 else None
+        if ref is not None and ref > 0 and g > cfg.explode_factor * ref:
+            out.append({"index": i, "step": steps[i], "norm": g, "ref": ref, "factor": g / ref,
+                        "span": steps[i] - steps[prev[0][0]]})
+        elif g > cfg.grad_norm_max:
+            out.append({"index": i, "step": steps[i], "norm": g, "ref": None, "factor": None, "span": 0})
+    return out
+
+
+def exploding_gradients(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    bad = [e for e in h.nonfinite if e["what"] in ("gradients", "weights")]
+    spikes = gradient_spikes(h, cfg)
+    if not bad and not spikes:
+        return []
+    if bad:
+        e = bad[0]
+        layers = tuple(e.get("layers", ()))
+        shown = ", ".join(layers[:4]) + (f" and {len(layers) - 4} more" if len(layers) > 4 else "")
+        msg = f"{e['what']} of {shown} became NaN/inf at step {e['step']} (epoch {e['epoch']})"
+        ev: dict[str, Any] = {"what": e["what"], "step": e["step"], "nonfinite_layers": list(layers)}
+        finite_norms = [(s, g) for s, g in zip(h.steps["step"], h.steps["grad_norm"]) if finite(g) and s < e["step"]]
+        if finite_norms:
+            peak = max(finite_norms, key=lambda t: t[1])
+            msg += f"; the largest finite global gradient norm before was {num(peak[1])} at step {peak[0]}"
+            ev["peak_norm"], ev["peak_step"] = peak[1], peak[0]
+        return [finding("exploding_gradients", "error", msg, epoch=e["epoch"], step=e["step"], layers=layers,
+                        evidence=ev)]
+    s = spikes[0]
+    i = s["index"]
+    if s["ref"] is not None:
+        msg = (f"gradients exploded at step {s['step']} (global norm {num(s['norm'])}, {s['factor']:.0f}× the "
+               f"median of the previous {s['span']} steps)")
+    else:
+        msg = f"gradients exploded at step {s['step']} (global norm {num(s['norm'])} > {num(cfg.grad_norm_max)})"
+    # The layers whose gradient grew most against their own recent median.
+    grads = h.steps["layer_grad"]
+    growth = []
+    for j, layer in enumerate(h.layers):
+        prev = [grads[k][j] for k in range(max(0, i - cfg.explode_window), i) if finite(grads[k][j])]
+        ref = median(prev) if prev else None
+        if finite(grads[i][j]) and ref:
+            growth.append((grads[i][j] / ref, layer["name"]))
+    top = tuple(name for _, name in sorted(growth, reverse=True)[:3])
+    if top:
+        msg += f"; most in {', '.join(top)}"
+    if len(spikes) > 1:
+        msg += f"; {len(spikes)} sampled steps exploded"
+    ev = {"step": s["step"], "grad_norm": s["norm"], "reference_median": s["ref"], "factor": s["factor"],
+          "window_steps": s["span"], "spikes": len(spikes), "max_norm": max(x["norm"] for x in spikes)}
+    return [finding("exploding_gradients", "warning", msg, epoch=h.steps["epoch"][i], step=s["step"], layers=top,
+                    evidence=ev)]
+
+
+# ------------------------------------------------------------------------------ X2: vanishing
+def vanishing_gradients(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    weights = h.weight_layers()
+    rows = [r for r in h.steps["layer_grad"] if r and all(finite(v) for v in r)]
+    if len(weights) < 3 or len(rows) < 3:
+        return []
+    if _fully_dead(h, 0.9):
+        return []  # units that never fire pass no gradient: dead_relu names that cause
+    med = [median([r[j] for r in rows]) for j in range(len(h.layers))]
+    last = weights[-1]
+    if not med[last] > 0:
+        return []
+    ratios = [med[j] / med[last] for j in weights[:-1]]
+    lead = 0
+    while lead < len(ratios) and ratios[lead] < cfg.vanish_ratio:
+        lead += 1
+    if lead == 0:
+        return []
+    names = tuple(h.layers[j]["name"] for j in weights[:lead])
+    low, high = min(ratios[:lead]), max(ratios[:lead])
+    span = num(low) if num(low) == num(high) else f"{num(low)} to {num(high)}"
+    which = "layer" if lead == 1 else f"{lead} weight layers"
+    msg = (f"the first {which} ({', '.join(names)}) get {span} of the last layer's ({h.layers[last]['name']}) "
+           f"gradient norm (medians over {plural(len(rows), 'sampled step')}): vanishing gradients")
+    saturating = [SATURATING[t] for t in h.activation_types if t in SATURATING]
+    if saturating:
+        msg += f", {' and '.join(saturating)} activations"
+    ev = {"ratios": {h.layers[j]["name"]: r for j, r in zip(weights[:-1], ratios)},
+          "last_layer": h.layers[last]["name"], "last_layer_grad": med[last], "samples": len(rows),
+          "activations": list(h.activation_types)}
+    return [finding("vanishing_gradients", "warning", msg, epoch=h.steps["epoch"][0], step=h.steps["step"][0],
+                    layers=names, evidence=ev)]
+
+
+# -------------------------------------------------------------------------------- X3: dead ReLU
+def _fully_dead(h: DoctorHistory, level: float) -> bool:
+    if not h.liveness:
+        return False
+    return any(d is not None and d >= level for d in h.liveness[-1]["dead"])
+
+
+def _blown_up(h: DoctorHistory) -> bool:
+    """Weights or gradients went NaN/inf and no rollback repaired them."""
+    bad = [e for e in h.nonfinite if e["what"] in ("weights", "gradients")]
+    if not bad:
+        return False
+    return not any(a.get("action") == "rollback" and a["step"] >= bad[-1]["step"] for a in h.actions)
+
+
+def dead_relu(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    if not h.liveness or _blown_up(h):
+        return []  # a network full of NaN/inf says nothing about its units
+    last = h.liveness[-1]
+    bad = [(i, d) for i, d in enumerate(last["dead"])
+           if d is not None and d >= cfg.dead_fraction and i < len(h.activations) and h.activations[i]["units"] >= 2]
+    if not bad:
+        return []
+    since = last["epoch"]
+    for rec in h.liveness:
+        if any(i < len(rec["dead"]) and rec["dead"][i] is not None and rec["dead"][i] >= cfg.dead_fraction
+               for i, _ in bad):
+            since = rec["epoch"]
+            break
+    bad.sort(key=lambda t: -t[1])
+    parts = []
+    for k, (i, d) in enumerate(bad):
+        a = h.activations[i]
+        parts.append(f"{pct(d)} of {a['type']} units in {a['name']} are dead" if k == 0 else f"{a['name']} {pct(d)}")
+    msg = parts[0]
+    if len(parts) > 1:
+        msg += f" ({'; '.join(parts[1:])})"
+    msg += (f": never positive over the {plural(last['batches'], 'sampled batch')} of epoch {last['epoch']}"
+            + (f", since epoch {since}" if since != last["epoch"] else ""))
+    worst = bad[0][1]
+    if worst >= 0.99:
+        msg += "; layers before a fully dead layer get no gradient at all"
+    ev = {"dead": {h.activations[i]["name"]: d for i, d in bad}, "epoch": last["epoch"], "batches": last["batches"],
+          "since_epoch": since, "threshold": cfg.dead_fraction}
+    return [finding("dead_relu", "error" if worst >= 0.99 else "warning", msg, epoch=since,
+                    layers=tuple(h.activations[i]["name"] for i, _ in bad), evidence=ev)]
+
+
+# ------------------------------------------------------------------------- X4, X5: fit quality
+def overfit_onset(epochs: Epochs, cfg) -> dict[str, Any] | None:
+    """The first point where validation loss has risen ``overfit_rise`` above its minimum for at
+    least ``overfit_patience`` epochs while training loss kept falling, or None."""
+    pts = [r for r in epochs if finite(r.get("val_loss")) and finite(r.get("train_loss"))]
+    for end in range(len(pts)):
+        best = min(range(end + 1), key=lambda k: pts[k]["val_loss"])
+        b, e = pts[best], pts[end]
+        if (end - best >= cfg.overfit_patience and e["val_loss"] >= b["val_loss"] * (1 + cfg.overfit_rise)
+                and e["train_loss"] < b["train_loss"]):
+            return {"best_epoch": b["epoch"], "onset": b["epoch"] + 1, "detected": e["epoch"],
+                    "best_val_loss": b["val_loss"], "train_loss_at_best": b["train_loss"]}
+    return None
+
+
+def overfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    o = overfit_onset(epochs, cfg)
+    if o is None:
+        return []
+    after = [r for r in epochs if r["epoch"] >= o["detected"] and finite(r.get("val_loss"))]
+    end = max(after, key=lambda r: r["val_loss"])  # the worst validation loss seen since detection
+    rise = end["val_loss"] / o["best_val_loss"] - 1
+    msg = (f"overfitting from epoch {o['onset']}: validation loss rose from {num(o['best_val_loss'])} (epoch "
+           f"{o['best_epoch']}, its minimum) to {num(end['val_loss'])} (epoch {end['epoch']}, +{pct(rise)}) while "
+           f"training loss fell from {num(o['train_loss_at_best'])} to {num(end['train_loss'])}")
+    if finite(end.get("train_accuracy")) and finite(end.get("val_accuracy")):
+        msg += f"; accuracy train {pct(end['train_accuracy'])} vs validation {pct(end['val_accuracy'])}"
+    ev = {**o, "val_loss": end["val_loss"], "train_loss": end["train_loss"], "at_epoch": end["epoch"], "rise": rise}
+    return [finding("overfitting", "warning", msg, epoch=o["onset"], evidence=ev)]
+
+
+def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    if not done:
+        return []
+    pts = [r for r in epochs if finite(r.get("train_loss"))]
+    init = initial_loss(h, epochs)
+    if not pts or not finite(init):
+        return []
+    last = pts[-1]
+    if not not_converged(last, init, cfg):
+        return []
+    acc = last.get("train_accuracy")
+    parts = []
+    if finite(acc):
+        parts.append(f"training accuracy {pct(acc)} after {plural(last['epoch'], 'epoch')}")
+    share = last["train_loss"] / init
+    parts.append(f"training loss {num(last['train_loss'])} vs {num(init)} at the start "
+                 f"({pct(share) + ' of it' if share < 2 else num(share) + '× it'})")
+    msg = "underfitting (high bias): " + ", ".join(parts)
+    ev: dict[str, Any] = {"train_loss": last["train_loss"], "initial_loss": init, "train_accuracy": acc,
+                          "epochs": last["epoch"]}
+    remedies: tuple[str, ...] = ()
+    if len(pts) >= 2 and pts[-2]["train_loss"] > 0:
+        fall = 1 - last["train_loss"] / pts[-2]["train_loss"]
+        ev["last_epoch_improvement"] = fall
+        if fall > 0.02:
+            msg += f"; still falling {pct(fall)} in the last epoch"
+            remedies = ("train longer: the loss is still falling (train.epochs)",)
+    return [finding("underfitting", "warning", msg, epoch=last["epoch"], evidence=ev, remedies=remedies)]
+
+
+def high_variance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    if not done:
+        return []
+    pts = [r for r in epochs if finite(r.get("train_accuracy")) and finite(r.get("val_accuracy"))]
+    if not pts:
+        return []
+    last = pts[-1]
+    gap = last["train_accuracy"] - last["val_accuracy"]
+    if gap < cfg.variance_gap:
+        return []
+    msg = (f"high variance: training accuracy {pct(last['train_accuracy'])} vs validation "
+           f"{pct(last['val_accuracy'])} at epoch {last['epoch']} (gap {100 * gap:.0f} points)")
+    n = h.data.get("train_samples")
+    if n:
+        msg += f", from {n} training samples"
+    ev = {"train_accuracy": last["train_accuracy"], "val_accuracy": last["val_accuracy"], "gap": gap,
+          "epoch": last["epoch"], "train_samples": n}
+    return [finding("high_variance", "warning", msg, epoch=last["epoch"], evidence=ev)]
+
+
+# ----------------------------------------------------------------------------- X6: learning rate
+def loss_rises(epochs: Epochs, init: float | None) -> list[tuple[int, float, float]]:
+    """Epochs whose training loss rose over the previous epoch's by more than 10% of it and more
+    than 1% of the initial loss (so that noise near zero loss does not count): (epoch, before, after)."""
+    pts = [r for r in epochs if finite(r.get("train_loss"))]
+    floor = 0.01 * init if finite(init) else 0.0
+    return [(b["epoch"], a["train_loss"], b["train_loss"]) for a, b in zip(pts, pts[1:])
+            if b["train_loss"] > 1.1 * a["train_loss"] and b["train_loss"] - a["train_loss"] > floor]
+
+
+def diverged(h: DoctorHistory, epochs: Epochs, cfg) -> dict[str, Any] | None:
+    """The first sampled step whose loss exceeds ``diverge_factor`` × the initial loss, or None."""
+    init = initial_loss(h, epochs)
+    if not finite(init) or init <= 0:
+        return None
+    for s, e, v in zip(h.steps["step"], h.steps["epoch"], h.steps["loss"]):
+        if finite(v) and v > cfg.diverge_factor * init:
+            return {"step": s, "epoch": e, "loss": v, "initial_loss": init}
+    for r in epochs:  # the epoch mean also covers the steps between samples
+        if finite(r.get("train_loss")) and r["train_loss"] > cfg.diverge_factor * init:
+            return {"step": r.get("step"), "epoch": r["epoch"], "loss": r["train_loss"], "initial_loss": init,
+                    "epoch_mean": True}
+    return None
+
+
+def lr_too_high(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    init = initial_loss(h, epochs)
+    reasons, ev = [], {}
+    step = epoch = None
+    d = diverged(h, epochs, cfg)
+    nan = [e for e in h.nonfinite if e["what"] == "loss"]
+    blowups = []  # (step, epoch, text), told in the order they happened
+    if d is not None:
+        where = f"in epoch {d['epoch']} (its mean)" if d.get("epoch_mean") else f"by step {d['step']}"
+        blowups.append((d["step"], d["epoch"], f"diverged from {num(d['initial_loss'])} to {num(d['loss'])} {where}"))
+        ev.update(initial_loss=d["initial_loss"], diverged_loss=d["loss"], diverged_step=d["step"])
+    if nan:
+        blowups.append((nan[0]["step"], nan[0]["epoch"], f"became {nan[0].get('value', 'nan')} at step {nan[0]['step']}"))
+        ev["nonfinite_step"] = nan[0]["step"]
+    if blowups:
+        blowups.sort(key=lambda t: t[0])
+        step, epoch = blowups[0][0], blowups[0][1]
+        reasons.append("the loss " + " and ".join(t for _, _, t in blowups))
+    rises = loss_rises(epochs, init)
+    if len(rises) >= cfg.oscillation_rises:
+        shown = ", ".join(f"epoch {e}: {num(a)} -> {num(b)}" for e, a, b in rises[:3])
+        reasons.append(f"the training loss oscillates: it rose {plural(len(rises), 'time')} ({shown})")
+        ev["rises"] = [list(r) for r in rises]
+        if epoch is None:
+            epoch = rises[0][0]
+    ratio, n = update_ratio(h)
+    if ratio is not None and ratio > cfg.lr_high_ratio:
+        reasons.append(f"each step moves the weights by {num(ratio)}× their norm (median over "
+                       f"{plural(n, 'sampled step')}; above {num(cfg.lr_high_ratio)})")
+        ev.update(update_ratio=ratio, samples=n)
+        if step is None and epoch is None:
+            step, epoch = h.steps["step"][0], h.steps["epoch"][0]
+    if not reasons:
+        return []
+    lrs = [v for v in h.steps["lr"] if finite(v)]
+    lr = lrs[0] if lrs else None
+    ev["lr"] = lr
+    msg = f"learning rate too high{f' (lr {num(lr)})' if lr else ''}: " + ", ".join(reasons)
+    return [finding("lr_too_high", "warning", msg, epoch=epoch, step=step, evidence=ev)]
+
+
+def lr_too_low(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    pts = [r for r in epochs if finite(r.get("train_loss"))]
+    if len(pts) < (1 if done else cfg.plateau_patience):
+        return []
+    init = initial_loss(h, epochs)
+    ratio, n = update_ratio(h)
+    if ratio is None or n < 3 or ratio >= cfg.lr_low_ratio or not not_converged(pts[-1], init, cfg):
+        return []
+    # Weights also stand still when no gradient reaches them (dead units) or after a blow-up.
+    if _fully_dead(h, 0.9) or diverged(h, epochs, cfg) or any(e["what"] == "loss" for e in h.nonfinite):
+        return []
+    lrs = [v for v in h.steps["lr"] if finite(v)]
+    lr_text = "?" if not lrs else num(lrs[0]) if num(lrs[0]) == num(lrs[-1]) else f"{num(lrs[0])} -> {num(lrs[-1])}"
+    msg = (f"learning rate too low (lr {lr_text}): each step moves the weights by only "
+           f"{num(ratio)}× their norm (median over {plural(n, 'sampled step')}; below {num(cfg.lr_low_ratio)}), "
+           f"and after {plural(pts[-1]['epoch'], 'epoch')} the training loss is {num(pts[-1]['train_loss'])} "
+           f"(start {num(init)})")
+    ev = {"update_ratio": ratio, "samples": n, "lr": lrs[0] if lrs else None, "train_loss": pts[-1]["train_loss"],
+          "initial_loss": init, "epochs": pts[-1]["epoch"]}
+    return [finding("lr_too_low", "warning", msg, epoch=pts[-1]["epoch"], evidence=ev)]
+
+
+# ------------------------------------------------------------------------------------ X7: plateau
+def plateau_window(h: DoctorHistory, epochs: Epochs, cfg, after_epoch: int = 0) -> dict[str, Any] | None:
+    """The first run of ``plateau_patience`` epochs (all after ``after_epoch``) in which the training
+    loss improved by less than ``plateau_delta`` (relative) on its best before, while the model
+    still under-fits, the loss has not diverged above its initial value (that is ``lr_too_high``)
+    and the updates are not tiny (that is ``lr_too_low``)."""
+    pts = [r for r in epochs if finite(r.get("train_loss")) and r["epoch"] > after_epoch]
+    p = cfg.plateau_patience
+    init = initial_loss(h, epochs)
+    for end in range(p, len(pts)):
+        before = min(r["train_loss"] for r in pts[: end - p + 1])
+        recent = min(r["train_loss"] for r in pts[end - p + 1: end + 1])
+        stuck = recent > before * (1 - cfg.plateau_delta) and (not finite(init) or recent <= init)
+        if stuck and not_converged(pts[end], init, cfg):
+            first, last = pts[end - p + 1]["epoch"], pts[end]["epoch"]
+            ratio, n = update_ratio(h, first, last)
+            if ratio is not None and ratio < cfg.lr_low_ratio:
+                continue
+            return {"first_epoch": first, "last_epoch": last, "best_before": before, "best_recent": recent,
+                    "train_loss": pts[end]["train_loss"], "train_accuracy": pts[end].get("train_accuracy"),
+                    "update_ratio": ratio}
+    return None
+
+
+def plateau(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    w = plateau_window(h, epochs, cfg)
+    if w is None:
+        return []
+    change = 1 - w["best_recent"] / w["best_before"] if w["best_before"] else 0.0
+    msg = (f"plateau: the training loss stayed at {num(w['best_recent'])} from epoch {w['first_epoch']} to "
+           f"{w['last_epoch']} ({pct(change) if change > 0 else 'no'} improvement on {num(w['best_before'])}, "
+           f"needs {pct(cfg.plateau_delta)})")
+    if finite(w.get("train_accuracy")):
+        msg += f" with training accuracy {pct(w['train_accuracy'])}"
+    actions = [a for a in h.actions if a.get("action") in ("lr_decay", "switch_optimizer")]
+    if actions:
+        msg += f"; the doctor acted {plural(len(actions), 'time')} ({', '.join(a['action'] for a in actions)})"
+    return [finding("plateau", "warning", msg, epoch=w["first_epoch"], evidence={**w, "improvement": change})]
+
+
+# ---------------------------------------------------------------------------------- X8: the data
+def unnormalized_inputs(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    s = h.inputs
+    if not s:
+        return []
+    if not all(finite(s.get(k)) for k in ("mean", "std", "min", "max")):
+        msg = (f"the net's inputs contain NaN/inf in the first {plural(s['batches'], 'batch')} (mean {s.get('mean')}, "
+               f"range {s.get('min')}..{s.get('max')}): check the data files and the preprocessing")
+        return [finding("unnormalized_inputs", "error", msg, epoch=1, step=1, evidence=dict(s))]
+    problems = []
+    if s["worst_abs_mean"] > cfg.input_mean_max:
+        problems.append(f"a channel mean of {num(s['worst_abs_mean'])} (limit {num(cfg.input_mean_max)})")
+    if s["max_std"] > cfg.input_std_max:
+        problems.append(f"a standard deviation of {num(s['max_std'])} (limit {num(cfg.input_std_max)})")
+    if s["min_std"] < cfg.input_std_min and s["max"] > s["min"]:
+        problems.append(f"a standard deviation of {num(s['min_std'])} (limit {num(cfg.input_std_min)})")
+    if not problems:
+        return []
+    msg = (f"unnormalized inputs: the net sees values {num(s['min'])}..{num(s['max'])}, mean {num(s['mean'])}, "
+           f"std {num(s['std'])} over the first {s['batches']} batches, with {' and '.join(problems)}; "
+           "expected mean ≈ 0 and std ≈ 1")
+    if s["min"] >= 0:
+        msg += "; all inputs are positive, so each unit's weight gradients share one sign and steps zig-zag"
+    return [finding("unnormalized_inputs", "warning", msg, epoch=1, step=1, evidence=dict(s))]
+
+
+def class_imbalance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    counts = h.data.get("class_counts")
+    if not counts or len(counts) < 2:
+        return []
+    names = h.data.get("class_names") or [str(i) for i in range(len(counts))]
+    present = [(c, n) for c, n in enumerate(counts)]
+    big = max(present, key=lambda t: t[1])
+    small = min(present, key=lambda t: t[1])
+    if small[1] == 0:
+        ratio = math.inf
+    else:
+        ratio = big[1] / small[1]
+    if ratio < cfg.imbalance_ratio:
+        return []
+    msg = (f"class imbalance: the largest training class {names[big[0]]!r} has {big[1]} samples, the smallest "
+           f"{names[small[0]]!r} {small[1]} ({num(ratio)}×; limit {num(cfg.imbalance_ratio)}×)")
+    ev: dict[str, Any] = {"class_counts": counts, "ratio": ratio if finite(ratio) else None}
+    last = next((r for r in reversed(epochs) if finite(r.get("val_macro_recall"))), None)
+    if last is not None and finite(last.get("val_accuracy")) and \
+            last["val_accuracy"] - last["val_macro_recall"] >= 0.02:
+        msg += (f"; validation accuracy {pct(last['val_accuracy'])} vs macro recall "
+                f"{pct(last['val_macro_recall'])} at epoch {last['epoch']}")
+        ev.update(val_accuracy=last["val_accuracy"], val_macro_recall=last["val_macro_recall"])
+    return [finding("class_imbalance", "warning", msg, epoch=1, evidence=ev)]
+
+
+def small_dataset(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    n, c = h.data.get("train_samples"), h.data.get("num_classes")
+    if not n or not c or n >= cfg.small_dataset_per_class * c:
+        return []
+    params = h.data.get("parameters")
+    msg = (f"small dataset: {n} training samples for {c} classes ({n / c:.1f} per class; fewer than "
+           f"{cfg.small_dataset_per_class} per class)")
+    if params:
+        msg += f" and a model with {params:,} parameters ({params / n:,.0f} per sample)"
+    ev = {"train_samples": n, "num_classes": c, "per_class": n / c, "parameters": params}
+    return [finding("small_dataset", "warning", msg, epoch=1, evidence=ev)]
+
+
+# ------------------------------------------------------------------------------------- diagnose
+Rule = Callable[[DoctorHistory, Epochs, Any, bool], list[Finding]]
+RULES: dict[str, Rule] = {
+    "nan_loss": nan_loss, "exploding_gradients": exploding_gradients, "vanishing_gradients": vanishing_gradients,
+    "dead_relu": dead_relu, "overfitting": overfitting, "underfitting": underfitting,
+    "high_variance": high_variance, "lr_too_high": lr_too_high, "lr_too_low": lr_too_low, "plateau": plateau,
+    "unnormalized_inputs": unnormalized_inputs, "class_imbalance": class_imbalance,
+    "small_dataset": small_dataset,
+}
+QUICK = ("nan_loss", "exploding_gradients")  # checked as soon as a sample shows trouble
+
+
+def diagnose(history: DoctorHistory | dict[str, Any], epochs: Epochs, cfg, done: bool = True,
+             codes: Sequence[str] | None = None) -> list[Finding]:
+    """All findings of the rules (or of ``codes`` only), most severe first."""
+    h = history if isinstance(history, DoctorHistory) else DoctorHistory.from_dict(history)
+    epochs = [r for r in epochs if "event" not in r]
+    out: list[Finding] = []
+    for code in codes or RULES:
+        out.extend(RULES[code](h, epochs, cfg, done))
+    return sort_findings(out)

@@ -1,0 +1,131 @@
+"""The doctor inside fit: printed findings, doctor.json, report.md section, plots, resume, CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import trainlab
+from trainlab.doctor import diagnose_run
+from trainlab.errors import RecipeError, RunError
+
+from conftest import assert_user_error, run_cli
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+FAST = {"run.tensorboard": False, "train.progress": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
+    other process on a shared 2-core machine; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dead_run(tmp_path_factory):
+    """The dead-ReLU scenario with plots, its printed output captured."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run = trainlab.fit(str(SCENARIOS / "dead-relu.yaml"), **FAST,
+                           **{"run.dir": str(tmp_path_factory.mktemp("dead") / "run")})
+    return run, out.getvalue()
+
+
+def test_each_finding_prints_once_then_a_table(dead_run):
+    """X3: during fit a new finding is one line, printed once; the end prints the table."""
+    run, out = dead_run
+    lines = [line for line in out.splitlines() if line.startswith("doctor [")]
+    assert len(lines) == 1 and lines[0].startswith("doctor [warning] dead_relu: ")
+    assert "doctor: 1 finding (1 warning)" in out
+    table = out[out.index("doctor: 1 finding"):]
+    assert "dead_relu" in table and "X3" in table and "try: Leaky ReLU" in table
+
+
+def test_doctor_json_and_report_section_with_evidence_plots(dead_run):
+    """X3/V5: doctor.json holds findings + history; report.md gets a doctor section with plots."""
+    run, _ = dead_run
+    data = json.loads((run.dir / "doctor.json").read_text())
+    [f] = data["findings"]
+    assert f["code"] == "dead_relu" and f["feature"] == "X3" and f["layers"] == ["net.3"]
+    assert set(f) >= {"code", "severity", "message", "epoch", "step", "layers", "evidence", "remedies", "feature"}
+    assert data["history"]["finished"] is True
+    report = run.report_path.read_text()
+    section = report[report.index("## Doctor"):]
+    assert "| warning | `dead_relu` | X3 |" in section
+    for name in ("doctor-gradients", "doctor-update-ratio", "doctor-dead-units", "doctor-curves"):
+        assert (run.plots / f"{name}.png").stat().st_size > 1000
+        assert f"(plots/{name}.png)" in section
+
+
+def test_rediagnosis_equals_the_run_and_thresholds_can_change(dead_run):
+    """X3: the rules applied again to the saved history give doctor.json's findings; doctor.*
+    overrides judge the same numbers differently; other overrides are refused."""
+    run, _ = dead_run
+    findings, history = diagnose_run(run.dir)
+    saved = json.loads((run.dir / "doctor.json").read_text())["findings"]
+    assert [f.to_dict() for f in findings] == saved
+    dead = saved[0]["evidence"]["dead"]["net.3"]
+    assert diagnose_run(run.dir, [f"doctor.dead_fraction={dead + 0.01}"])[0] == []
+    with pytest.raises(RecipeError, match="only doctor"):
+        diagnose_run(run.dir, ["optim.lr=0.1"])
+
+
+def test_cli_prints_the_diagnosis_and_writes_json(dead_run, tmp_path):
+    """X3: `trainlab doctor RUN` re-reads a finished run and prints the same diagnosis."""
+    run, _ = dead_run
+    proc = run_cli("doctor", run.dir, "--json", tmp_path / "f.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "dead_relu" in proc.stdout and "1 finding" in proc.stdout
+    saved = json.loads((run.dir / "doctor.json").read_text())["findings"]
+    assert json.loads((tmp_path / "f.json").read_text())["findings"] == saved
+
+
+def test_cli_run_without_doctor_json_is_a_user_error(dead_run, tmp_path):
+    """X3: a run without doctor.json: one line, exit 2."""
+    run, _ = dead_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run.dir, copy)
+    (copy / "doctor.json").unlink()
+    assert_user_error(run_cli("doctor", copy), "no doctor.json", "doctor.enabled=false")
+    with pytest.raises(RunError, match="not a run directory"):
+        diagnose_run(tmp_path)
+
+
+def test_doctor_runs_before_the_checkpointer_and_can_be_disabled(tmp_path):
+    """X1: the Doctor callback is on by default, before the Checkpointer (which stays last)."""
+    from trainlab.api import standard_callbacks
+    from trainlab.recipe import load_recipe
+    from trainlab.run import Run
+
+    names = [cb.name for cb in standard_callbacks(load_recipe("digits-mlp"), Run(tmp_path), quiet=True)]
+    assert names[-2:] == ["doctor", "checkpoint"]
+    for off in ({"doctor.enabled": False}, {"doctor": None}):
+        names = [cb.name for cb in standard_callbacks(load_recipe("digits-mlp", off), Run(tmp_path), quiet=True)]
+        assert "doctor" not in names and names[-1] == "checkpoint"
+
+
+def test_resumed_run_keeps_one_continuous_history(tmp_path):
+    """X1: the monitors' history is checkpointed; a resumed run appends to it and diagnoses it whole."""
+    d = str(tmp_path / "r")
+    trainlab.fit(str(SCENARIOS / "tiny-lr.yaml"), quiet=True, **FAST,
+                 **{"run.dir": d, "run.plots": False, "train.epochs": 2})
+    first = json.loads((Path(d) / "doctor.json").read_text())["history"]
+    run = trainlab.fit(resume=d, quiet=True, **{"train.epochs": 4})
+    h = json.loads((run.dir / "doctor.json").read_text())["history"]
+    n = len(first["steps"]["step"])
+    assert h["steps"]["step"][:n] == first["steps"]["step"] and len(h["steps"]["step"]) > n
+    assert sorted(set(h["steps"]["step"])) == h["steps"]["step"]  # no step recorded twice
+    assert [r["epoch"] for r in h["liveness"]] == [1, 2, 3, 4]
+    assert h["inputs"] == first["inputs"] and h["finished"] is True
+    codes = {f["code"] for f in json.loads((run.dir / "doctor.json").read_text())["findings"]}
+    assert "lr_too_low" in codes
