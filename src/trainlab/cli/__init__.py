@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
     "predict": ("predict", "print the top-k classes for image or .npy files"),
     "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+    "models": ("models", "list the model architectures"),
+    "profile": ("profile", "per-layer shapes, parameters and MACs of a model"),
+    "export": ("export", "export a run's model to TorchScript, torch.export or ONNX with a parity check"),
+    "sample": ("sample", "generate text from a Char-RNN run"),
 }
 
 

@@ -7,7 +7,8 @@ from ..registry import MODELS
 from .layers import make_activation, make_norm
 
 
-@MODELS.register("mlp", help="flatten, depth x (linear, norm, activation), dropout, linear head")
+@MODELS.register("mlp", help="flatten, depth x (linear, norm, activation), dropout, linear head",
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10)
 def mlp(cfg, info) -> nn.Module:
     in_features = 1
     for d in info.input_shape:
@@ -15,7 +16,8 @@ def mlp(cfg, info) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(cfg.depth):
-        layers += [nn.Linear(width, cfg.width), make_norm(cfg.norm, cfg.width, dims=0), make_activation(cfg.activation)]
+        layers += [nn.Linear(width, cfg.width), make_norm(cfg.norm, cfg.width, dims=0),
+                   make_activation(cfg.activation, channels=cfg.width)]
         width = cfg.width
     if cfg.dropout:
         layers.append(nn.Dropout(cfg.dropout))
@@ -32,14 +34,15 @@ class ConvBlock(nn.Sequential):
             layers += [
                 nn.Conv2d(c, cout, 3, padding=1, bias=norm == "none"),
                 make_norm(norm, cout),
-                make_activation(activation),
+                make_activation(activation, channels=cout),
             ]
         if pool:
             layers.append(nn.MaxPool2d(2))
         super().__init__(*layers)
 
 
-@MODELS.register("cnn", help="depth x (2 conv-norm-act + max-pool, width doubling), avg-pool, dropout, linear")
+@MODELS.register("cnn", help="depth x (2 conv-norm-act + max-pool, width doubling), avg-pool, dropout, linear",
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10)
 def cnn(cfg, info) -> nn.Module:
     channels, height, width = info.input_shape
     layers: list[nn.Module] = []
