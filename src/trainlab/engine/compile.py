@@ -3,8 +3,9 @@
 torch.compile captures the model's forward (and backward) as a static graph and generates fused
 kernels for it. It compiles lazily, so a missing compiler or an unsupported operation surfaces at
 the first forward, not when torch.compile is called. :class:`CompiledForward` catches that
-failure, warns once, restores any buffers the failed call changed (BatchNorm statistics) and runs
-the eager model from then on, so a recipe with ``train.compile: true`` runs everywhere.
+failure, warns once, restores what the failed call may have changed (buffers such as BatchNorm
+statistics, and the CPU random generator that dropout draws from) and runs the eager model from
+then on, so a recipe with ``train.compile: true`` runs everywhere and trains as the eager run would.
 """
 from __future__ import annotations
 
@@ -36,12 +37,14 @@ class CompiledForward:
         if self.compiled is None:
             return self.model(*args, **kwargs)
         buffers = [b.detach().clone() for b in self.model.buffers()]
+        rng = torch.get_rng_state()
         try:
             return self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - compile errors have many types; eager re-raises real ones
             with torch.no_grad():
                 for b, saved in zip(self.model.buffers(), buffers):
                     b.copy_(saved)
+            torch.set_rng_state(rng)
             self._fall_back(err)
             return self.model(*args, **kwargs)
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..errors import RecipeError
 from ..registry import MODELS
-from .blocks import DropBlock2d, SEBlock, SeparableConv2d, as_head
+from .blocks import SeparableConv2d, as_head
 from .layers import (
     make_activation,
     make_norm,
@@ -53,15 +51,48 @@ def _activation_swap(net: nn.Module, cfg, native: str = "relu") -> None:
 
 
 # ------------------------------------------------------------------------------------- VGG
+class SmallVGG(nn.Module):
+    """VGG for small inputs: the same conv stages (fewer max-pools) and three FC layers 512 wide.
+
+    Same attribute names and forward as torchvision's VGG, whose 25088 x 4096 first FC layer (100M
+    weights) is sized for a 7x7 map of a 224 image and is never built here.
+    """
+
+    def __init__(self, features: nn.Module, num_classes: int, dropout: float):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(
+            nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(dropout),
+            nn.Linear(512, num_classes),
+        )
+        for m in self.modules():  # torchvision's VGG initialization
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def _vgg(cfg, info, layout: str, native_norm: str) -> nn.Module:
+    from torchvision import models as tvm
+
     opts = parse_options(cfg.options, ConvNetOptions, cfg.name)
     norm = resolve_norm(cfg.norm, native_norm)
     features = tvm.vgg.make_layers(tvm.vgg.cfgs[layout], batch_norm=norm != "none")
     c, h, w = info.input_shape
-    small = is_small(info, opts.stem)
     if c != 3:  # VGG's first conv is already 3x3 stride 1; only its input channels change
-        features[0] = _stem_conv(c, 64, True, bias=True)
-    if small:
+        features[0] = nn.Conv2d(c, 64, 3, padding=1)
+    if is_small(info, opts.stem):
         # Keep a max-pool only while the map is at least 2x2: 8x8 digits keep three of the five.
         size, kept = min(h, w), []
         for layer in features:
@@ -70,20 +101,9 @@ def _vgg(cfg, info, layout: str, native_norm: str) -> nn.Module:
                     continue
                 size //= 2
             kept.append(layer)
-        features = nn.Sequential(*kept)
-    net = tvm.VGG(features, num_classes=info.num_classes, dropout=cfg.dropout)
-    if small:
-        # 512 units instead of 4096: three fully connected layers as in the paper, sized for a 1x1 map.
-        net.avgpool = nn.AdaptiveAvgPool2d(1)
-        net.classifier = nn.Sequential(
-            nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(cfg.dropout),
-            nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(cfg.dropout),
-            nn.Linear(512, info.num_classes),
-        )
-        for m in net.classifier:
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        net: nn.Module = SmallVGG(nn.Sequential(*kept), info.num_classes, cfg.dropout)
+    else:
+        net = tvm.VGG(features, num_classes=info.num_classes, dropout=cfg.dropout)
     if norm not in ("batch", "none"):
         replace_norms(net, norm)
     _activation_swap(net, cfg)
@@ -118,61 +138,13 @@ class SEResNetOptions(ResNetOptions):
     se_reduction: int = Field(16, ge=1, description="SE bottleneck ratio r (C -> C/r -> C)")
 
 
-class ResNet(tvm.ResNet):
-    """torchvision's ResNet with an optional DropBlock after stages 3 and 4 (Ghiasi et al.'s placement)."""
+def _resnet(cfg, info, block: str, layers, schema=ResNetOptions, **kwargs) -> nn.Module:
+    """A ResNet of ``block`` ("BasicBlock", "Bottleneck", "SEBasicBlock" or "SEBottleneck") and ``layers``."""
+    from . import resnet_blocks
+    from .resnet_blocks import ResNet
 
-    def __init__(self, *args, drop_block: float = 0.0, drop_block_size: int = 3, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.drop_block = DropBlock2d(drop_block, drop_block_size) if drop_block else None
-
-    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer2(self.layer1(x))
-        x = self.layer3(x)
-        if self.drop_block is not None:
-            x = self.drop_block(x)
-        x = self.layer4(x)
-        if self.drop_block is not None:
-            x = self.drop_block(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
-
-
-class SEBasicBlock(BasicBlock):
-    """ResNet basic block with squeeze-and-excitation on the residual branch, before the addition."""
-
-    se_reduction = 16
-
-    def __init__(self, inplanes, planes, *args, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = SEBlock(planes * self.expansion, self.se_reduction, min_hidden=1)
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.se(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
-
-
-class SEBottleneck(Bottleneck):
-    """ResNet bottleneck block with squeeze-and-excitation on the residual branch."""
-
-    se_reduction = 16
-
-    def __init__(self, inplanes, planes, *args, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = SEBlock(planes * self.expansion, self.se_reduction, min_hidden=1)
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
-
-
-def _resnet(cfg, info, block, layers, schema=ResNetOptions, **kwargs) -> nn.Module:
     opts = parse_options(cfg.options, schema, cfg.name)
+    block = getattr(resnet_blocks, block)
     if getattr(opts, "se_reduction", 16) != 16:
         block = type(block.__name__, (block,), {"se_reduction": opts.se_reduction})
     net = ResNet(block, layers, num_classes=info.num_classes, norm_layer=norm_factory(cfg.norm),
@@ -192,44 +164,46 @@ RESNET_META = dict(uses=CONV_USES, default_input=IMAGENET)
 
 @MODELS.register("resnet18", help="ResNet-18: basic residual blocks [2, 2, 2, 2]", options=ResNetOptions, **RESNET_META)
 def resnet18(cfg, info):
-    return _resnet(cfg, info, BasicBlock, [2, 2, 2, 2])
+    return _resnet(cfg, info, "BasicBlock", [2, 2, 2, 2])
 
 
 @MODELS.register("resnet34", help="ResNet-34: basic residual blocks [3, 4, 6, 3]", options=ResNetOptions, **RESNET_META)
 def resnet34(cfg, info):
-    return _resnet(cfg, info, BasicBlock, [3, 4, 6, 3])
+    return _resnet(cfg, info, "BasicBlock", [3, 4, 6, 3])
 
 
 @MODELS.register("resnet50", help="ResNet-50: 1x1-3x3-1x1 bottleneck blocks [3, 4, 6, 3]", options=ResNetOptions,
                  **RESNET_META)
 def resnet50(cfg, info):
-    return _resnet(cfg, info, Bottleneck, [3, 4, 6, 3])
+    return _resnet(cfg, info, "Bottleneck", [3, 4, 6, 3])
 
 
 @MODELS.register("resnext50_32x4d", help="ResNeXt-50: bottlenecks whose 3x3 conv has 32 groups of 4 channels",
                  options=ResNeXtOptions, **RESNET_META)
 def resnext50_32x4d(cfg, info):
     opts = parse_options(cfg.options, ResNeXtOptions, cfg.name)
-    return _resnet(cfg, info, Bottleneck, [3, 4, 6, 3], ResNeXtOptions,
+    return _resnet(cfg, info, "Bottleneck", [3, 4, 6, 3], ResNeXtOptions,
                    groups=opts.groups, width_per_group=opts.width_per_group)
 
 
 @MODELS.register("se_resnet18", help="ResNet-18 with a squeeze-and-excitation block in every residual branch",
                  options=SEResNetOptions, **RESNET_META)
 def se_resnet18(cfg, info):
-    return _resnet(cfg, info, SEBasicBlock, [2, 2, 2, 2], SEResNetOptions)
+    return _resnet(cfg, info, "SEBasicBlock", [2, 2, 2, 2], SEResNetOptions)
 
 
 @MODELS.register("se_resnet50", help="ResNet-50 with squeeze-and-excitation in every bottleneck",
                  options=SEResNetOptions, **RESNET_META)
 def se_resnet50(cfg, info):
-    return _resnet(cfg, info, SEBottleneck, [3, 4, 6, 3], SEResNetOptions)
+    return _resnet(cfg, info, "SEBottleneck", [3, 4, 6, 3], SEResNetOptions)
 
 
 # ------------------------------------------------------------------------------- SqueezeNet
 @MODELS.register("squeezenet1_1", help="SqueezeNet 1.1: fire modules (1x1 squeeze, 1x1 + 3x3 expand), conv head",
                  options=StemOptions, uses=("activation", "dropout"), auto_norm="none", default_input=IMAGENET)
 def squeezenet1_1(cfg, info):
+    from torchvision import models as tvm
+
     opts = parse_options(cfg.options, StemOptions, cfg.name)
     net = tvm.SqueezeNet("1_1", num_classes=info.num_classes, dropout=cfg.dropout)
     small = is_small(info, opts.stem)
@@ -287,6 +261,8 @@ def mobilenet_v1(cfg, info):
 @MODELS.register("mobilenet_v2", help="MobileNet v2: inverted residuals with linear bottlenecks (ReLU6)",
                  options=MobileNetOptions, uses=CONV_USES, auto_activation="relu6", default_input=IMAGENET)
 def mobilenet_v2(cfg, info):
+    from torchvision import models as tvm
+
     opts = parse_options(cfg.options, MobileNetOptions, cfg.name)
     net = tvm.MobileNetV2(num_classes=info.num_classes, width_mult=opts.width_mult,
                           norm_layer=norm_factory(cfg.norm), dropout=cfg.dropout)
@@ -312,6 +288,8 @@ SHUFFLE_CHANNELS = {0.5: [24, 48, 96, 192, 1024], 1.0: [24, 116, 232, 464, 1024]
 @MODELS.register("shufflenet_v2", help="ShuffleNet v2: channel split, depthwise conv, concat, channel shuffle",
                  options=ShuffleNetOptions, uses=CONV_USES, default_input=IMAGENET)
 def shufflenet_v2(cfg, info):
+    from torchvision import models as tvm
+
     opts = parse_options(cfg.options, ShuffleNetOptions, cfg.name)
     if opts.scale not in SHUFFLE_CHANNELS:
         raise RecipeError(f"model.options.scale: expected one of 0.5, 1.0, 1.5, 2.0 (got {opts.scale})")
@@ -405,4 +383,4 @@ def xception(cfg, info):
                     resolve_norm(cfg.norm), resolve_activation(cfg.activation), cfg.dropout, opts.drop_connect)
 
 
-__all__ = ["MobileNetV1", "ResNet", "SEBasicBlock", "SEBottleneck", "Xception", "XceptionBlock"]
+__all__ = ["MobileNetV1", "SmallVGG", "Xception", "XceptionBlock"]

@@ -11,6 +11,7 @@ sqrt(2).) The uniform variants draw from [-a, a] with a = sqrt(3)·std, which ha
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +53,9 @@ def init_std(scheme: str, fan_in: int, fan_out: int, gain: float, fan: str = "in
 
 def _weighted_layers(net: nn.Module):
     """Every conv and linear layer whose initial value is not deliberately special."""
-    from torchvision.ops import DeformConv2d
-
+    # Only a network that already imported torchvision can hold its DeformConv2d: no import here.
+    deform = getattr(sys.modules.get("torchvision.ops"), "DeformConv2d", None)
+    types = (*CONVS, *TRANSPOSED, nn.Linear) + ((deform,) if deform is not None else ())
     kept = set()
     for m in net.modules():
         # Layers that must start at a specific value (deformable offsets at zero, bilinear
@@ -63,7 +65,7 @@ def _weighted_layers(net: nn.Module):
     for m in net.modules():
         if id(m) in kept:
             continue
-        if isinstance(m, (*CONVS, *TRANSPOSED, nn.Linear, DeformConv2d)):
+        if isinstance(m, types):
             yield m
 
 
@@ -99,11 +101,6 @@ def residual_branch_ends(net: nn.Module) -> list[nn.Module]:
     Zeroing them makes every residual block start as its shortcut (identity), so a deep network
     starts as a shallow one and the variance does not grow with the number of blocks (S4 1.1).
     """
-    from torchvision.models.mobilenetv2 import InvertedResidual
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-    from torchvision.models.swin_transformer import SwinTransformerBlock
-    from torchvision.models.vision_transformer import EncoderBlock
-
     from .blocknet import Block
     from .convnets import XceptionBlock
 
@@ -114,6 +111,15 @@ def residual_branch_ends(net: nn.Module) -> list[nn.Module]:
             return norms[-1]
         return weighted[-1] if weighted else None
 
+    def tv(module: str, name: str) -> type:
+        # torchvision's blocks can only be in ``net`` if their module was imported: do not import it here.
+        cls = getattr(sys.modules.get(f"torchvision.models.{module}"), name, None)
+        return cls if cls is not None else _Never
+
+    Bottleneck, BasicBlock = tv("resnet", "Bottleneck"), tv("resnet", "BasicBlock")
+    InvertedResidual = tv("mobilenetv2", "InvertedResidual")
+    EncoderBlock = tv("vision_transformer", "EncoderBlock")
+    SwinTransformerBlock = tv("swin_transformer", "SwinTransformerBlock")
     ends: list[nn.Module] = []
     for m in net.modules():
         if isinstance(m, Bottleneck):
@@ -131,6 +137,10 @@ def residual_branch_ends(net: nn.Module) -> list[nn.Module]:
         elif isinstance(m, SwinTransformerBlock):
             ends += [m.attn.proj, last_of(list(m.mlp.modules()), norm_first=False)]
     return [e for e in ends if e is not None]
+
+
+class _Never:
+    """A class no module is an instance of."""
 
 
 def zero_init_residual(net: nn.Module, name: str) -> int:

@@ -102,18 +102,19 @@ def profile_network(net: nn.Module, example: torch.Tensor) -> Profile:
     total_macs = counter.get_total_flops() // 2
     act_bytes = 0
     for module, out, args in calls:
-        name = names.get(module, "?") or type(module).__name__
+        qual = names.get(module, "")
+        name = qual or type(module).__name__
         tensor = _first_tensor(out)
         shape = tuple(tensor.shape) if tensor is not None else ()
         params = sum(p.numel() for p in module.parameters())
         if isinstance(module, nn.RNNBase):
             x = args[0]
             batch, steps = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
-            counted = sum(per_module.get(_counter_key(net, name), {}).values()) // 2
+            counted = sum(per_module.get(_counter_key(net, qual), {}).values()) // 2
             macs = rnn_macs(module, batch, steps)
             total_macs += macs - counted  # replace whatever the counter saw with the formula
         else:
-            macs = sum(per_module.get(_counter_key(net, name), {}).values()) // 2
+            macs = sum(per_module.get(_counter_key(net, qual), {}).values()) // 2
         if tensor is not None:
             act_bytes += tensor.numel() * 4
         rows.append(LayerRow(name, type(module).__name__, shape, params, int(macs)))

@@ -94,15 +94,13 @@ class FCN(nn.Module):
                  "outputs (N, classes, H, W)", options=FCNOptions, uses=("activation", "norm", "dropout"),
                  default_input=(3, 224, 224), default_classes=21, tasks=("segmentation",))
 def fcn_resnet18(cfg, info):
-    from torchvision.models.resnet import BasicBlock
-
     from .options import is_small
 
     opts = parse_options(cfg.options, FCNOptions, cfg.name)
     if len(info.input_shape) != 3:
         raise RecipeError(f"model.name: fcn_resnet18 takes images (C, H, W), the data gives {list(info.input_shape)}")
     backbone_cfg = cfg.model_copy(update={"options": {"stem": opts.stem}, "dropout": 0.0})
-    backbone = _resnet(backbone_cfg, info, BasicBlock, [2, 2, 2, 2])
+    backbone = _resnet(backbone_cfg, info, "BasicBlock", [2, 2, 2, 2])
     backbone.fc = nn.Identity()  # dense prediction: no classifier
     backbone.avgpool = nn.Identity()
     return FCN(backbone, info.num_classes, opts.skips, opts.upsample, cfg.dropout, is_small(info, opts.stem))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pydantic import Field
 from torch import nn
-from torchvision import models as tvm
 
 from ..errors import RecipeError
 from ..registry import MODELS
@@ -50,17 +49,21 @@ def default_patch(side: int, large: int = 16) -> int:
     return max(d for d in range(1, target + 1) if side % d == 0)
 
 
-class _ViT(tvm.VisionTransformer):
-    """torchvision's VisionTransformer taking any number of input channels."""
+def _vit_class():
+    """torchvision's VisionTransformer taking any number of input channels (torchvision imported on use)."""
+    from torchvision import models as tvm
 
-    def __init__(self, in_channels: int, **kwargs):
-        super().__init__(**kwargs)
-        if in_channels != 3:
-            old = self.conv_proj
-            self.conv_proj = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride)
-            fan_in = in_channels * old.kernel_size[0] * old.kernel_size[1]
-            nn.init.trunc_normal_(self.conv_proj.weight, std=(1.0 / fan_in) ** 0.5)
-            nn.init.zeros_(self.conv_proj.bias)
+    class ViT(tvm.VisionTransformer):
+        def __init__(self, in_channels: int, **kwargs):
+            super().__init__(**kwargs)
+            if in_channels != 3:
+                old = self.conv_proj
+                self.conv_proj = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride)
+                fan_in = in_channels * old.kernel_size[0] * old.kernel_size[1]
+                nn.init.trunc_normal_(self.conv_proj.weight, std=(1.0 / fan_in) ** 0.5)
+                nn.init.zeros_(self.conv_proj.bias)
+
+    return ViT
 
 
 def _vit(cfg, info, dim: int, heads: int) -> nn.Module:
@@ -73,7 +76,7 @@ def _vit(cfg, info, dim: int, heads: int) -> nn.Module:
     heads = opts.heads or heads
     if dim % heads:
         raise RecipeError(f"model.options.dim: {dim} is not divisible by {heads} heads")
-    net = _ViT(info.input_shape[0], image_size=side, patch_size=patch, num_layers=opts.depth or 12,
+    net = _vit_class()(info.input_shape[0], image_size=side, patch_size=patch, num_layers=opts.depth or 12,
                num_heads=heads, hidden_dim=dim, mlp_dim=int(dim * opts.mlp_ratio), dropout=cfg.dropout,
                attention_dropout=opts.attention_dropout, num_classes=info.num_classes)
     act = resolve_activation(cfg.activation, "gelu")
@@ -111,6 +114,8 @@ class SwinOptions(Options):
 @MODELS.register("swin_t", help="Swin-T: shifted-window attention, 4 stages with patch merging", options=SwinOptions,
                  uses=TRANSFORMER_USES, auto_activation="gelu", auto_norm="layer", default_input=(3, 224, 224))
 def swin_t(cfg, info):
+    from torchvision import models as tvm
+
     opts = parse_options(cfg.options, SwinOptions, cfg.name)
     if len(info.input_shape) != 3:
         raise RecipeError(f"model.name: swin_t takes images (C, H, W), the data gives {list(info.input_shape)}")
