@@ -279,8 +279,9 @@ class ClassifierHead(DropConnectLinear):
     plain architecture still load. Input (N, in_features), output (N, classes).
     """
 
-    def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, drop_connect: float = 0.0):
-        super().__init__(in_features, out_features, drop_connect)
+    def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, drop_connect: float = 0.0,
+                 bias: bool = True):
+        super().__init__(in_features, out_features, drop_connect, bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -296,11 +297,12 @@ def as_head(linear: nn.Linear, dropout: float = 0.0, drop_connect: float = 0.0) 
     """``linear`` as a :class:`ClassifierHead` with the same weights (itself when both rates are 0)."""
     if not dropout and not drop_connect:
         return linear
-    head = ClassifierHead(linear.in_features, linear.out_features, dropout, drop_connect)
+    head = ClassifierHead(linear.in_features, linear.out_features, dropout, drop_connect, linear.bias is not None)
     head = head.to(device=linear.weight.device, dtype=linear.weight.dtype)
     with torch.no_grad():
         head.weight.copy_(linear.weight)
-        head.bias.copy_(linear.bias)
+        if linear.bias is not None:
+            head.bias.copy_(linear.bias)
     return head
 
 

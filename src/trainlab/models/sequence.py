@@ -144,8 +144,7 @@ class CharRNN(nn.Module):
 
 @MODELS.register("char_rnn", help="Char-RNN: embedding, LSTM/GRU/RNN, next-character logits at every step",
                  options=CharRNNOptions, uses=("width", "depth", "dropout"), auto_activation="tanh",
-                 auto_norm="none", default_input=(64,), default_classes=65, kind="sequence",
-                 tasks=("sequence",))
+                 auto_norm="none", default_input=(64,), default_classes=65, tasks=("sequence",))
 def char_rnn(cfg, info):
     opts = parse_options(cfg.options, CharRNNOptions, cfg.name)
     if info.kind != "sequence" or len(info.input_shape) != 1:
