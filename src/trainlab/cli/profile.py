@@ -9,8 +9,8 @@ from __future__ import annotations
 def add_arguments(p):
     p.add_argument("model", help="architecture name (see trainlab models)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="model fields, e.g. width=64 options.stem=small")
-    p.add_argument("--input", metavar="SHAPE", help="one sample: CxHxW for images, T for a token sequence, "
-                   "TxD for a sequence of feature vectors (default: the architecture's)")
+    p.add_argument("--input", metavar="SHAPE", help="one sample: CxHxW for images, TxD for a sequence of feature "
+                   "vectors, T for a token sequence (D features for flat models) (default: the architecture's)")
     p.add_argument("--classes", type=int, help="number of classes / vocabulary size (default: the architecture's)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the profiled input (default 1)")
 
@@ -39,8 +39,9 @@ def run(args) -> int:
     classes = args.classes if args.classes is not None else entry.meta.get("default_classes", 1000)
     if classes < 1 or args.batch < 1:
         raise TrainlabError("--classes and --batch: expected positive numbers")
-    tokens = len(shape) == 1
-    kind = "sequence" if len(shape) < 3 else "image"
+    # One number is a token sequence for token models (char_rnn) and a flat vector otherwise (mlp).
+    tokens = len(shape) == 1 and len(entry.meta.get("default_input", ())) == 1
+    kind = "sequence" if tokens or len(shape) == 2 else ("flat" if len(shape) == 1 else "image")
     extra = {"vocab_size": classes} if tokens else {}
     info = DataInfo(shape, classes, [str(i) for i in range(classes)], kind=kind, extra=extra)
     overrides = {"model.name": args.model}

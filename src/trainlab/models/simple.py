@@ -5,11 +5,14 @@ from torch import nn
 
 from ..registry import MODELS
 from .layers import make_activation, make_norm
+from .options import Options, parse_options
 
 
 @MODELS.register("mlp", help="flatten, depth x (linear, norm, activation), dropout, linear head",
-                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10)
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10,
+                 options=Options)
 def mlp(cfg, info) -> nn.Module:
+    parse_options(cfg.options, Options, cfg.name)  # no options: a stray key is an error, not ignored
     in_features = 1
     for d in info.input_shape:
         in_features *= d
@@ -42,8 +45,10 @@ class ConvBlock(nn.Sequential):
 
 
 @MODELS.register("cnn", help="depth x (2 conv-norm-act + max-pool, width doubling), avg-pool, dropout, linear",
-                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10)
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10,
+                 options=Options)
 def cnn(cfg, info) -> nn.Module:
+    parse_options(cfg.options, Options, cfg.name)
     channels, height, width = info.input_shape
     layers: list[nn.Module] = []
     cin, size = channels, min(height, width)
