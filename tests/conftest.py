@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# Tests run torch on one thread: their tensors are small, and on a 2-core machine shared with other
+# processes two threads spend more time handing work over than computing (10-50x slower here).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Overrides that make a digits run take about a second: tests check behaviour, not accuracy.

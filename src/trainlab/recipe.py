@@ -147,13 +147,20 @@ class ModelConfig(Section):
     name: str = Field("cnn", description="architecture in the registry (`trainlab models`)")
     width: Int = Field(32, ge=1, description="channels of the first block / hidden units")
     depth: Int = Field(2, ge=1, description="number of blocks / hidden layers")
-    activation: str = Field("relu", description="relu, leaky_relu, prelu, sigmoid, tanh, gelu, ...")
-    norm: Literal["batch", "layer", "group", "none"] = Field("batch", description="normalization layer")
+    activation: str = Field("auto", description="auto (the architecture's own), relu, leaky_relu, prelu, "
+                            "sigmoid, tanh, gelu, maxout, ... (`trainlab models --show NAME`)")
+    norm: Literal["auto", "batch", "layer", "group", "none"] = Field(
+        "auto", description="normalization layer; auto is the architecture's own (batch for conv nets)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability before the head")
     bias_init: float | None = Field(None, description="constant initial value of every bias")
-    init: str = Field("default", description="weight initialization scheme")
+    init: Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"] = Field(
+        "default", description="weight initialization of conv and linear layers (I1, I2); default keeps "
+        "the architecture's own")
+    init_fan: Literal["in", "avg"] = Field(
+        "in", description="xavier variance 1/D_in (in, as in the notes) or Glorot's 2/(D_in + D_out) (avg)")
     zero_init_residual: bool = Field(False, description="zero the last norm of each residual branch")
-    weights: str | None = Field(None, description="local weights file to start from")
+    weights: str | None = Field(None, description="local weights file to start from (.safetensors, a "
+                                "trainlab checkpoint, or a .pt/.pth state dict)")
     options: dict[str, Any] = Field(default_factory=dict, description="architecture-specific options")
 
 

@@ -33,6 +33,7 @@ class Registry:
     def __init__(self, kind: str, modules: tuple[str, ...] = ()):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._prefixes: dict[str, Entry] = {}  # "timm:" -> builder taking (rest_of_name, ...)
         # Modules whose import fills this table; imported lazily on the first lookup.
         self._modules = list(modules)
         self._loaded = not modules
@@ -48,6 +49,10 @@ class Registry:
             return fn
 
         return deco
+
+    def register_prefix(self, prefix: str, fn: Callable[..., Any], help: str = "", **meta: Any) -> None:
+        """Names ``prefix<rest>`` resolve to ``fn(rest, ...)`` (e.g. ``timm:<any timm model>``)."""
+        self._prefixes[prefix] = Entry(prefix + "<name>", fn, help, dict(meta))
 
     def add_modules(self, *modules: str) -> None:
         self._modules.extend(modules)
@@ -65,20 +70,27 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            raise unknown_name(self.kind, name, self._entries, field) from None
+            for prefix, entry in self._prefixes.items():
+                if name.startswith(prefix) and len(name) > len(prefix):
+                    rest = name[len(prefix):]
+                    return Entry(name, lambda *a, _f=entry.fn, _r=rest, **k: _f(_r, *a, **k), entry.help, entry.meta)
+            known = list(self._entries) + [e.name for e in self._prefixes.values()]
+            raise unknown_name(self.kind, name, known, field) from None
 
     def __contains__(self, name: str) -> bool:
         self.ensure_loaded()
-        return name in self._entries
+        return name in self._entries or any(name.startswith(p) and len(name) > len(p) for p in self._prefixes)
 
     def names(self) -> list[str]:
         self.ensure_loaded()
         return sorted(self._entries)
 
     def entries(self) -> Iterator[Entry]:
+        """Registered entries by name, then the prefix entries (``timm:<name>``)."""
         self.ensure_loaded()
         for key in sorted(self._entries):
             yield self._entries[key]
+        yield from self._prefixes.values()
 
 
 # Each stage's catalog module imports the modules that fill its table.

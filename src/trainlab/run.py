@@ -120,7 +120,7 @@ class Run:
         path = self.checkpoint(checkpoint)
         tensors, state = load_checkpoint(path)
         info = DataInfo.from_dict(state["info"])
-        model = build_model(recipe, info)
+        model = build_model(recipe, info, load_weights=False)  # the checkpoint replaces model.weights
         load_model_weights(model, split_prefix(tensors, "model"), str(path))
         model.eval()
         return model, build_task(recipe, info), recipe, info, state

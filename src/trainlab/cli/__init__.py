@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
     "augment": ("augment", "write a grid image of augmented samples"),
     "doctor": ("doctor", "print a run's diagnosis from its recorded numbers"),
+    "models": ("models", "list the model architectures"),
+    "profile": ("profile", "per-layer shapes, parameters and MACs of a model"),
+    "export": ("export", "export a run's model to TorchScript, torch.export or ONNX with a parity check"),
+    "sample": ("sample", "generate text from a Char-RNN run"),
 }
 
 

@@ -25,6 +25,11 @@ def run(args) -> int:
     for key, value in m.items():
         if isinstance(value, float):
             print(f"  {key:<18} {value:.4f}")
+    if "per_class" not in m:  # tasks without a class table (sequence): the scalars above are all
+        if args.json:
+            write_json(args.json, m)
+        print(f"\nwritten: {args.json or run.dir / f'eval-{args.split}-{args.checkpoint}.json'}")
+        return 0
     pc = m["per_class"]
     width = max(5, max(len(n) for n in names))
     print(f"\n  {'class':<{width}} precision  recall      F1  support")

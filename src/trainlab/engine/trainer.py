@@ -137,11 +137,9 @@ class Trainer:
     def _maybe_compile(self, model):
         if not self.recipe.train.compile:
             return model
-        try:
-            return torch.compile(model)
-        except Exception as err:  # noqa: BLE001 - any backend failure falls back to eager
-            print(f"warning: train.compile unavailable here ({type(err).__name__}); training eagerly")
-            return model
+        from .compile import CompiledForward  # falls back to eager at the first failing forward
+
+        return CompiledForward(model)
 
     def _check_monitor(self):
         """Every metric a recipe watches must exist in the epoch record, checked before training."""

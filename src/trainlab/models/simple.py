@@ -5,17 +5,22 @@ from torch import nn
 
 from ..registry import MODELS
 from .layers import make_activation, make_norm
+from .options import Options, parse_options
 
 
-@MODELS.register("mlp", help="flatten, depth x (linear, norm, activation), dropout, linear head")
+@MODELS.register("mlp", help="flatten, depth x (linear, norm, activation), dropout, linear head",
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10,
+                 options=Options)
 def mlp(cfg, info) -> nn.Module:
+    parse_options(cfg.options, Options, cfg.name)  # no options: a stray key is an error, not ignored
     in_features = 1
     for d in info.input_shape:
         in_features *= d
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_features
     for _ in range(cfg.depth):
-        layers += [nn.Linear(width, cfg.width), make_norm(cfg.norm, cfg.width, dims=0), make_activation(cfg.activation)]
+        layers += [nn.Linear(width, cfg.width), make_norm(cfg.norm, cfg.width, dims=0),
+                   make_activation(cfg.activation, channels=cfg.width)]
         width = cfg.width
     if cfg.dropout:
         layers.append(nn.Dropout(cfg.dropout))
@@ -32,15 +37,18 @@ class ConvBlock(nn.Sequential):
             layers += [
                 nn.Conv2d(c, cout, 3, padding=1, bias=norm == "none"),
                 make_norm(norm, cout),
-                make_activation(activation),
+                make_activation(activation, channels=cout),
             ]
         if pool:
             layers.append(nn.MaxPool2d(2))
         super().__init__(*layers)
 
 
-@MODELS.register("cnn", help="depth x (2 conv-norm-act + max-pool, width doubling), avg-pool, dropout, linear")
+@MODELS.register("cnn", help="depth x (2 conv-norm-act + max-pool, width doubling), avg-pool, dropout, linear",
+                 uses=("width", "depth", "activation", "norm", "dropout"), default_input=(1, 8, 8), default_classes=10,
+                 options=Options)
 def cnn(cfg, info) -> nn.Module:
+    parse_options(cfg.options, Options, cfg.name)
     channels, height, width = info.input_shape
     layers: list[nn.Module] = []
     cin, size = channels, min(height, width)

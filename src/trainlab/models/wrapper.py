@@ -63,19 +63,39 @@ def init_biases(net: nn.Module, value: float) -> None:
 
 
 def build_model(
-    recipe, info, mean: torch.Tensor | None = None, std: torch.Tensor | None = None, whiten=None
+    recipe, info, mean: torch.Tensor | None = None, std: torch.Tensor | None = None, whiten=None, *,
+    load_weights: bool = True,
 ) -> TrainlabModel:
-    """Build the recipe's architecture for ``info`` behind a Normalize input stage.
+    """Build the recipe's architecture for ``info`` behind its input stage, initialized per ``model``.
 
-    With ``data.whiten`` a :class:`Whiten` stage follows Normalize; ``whiten`` is the fitted
-    (mean, matrix), or None when the weights will be loaded from a checkpoint.
-    Call with torch's global generator already seeded: initialization draws from it.
+    Order: the architecture's own init → ``model.init`` (I1, I2) → ``model.zero_init_residual``
+    (I3) → ``model.bias_init`` → ``model.weights`` (I4; skipped with ``load_weights=False``, as when
+    a run's checkpoint is about to be loaded). The input stage is Normalize, followed by a
+    :class:`Whiten` stage with ``data.whiten`` (``whiten`` is the fitted (mean, matrix), or None when
+    the weights will be loaded from a checkpoint); token sequences skip normalization: the input
+    stage is the identity when ``info.kind == "sequence"``. Call with torch's global generator
+    already seeded: initialization draws from it.
     """
+    from .init import init_weights, zero_init_residual
+    from .init import load_weights as load_file
+    from .layers import activation_gain
+
     cfg = recipe.model
     entry = MODELS.get(cfg.name, "model.name")
+    check_compatible(entry, recipe, info)
     net = entry.fn(cfg, info)
+    if cfg.init != "default":
+        gain = activation_gain(cfg.activation, entry.meta.get("auto_activation", "relu"))
+        init_weights(net, cfg.init, gain, cfg.init_fan)
+    if cfg.zero_init_residual:
+        zero_init_residual(net, cfg.name)
     if cfg.bias_init is not None:
         init_biases(net, cfg.bias_init)
+    if cfg.weights and load_weights:
+        report = load_file(net, cfg.weights)
+        print(report.line())
+    if info.kind == "sequence":
+        return TrainlabModel(nn.Identity(), net)
     c = info.input_shape[0]
     mean = torch.zeros(c) if mean is None else mean
     std = torch.ones(c) if std is None else std
@@ -87,3 +107,17 @@ def build_model(
         w_mean, w_matrix = whiten if whiten is not None else (torch.zeros(d), torch.eye(d))
         stage = nn.Sequential(stage, Whiten(w_mean, w_matrix))
     return TrainlabModel(stage, net)
+
+
+def check_compatible(entry, recipe, info) -> None:
+    """The model, the task and the data set agree (a Char-RNN needs the sequence task, and so on)."""
+    from ..errors import RecipeError
+
+    tasks = entry.meta.get("tasks")
+    if tasks and recipe.task not in tasks:
+        raise RecipeError(f"model.name: {entry.name} is built for task {' or '.join(tasks)}, "
+                          f"the recipe's task is {recipe.task!r}")
+    wanted = info.extra.get("task")
+    if wanted and wanted != recipe.task:
+        raise RecipeError(f"data.name: {recipe.data.name!r} is a data set for task {wanted!r}, "
+                          f"the recipe's task is {recipe.task!r}")

@@ -1,0 +1,202 @@
+"""Initialization (I1-I4): the standard deviations of the notes, zero-initialized residual branches and
+weights from a local file."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from trainlab.data.bundle import DataInfo
+from trainlab.errors import RecipeError
+from trainlab.models import build_model
+from trainlab.models.init import init_weights, load_weights
+from trainlab.recipe import load_recipe
+
+DIGITS = DataInfo((1, 8, 8), 10, [str(i) for i in range(10)])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def recipe(**model):
+    return load_recipe({"model": model})
+
+
+def std_close(w: torch.Tensor, expect: float, tol: float = 0.03) -> bool:
+    return abs(float(w.detach().std()) / expect - 1) < tol
+
+
+@pytest.mark.parametrize("scheme", ["xavier_normal", "xavier_uniform"])
+def test_xavier_std_is_one_over_sqrt_fan_in(scheme):
+    """I1, S3: Xavier std = 1/sqrt(D_in) with D_in = k²·C_in for a conv and the input width for a linear layer."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(64, 128, 3), nn.Linear(512, 256), nn.Conv2d(64, 64, 3, groups=4))
+    assert init_weights(net, scheme, gain=math.sqrt(2)) == 3  # Xavier ignores the rectifier gain
+    conv, lin, grouped = net
+    assert std_close(conv.weight, 1 / math.sqrt(3 * 3 * 64))
+    assert std_close(lin.weight, 1 / math.sqrt(512))
+    assert std_close(grouped.weight, 1 / math.sqrt(3 * 3 * 64 / 4))  # each output sees C_in / groups channels
+    assert float(conv.bias.detach().abs().max()) == 0.0
+    if scheme.endswith("uniform"):
+        bound = math.sqrt(3) / math.sqrt(3 * 3 * 64)  # U(-a, a) has std a / sqrt(3)
+        biggest = float(conv.weight.detach().abs().max())
+        assert 0.99 * bound < biggest <= bound
+
+
+@pytest.mark.parametrize("scheme", ["kaiming_normal", "kaiming_uniform"])
+def test_msra_std_is_sqrt_two_over_fan_in_for_relu(scheme):
+    """I2, S3: MSRA for ReLU doubles the variance: std = sqrt(2/D_in) (S3 prints 2/sqrt(D_in): the std grows by
+    sqrt(2), not 2); torch's kaiming init agrees."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 128, 3)
+    init_weights(conv, scheme, gain=math.sqrt(2))
+    assert std_close(conv.weight, math.sqrt(2 / (3 * 3 * 64)))
+    assert not std_close(conv.weight, 2 / math.sqrt(3 * 3 * 64), tol=0.2)
+    ref = torch.empty_like(conv.weight)
+    (nn.init.kaiming_normal_ if scheme.endswith("normal") else nn.init.kaiming_uniform_)(ref, nonlinearity="relu")
+    assert abs(float(conv.weight.detach().std()) / float(ref.std()) - 1) < 0.03
+
+
+def test_recipe_init_uses_the_activation_gain():
+    """I2: model.init=kaiming_normal with tanh uses torch's gain 5/3; with leaky ReLU sqrt(2/(1+0.01²))."""
+    torch.manual_seed(0)
+    tanh = build_model(recipe(name="mlp", width=512, depth=2, activation="tanh", init="kaiming_normal"), DIGITS).net
+    hidden = tanh[4]  # Flatten, Linear, BN, Tanh, Linear(512, 512)
+    assert isinstance(hidden, nn.Linear) and hidden.in_features == 512
+    assert std_close(hidden.weight, (5 / 3) / math.sqrt(512))
+    leaky = build_model(recipe(name="cnn", width=64, activation="leaky_relu", init="kaiming_normal"), DIGITS).net
+    conv = leaky[1][0]  # the second block's first conv: 64 -> 128 channels
+    assert std_close(conv.weight, math.sqrt(2 / (1 + 0.01**2)) / math.sqrt(9 * 64))
+
+
+def test_glorot_fan_average():
+    """I1: init_fan=avg gives Glorot & Bengio's std sqrt(2/(D_in + D_out)), like torch's xavier_normal_."""
+    torch.manual_seed(0)
+    net = build_model(recipe(name="mlp", width=300, depth=1, init="xavier_normal", init_fan="avg"), DIGITS).net
+    first = net[1]
+    assert std_close(first.weight, math.sqrt(2 / (64 + 300)))
+    ref = torch.empty(300, 64)
+    nn.init.xavier_normal_(ref)
+    assert abs(float(first.weight.detach().std()) / float(ref.std()) - 1) < 0.05
+
+
+def test_special_layers_keep_their_start():
+    """I1/M2/M3: model.init leaves the deformable offsets at zero and the FCN up-sampling bilinear."""
+    net = build_model(recipe(name="blocknet", init="kaiming_normal", options={"conv": "deformable"}), DIGITS).net
+    offsets = [m.offset for m in net.modules() if hasattr(m, "taps")]
+    assert offsets and all(float(o.weight.detach().abs().max()) == 0 for o in offsets)
+    fcn = build_model(load_recipe({"task": "segmentation", "model": {"name": "fcn_resnet18", "init": "xavier_uniform"}}),
+                      DataInfo((3, 16, 16), 4, list("abcd"))).net
+    from trainlab.models.blocks import bilinear_kernel
+
+    torch.testing.assert_close(fcn.up_final.layer.weight[0, 0], bilinear_kernel(4))
+
+
+def test_zero_init_residual_makes_every_block_start_as_its_shortcut():
+    """I3, S4 1.1: with the last norm of each residual branch at zero, a ResNet block outputs relu(shortcut(x))."""
+    torch.manual_seed(0)
+    net = build_model(recipe(name="resnet18", zero_init_residual=True), DIGITS).net.eval()
+    from torchvision.models.resnet import BasicBlock
+
+    seen = []
+
+    def check(block, args, out):
+        x = args[0]
+        short = x if block.downsample is None else block.downsample(x)
+        torch.testing.assert_close(out, torch.relu(short))
+        seen.append(block)
+
+    for m in net.modules():
+        if isinstance(m, BasicBlock):
+            m.register_forward_hook(check)
+    net(torch.randn(3, 1, 8, 8))
+    assert len(seen) == 8
+    plain = build_model(recipe(name="resnet18"), DIGITS).net
+    assert float(plain.layer1[0].bn2.weight.detach().abs().sum()) > 0
+
+
+@pytest.mark.parametrize("name", ["se_resnet18", "mobilenet_v2", "xception", "vit_tiny", "blocknet"])
+def test_zero_init_residual_across_families(name):
+    """I3: SE-ResNet, MobileNet v2, Xception, ViT and a residual blocknet all have branch ends to zero."""
+    opts = {"residual": True} if name == "blocknet" else {}
+    info = DataInfo((3, 32, 32), 10, [str(i) for i in range(10)])
+    with torch.device("meta"):
+        build_model(recipe(name=name, zero_init_residual=True, options=opts), info)
+
+
+def test_zero_init_residual_needs_residual_branches():
+    """I3: a net without residual branches is a RecipeError rather than a silent no-op."""
+    with pytest.raises(RecipeError, match="zero_init_residual: vgg11 has no residual branches"), torch.device("meta"):
+        build_model(recipe(name="vgg11", zero_init_residual=True), DIGITS)
+
+
+def test_weights_from_a_safetensors_file(tmp_path, capsys):
+    """I4: model.weights loads a local safetensors file into the net and reports what matched."""
+    torch.manual_seed(0)
+    source = build_model(recipe(name="cnn"), DIGITS).net
+    path = tmp_path / "cnn.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    loaded = build_model(recipe(name="cnn", weights=str(path)), DIGITS).net
+    for (k, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    line = capsys.readouterr().out
+    assert f"{len(source.state_dict())} tensors loaded, 0 missing" in line
+
+
+def test_weights_with_a_different_head_report_missing_and_mismatched(tmp_path):
+    """I4: pretrained weights for another number of classes load everything but the head, which is reported."""
+    src = build_model(recipe(name="cnn"), DataInfo((1, 8, 8), 5, list("abcde"))).net
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    state["extra.weight"] = torch.zeros(3)
+    path = tmp_path / "five.safetensors"
+    save_file(state, str(path))
+    dst = build_model(recipe(name="cnn"), DIGITS).net
+    report = load_weights(dst, path)
+    head = [k for k in dst.state_dict() if k.startswith("4.")]  # the final Linear of the cnn
+    assert sorted(m.split(" ")[0] for m in report.mismatched) == sorted(head)
+    assert report.unexpected == ["extra.weight"] and report.missing == []
+    assert len(report.matched) == len(dst.state_dict()) - len(head)
+    torch.testing.assert_close(dst.state_dict()["0.0.weight"], src.state_dict()["0.0.weight"])
+
+
+def test_weights_from_a_trainlab_checkpoint(tmp_path):
+    """I4: a trainlab checkpoint (tensors under model.net., plus optimizer and RNG state) initializes a new run."""
+    from trainlab import fit
+
+    run = fit("digits-mlp", ["train.epochs=1", "run.tensorboard=false", "run.plots=false", "train.progress=false",
+                             f"run.dir={tmp_path / 'run'}", "model.width=16"], quiet=True)
+    ckpt = run.dir / "checkpoints" / "last.safetensors"
+    net = build_model(load_recipe("digits-mlp", ["model.width=16"]), DIGITS).net
+    report = load_weights(net, ckpt)
+    assert not report.missing and not report.mismatched and not report.unexpected
+    from safetensors.torch import load_file
+
+    saved = load_file(str(ckpt))
+    torch.testing.assert_close(net.state_dict()["1.weight"], saved["model.net.1.weight"])
+
+
+def test_bad_weights_files_are_recipe_errors(tmp_path):
+    """I4: a missing file, an unreadable one or one whose names match nothing is a one-line RecipeError."""
+    net = build_model(recipe(name="cnn"), DIGITS).net
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_weights(net, tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a file")
+    with pytest.raises(RecipeError, match="not a readable safetensors"):
+        load_weights(net, bad)
+    other = tmp_path / "other.safetensors"
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(RecipeError, match="no tensor of .* matches the model"):
+        load_weights(net, other)
+    pth = tmp_path / "state.pth"
+    torch.save({"state_dict": net.state_dict()}, pth)
+    assert len(load_weights(net, pth).matched) == len(net.state_dict())

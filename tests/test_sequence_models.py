@@ -1,0 +1,106 @@
+"""Sequence models and the sequence task (M7, K6): text windows, Char-RNN training and sampling, and an LSTM
+that classifies digits read row by row."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainlab import fit
+from trainlab.data.bundle import build_data
+from trainlab.errors import DataError, RecipeError
+from trainlab.models.sequence import CharRNN, sample_text
+from trainlab.recipe import load_recipe
+
+from conftest import FAST
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_text_windows_are_shifted_by_one_character(tmp_path):
+    """K6: each target is its input shifted by one character; the vocabulary is the sorted character set;
+    validation and test are the end of the text, in order."""
+    text = "abcabcabd" * 40
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    bundle = build_data(load_recipe("char-rnn", [f"data.root={path}", "data.options.seq_len=8"]))
+    vocab = bundle.info.class_names
+    assert vocab == ["a", "b", "c", "d"] and bundle.info.kind == "sequence" and bundle.info.input_shape == (8,)
+    x, y = bundle.train.inputs, bundle.train.targets
+    decode = lambda ids: "".join(vocab[i] for i in ids.tolist())  # noqa: E731
+    assert decode(x[0]) == text[:8] and decode(y[0]) == text[1:9]
+    assert decode(x[1]) == text[4:12]  # default stride seq_len // 2
+    n_test = int(len(text) * 0.05)
+    tail = "".join(decode(row) for row in bundle.test.inputs)  # non-overlapping windows of the last n_test chars
+    assert len(tail) == 8 * ((n_test - 1) // 8) and text[-n_test:].startswith(tail)
+    assert torch.equal(bundle.mean, torch.zeros(1))
+
+
+def test_text_errors(tmp_path):
+    """K6: a missing file, an unknown built-in text and a text too short for one window are DataErrors."""
+    with pytest.raises(DataError, match="data.root"):
+        build_data(load_recipe("char-rnn", [f"data.root={tmp_path / 'missing.txt'}"]))
+    with pytest.raises(DataError, match="data.options.text: unknown built-in text 'moby'"):
+        build_data(load_recipe("char-rnn", ["data.options.text=moby"]))
+    short = tmp_path / "s.txt"
+    short.write_text("tiny")
+    with pytest.raises(DataError, match="seq_len"):
+        build_data(load_recipe("char-rnn", [f"data.root={short}"]))
+
+
+def test_char_rnn_learns_and_samples(tmp_path, capsys):
+    """M7/K6, S1 Q23: a Char-RNN trained a few epochs beats the uniform guess (loss < ln V); perplexity is exp(loss);
+    `trainlab sample` prints the prime followed by --len generated characters."""
+    run = fit("char-rnn", FAST + ["train.epochs=4", "model.width=64", f"run.dir={tmp_path / 'run'}"], quiet=True)
+    summary = run.summary()
+    vocab = len(summary["class_names"])
+    val = summary["val"]
+    assert val["loss"] < 0.8 * math.log(vocab)
+    assert abs(val["perplexity"] - math.exp(val["loss"])) < 1e-6 * val["perplexity"]
+    assert abs(val["bits_per_char"] - val["loss"] / math.log(2)) < 1e-9
+    from trainlab.cli import main
+
+    assert main(["sample", str(run.dir), "--len", "80", "--prime", "The ", "--temperature", "0.5"]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert text.startswith("The ") and len(text) == 4 + 80
+    assert set(text) <= set(summary["class_names"])
+
+
+def test_sampling_rules():
+    """M7: temperature 0 is greedy and repeatable; the same seed gives the same text; unknown prime characters are
+    a one-line error."""
+    torch.manual_seed(0)
+    net = CharRNN(vocab=5, hidden=16, layers=1)
+    vocab = list("abcde")
+    greedy = sample_text(net, vocab, "ab", 20, 0.0)
+    assert greedy == sample_text(net, vocab, "ab", 20, 0.0)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert sample_text(net, vocab, "a", 30, 1.0, g1) == sample_text(net, vocab, "a", 30, 1.0, g2)
+    with pytest.raises(RecipeError, match="'xz'"):
+        sample_text(net, vocab, "zax", 5)
+
+
+def test_lstm_classifies_digits_row_by_row(tmp_path):
+    """M7/K6, S1 Q23: an LSTM reading the 8 rows of a digit as 8 frames learns to classify it."""
+    run = fit("digits-lstm", FAST + ["train.epochs=8", f"run.dir={tmp_path / 'run'}"], quiet=True)
+    assert run.summary()["test"]["accuracy"] > 0.8
+
+
+def test_models_and_tasks_must_agree():
+    """K6: a Char-RNN needs the sequence task; the text data set needs the sequence task; the sequence task needs a
+    per-step model."""
+    from trainlab.api import build_components
+
+    with pytest.raises(RecipeError, match="built for task sequence"):
+        build_components(load_recipe("char-rnn", ["task=classification"]))
+    with pytest.raises(RecipeError, match="data set for task 'sequence'"):
+        build_components(load_recipe("char-rnn", ["task=classification", "model.name=lstm"]))
+    with pytest.raises(RecipeError, match="does not predict a token per step"):
+        build_components(load_recipe("char-rnn", ["model.name=lstm"]))
