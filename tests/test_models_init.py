@@ -18,14 +18,6 @@ from trainlab.recipe import load_recipe
 DIGITS = DataInfo((1, 8, 8), 10, [str(i) for i in range(10)])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def recipe(**model):
     return load_recipe({"model": model})
 

@@ -15,14 +15,6 @@ from trainlab.models.wrapper import TrainlabModel
 from conftest import FAST
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     return fit("digits-cnn", FAST + ["train.epochs=1", "model.width=8",

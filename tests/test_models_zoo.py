@@ -22,15 +22,6 @@ ALL = [e.name for e in MODELS.entries() if ":" not in e.name and e.fn.__module__
 TASK = {"char_rnn": "sequence", "fcn_resnet18": "segmentation"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two torch threads on two busy cores run these small layers 10-50x slower than one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def info_for(name: str, shape=(1, 8, 8), classes: int = 10) -> DataInfo:
     if name == "char_rnn":
         return DataInfo((12,), 7, list("abcdefg"), kind="sequence", extra={"vocab_size": 7})

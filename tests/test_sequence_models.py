@@ -16,14 +16,6 @@ from trainlab.recipe import load_recipe
 from conftest import FAST
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_text_windows_are_shifted_by_one_character(tmp_path):
     """K6: each target is its input shifted by one character; the vocabulary is the sorted character set;
     validation and test are the end of the text, in order."""

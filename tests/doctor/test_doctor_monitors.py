@@ -17,14 +17,6 @@ FAST = {"run.tensorboard": False, "run.plots": False, "train.progress": False}
 
 
 # ------------------------------------------------------------------------------ pure statistics
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
-    other process on a shared 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_group_norms_equal_the_norm_of_the_concatenated_group():

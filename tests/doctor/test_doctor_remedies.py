@@ -16,16 +16,6 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 FAST = {"run.tensorboard": False, "run.plots": False, "train.progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
-    other process on a shared 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def events(run, name=None):
     return [r for r in run.metrics() if "event" in r and (name is None or r["event"] == name)]
 

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 import trainlab
 from trainlab.doctor import diagnose_run
@@ -16,16 +15,6 @@ from conftest import assert_user_error, run_cli
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 FAST = {"run.tensorboard": False, "train.progress": False}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
-    other process on a shared 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import trainlab
 from trainlab.doctor import diagnose_run
@@ -39,16 +38,6 @@ SCENARIOS: dict[str, tuple[set[str], set[str]]] = {
     "overfitting": ({"overfitting"}, {"high_variance"}),
 }
 SERIOUS = ("warning", "error")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Digits-sized ops run fastest on one thread, and two spinning threads per process slow every
-    other process on a shared 2-core machine; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
