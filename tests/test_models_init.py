@@ -192,3 +192,100 @@ def test_bad_weights_files_are_recipe_errors(tmp_path):
     pth = tmp_path / "state.pth"
     torch.save({"state_dict": net.state_dict()}, pth)
     assert len(load_weights(net, pth).matched) == len(net.state_dict())
+
+
+# ------------------------------------------------------------------ recurrent and attention layers
+def chunk_stds_close(weight: torch.Tensor, chunks: int, expect: float, tol: float = 0.03) -> bool:
+    return all(std_close(part, expect, tol) for part in weight.detach().chunk(chunks, dim=0))
+
+
+@pytest.mark.parametrize("cell, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+def test_recurrent_weights_follow_the_fan_in_rule_per_gate(cell, gates):
+    """I1/I2, M7: model.init draws every gate's matrix of weight_ih_l* with D_in = the layer's input size
+    (the input width, then 2·hidden after a bidirectional layer) and of weight_hh_l* with D_in = hidden;
+    biases become 0. Xavier std 1/sqrt(D_in), MSRA std gain/sqrt(D_in) (S3)."""
+    torch.manual_seed(0)
+    rnn = cell(200, 128, num_layers=2, bidirectional=True)
+    assert init_weights(rnn, "xavier_normal", gain=math.sqrt(2)) == 1
+    for suffix in ("", "_reverse"):
+        assert chunk_stds_close(getattr(rnn, f"weight_ih_l0{suffix}"), gates, 1 / math.sqrt(200))
+        assert chunk_stds_close(getattr(rnn, f"weight_ih_l1{suffix}"), gates, 1 / math.sqrt(2 * 128))
+        assert chunk_stds_close(getattr(rnn, f"weight_hh_l1{suffix}"), gates, 1 / math.sqrt(128))
+        assert float(getattr(rnn, f"bias_hh_l0{suffix}").detach().abs().max()) == 0.0
+    init_weights(rnn, "kaiming_uniform", gain=5 / 3)  # tanh's gain
+    assert chunk_stds_close(rnn.weight_hh_l0, gates, (5 / 3) / math.sqrt(128))
+    bound = math.sqrt(3) * (5 / 3) / math.sqrt(200)
+    assert 0.99 * bound < float(rnn.weight_ih_l0.detach().abs().max()) <= bound
+    # Glorot's average uses one gate's D_out (hidden), not the stacked gates·hidden rows.
+    init_weights(rnn, "xavier_normal", gain=1.0, fan="avg")
+    assert chunk_stds_close(rnn.weight_ih_l0, gates, math.sqrt(2 / (200 + 128)))
+
+
+def test_lstm_projection_weights_are_initialized_too():
+    """I1, M7: an LSTM with proj_size has weight_hr_l* (proj, hidden): one matrix, D_in = hidden; weight_hh reads
+    the projected state, D_in = proj."""
+    torch.manual_seed(0)
+    rnn = nn.LSTM(64, 256, proj_size=96)
+    init_weights(rnn, "kaiming_normal", gain=math.sqrt(2))
+    assert std_close(rnn.weight_hr_l0, math.sqrt(2 / 256))
+    assert chunk_stds_close(rnn.weight_hh_l0, 4, math.sqrt(2 / 96))
+
+
+def test_recipe_init_reaches_the_recurrent_models():
+    """I1, M7: model.init=xavier_normal on `lstm` and `char_rnn` redraws the recurrent weights (they used to keep
+    torch's U(±1/sqrt(hidden))); the embedding table keeps its N(0, 1) start (a token looks one row up)."""
+    torch.manual_seed(0)
+    lstm = build_model(recipe(name="lstm", width=128, init="xavier_normal"), DIGITS).net.rnn
+    # A digit row is a frame of 8 pixels: each gate's (128, 8) matrix has 1,024 draws (std known to ~2%).
+    assert chunk_stds_close(lstm.weight_ih_l0, 4, 1 / math.sqrt(8), tol=0.1)
+    assert not chunk_stds_close(lstm.weight_ih_l0, 4, 1 / math.sqrt(3 * 128), tol=0.1)  # torch's U(±1/sqrt(H))
+    assert chunk_stds_close(lstm.weight_hh_l0, 4, 1 / math.sqrt(128))
+    text = DataInfo((16,), 40, [chr(65 + i) for i in range(40)], kind="sequence", extra={"task": "sequence"})
+    r = load_recipe({"task": "sequence", "model": {"name": "char_rnn", "width": 128, "init": "xavier_normal",
+                                                   "options": {"embed": 64}}})
+    torch.manual_seed(0)
+    char = build_model(r, text).net
+    assert chunk_stds_close(char.rnn.weight_ih_l0, 4, 1 / math.sqrt(64))
+    assert chunk_stds_close(char.rnn.weight_hh_l0, 4, 1 / math.sqrt(128))
+    assert std_close(char.embedding.weight, 1.0, tol=0.1)
+
+
+def test_attention_projections_are_drawn_per_query_key_value():
+    """I1/I2, M8: nn.MultiheadAttention's in_proj_weight stacks q, k and v (each (E, E), D_in = E); out_proj is a
+    linear layer; separate q/k/v weights (kdim, vdim) each get their own D_in."""
+    torch.manual_seed(0)
+    att = nn.MultiheadAttention(256, 4)
+    assert init_weights(att, "kaiming_normal", gain=math.sqrt(2)) == 2  # the attention and its out_proj
+    assert chunk_stds_close(att.in_proj_weight, 3, math.sqrt(2 / 256))
+    assert std_close(att.out_proj.weight, math.sqrt(2 / 256))
+    assert float(att.in_proj_bias.detach().abs().max()) == 0.0
+    cross = nn.MultiheadAttention(128, 4, kdim=400, vdim=64)
+    init_weights(cross, "xavier_normal", gain=1.0)
+    assert std_close(cross.q_proj_weight, 1 / math.sqrt(128))
+    assert std_close(cross.k_proj_weight, 1 / math.sqrt(400))
+    assert std_close(cross.v_proj_weight, 1 / math.sqrt(64), tol=0.05)
+
+
+def test_recipe_init_reaches_vit_and_swin_attention():
+    """I1/I2, M8: model.init redraws every ViT attention in_proj_weight (per q/k/v, D_in = the token width) and
+    Swin's fused qkv linear as three projections (init_fan=avg: sqrt(2/(C + C)), not sqrt(2/(C + 3C))); class
+    token, position embeddings and Swin's relative-position bias tables keep their own init."""
+    info = DataInfo((1, 8, 8), 10, [str(i) for i in range(10)])
+    torch.manual_seed(0)
+    plain = build_model(recipe(name="vit_tiny", options={"dim": 192, "depth": 2}), info).net
+    torch.manual_seed(0)
+    vit = build_model(recipe(name="vit_tiny", init="kaiming_normal", options={"dim": 192, "depth": 2}), info).net
+    attentions = [m for m in vit.modules() if isinstance(m, nn.MultiheadAttention)]
+    assert len(attentions) == 2
+    for att in attentions:
+        assert chunk_stds_close(att.in_proj_weight, 3, math.sqrt(2) / math.sqrt(192))  # GELU: torch's ReLU gain
+    assert torch.equal(vit.encoder.pos_embedding, plain.encoder.pos_embedding)
+    torch.manual_seed(0)
+    swin = build_model(recipe(name="swin_t", init="xavier_normal", init_fan="avg",
+                              options={"embed_dim": 96, "depths": [1, 1], "heads": [3, 6]}),
+                       DataInfo((3, 16, 16), 10, [str(i) for i in range(10)])).net
+    qkv = [m.qkv for m in swin.modules() if hasattr(m, "qkv")]
+    assert len(qkv) == 2
+    for layer in qkv:
+        c = layer.in_features
+        assert chunk_stds_close(layer.weight, 3, math.sqrt(2 / (c + c)))

@@ -7,6 +7,9 @@ the activations constant through a layer whose activation has slope 1 around zer
 (He et al.) multiplies the variance by 2 for ReLU, std = sqrt(2/D_in), because ReLU zeroes half of
 its inputs. (S3 prints the MSRA std as 2/sqrt(D_in); the variance is doubled, so the std grows by
 sqrt(2).) The uniform variants draw from [-a, a] with a = sqrt(3)·std, which has the same std.
+Recurrent layers (D_in = the input size for input-to-hidden weights, the hidden size for
+hidden-to-hidden ones) and attention projections follow the same rule, one gate or projection
+matrix at a time.
 """
 from __future__ import annotations
 
@@ -51,27 +54,88 @@ def init_std(scheme: str, fan_in: int, fan_out: int, gain: float, fan: str = "in
     raise ValueError(f"no standard deviation for init scheme {scheme!r}")
 
 
-def _weighted_layers(net: nn.Module):
-    """Every conv and linear layer whose initial value is not deliberately special."""
-    # Only a network that already imported torchvision can hold its DeformConv2d: no import here.
-    deform = getattr(sys.modules.get("torchvision.ops"), "DeformConv2d", None)
-    types = (*CONVS, *TRANSPOSED, nn.Linear) + ((deform,) if deform is not None else ())
+def _kept(net: nn.Module) -> set[int]:
+    """ids of modules that must start at a specific value (deformable offsets at zero, bilinear
+    up-sampling, zero-initialized FCN skip scores): they mark themselves ``trainlab_keep_init``."""
     kept = set()
     for m in net.modules():
-        # Layers that must start at a specific value (deformable offsets at zero, bilinear
-        # up-sampling, zero-initialized FCN skip scores) mark themselves; leave them alone.
         if getattr(m, "trainlab_keep_init", False):
             kept.update(id(x) for x in m.modules())
+    return kept
+
+
+def _weighted_layers(net: nn.Module):
+    """Every layer whose weights ``model.init`` draws: conv, linear, recurrent and attention layers
+    whose initial value is not deliberately special."""
+    # Only a network that already imported torchvision can hold its DeformConv2d: no import here.
+    deform = getattr(sys.modules.get("torchvision.ops"), "DeformConv2d", None)
+    types = (*CONVS, *TRANSPOSED, nn.Linear, nn.RNNBase, nn.MultiheadAttention)
+    types += (deform,) if deform is not None else ()
+    kept = _kept(net)
     for m in net.modules():
-        if id(m) in kept:
-            continue
-        if isinstance(m, types):
+        if id(m) not in kept and isinstance(m, types):
             yield m
 
 
-def init_weights(net: nn.Module, scheme: str, gain: float, fan: str = "in") -> int:
-    """Re-initialize every conv and linear weight of ``net`` with ``scheme``; biases become 0.
+# Gates stacked in a recurrent weight matrix (rows), in torch's order: LSTM i, f, g, o; GRU r, z, n.
+GATES = {"LSTM": 4, "GRU": 3}
 
+
+def _stacked_linears(net: nn.Module) -> dict[int, int]:
+    """ids of linear layers that stack several projections → how many (Swin's fused q/k/v)."""
+    swin = getattr(sys.modules.get("torchvision.models.swin_transformer"), "ShiftedWindowAttention", None)
+    if swin is None:  # only a net that imported torchvision's Swin can hold one: no import here
+        return {}
+    return {id(m.qkv): 3 for m in net.modules() if isinstance(m, swin)}
+
+
+def weight_chunks(m: nn.Module, stacked: int = 1) -> list[tuple[torch.Tensor, int]]:
+    """(weight, chunks) pairs of a layer: each weight is drawn as ``chunks`` stacked matrices.
+
+    A recurrent layer stacks one (hidden, D_in) matrix per gate in ``weight_ih_l*`` (D_in = the
+    layer's input size) and ``weight_hh_l*`` (D_in = the hidden size); LSTM projections
+    ``weight_hr_l*`` are one matrix. Attention stacks the query, key and value projections in
+    ``in_proj_weight`` (each (E, E)); its ``out_proj`` is an ordinary linear layer, drawn on its own.
+    ``stacked`` is the number of projections a linear layer stacks (3 for Swin's fused qkv).
+    """
+    if isinstance(m, nn.RNNBase):
+        gates = GATES.get(m.mode, 1)
+        return [(getattr(m, name), 1 if name.startswith("weight_hr") else gates)
+                for name in m._flat_weights_names if name.startswith("weight_")]
+    if isinstance(m, nn.MultiheadAttention):
+        if m.in_proj_weight is not None:
+            return [(m.in_proj_weight, 3)]
+        return [(m.q_proj_weight, 1), (m.k_proj_weight, 1), (m.v_proj_weight, 1)]
+    return [(m.weight, stacked)]
+
+
+def _biases(m: nn.Module) -> list[torch.Tensor]:
+    if isinstance(m, nn.RNNBase):
+        return [getattr(m, name) for name in m._flat_weights_names if name.startswith("bias_")]
+    if isinstance(m, nn.MultiheadAttention):
+        return [m.in_proj_bias] if m.in_proj_bias is not None else []
+    return [m.bias] if getattr(m, "bias", None) is not None else []
+
+
+def draw(weight: torch.Tensor, scheme: str, gain: float, fan: str = "in") -> None:
+    """Fill ``weight`` in place with ``scheme``'s distribution for its own (D_in, D_out)."""
+    fan_in, fan_out = fans(weight)
+    std = init_std(scheme, fan_in, fan_out, gain, fan)
+    if scheme.endswith("uniform"):
+        bound = math.sqrt(3.0) * std
+        weight.uniform_(-bound, bound)
+    else:
+        weight.normal_(0.0, std)
+
+
+def init_weights(net: nn.Module, scheme: str, gain: float, fan: str = "in") -> int:
+    """Re-initialize every conv, linear, recurrent and attention weight of ``net`` with ``scheme``;
+    their biases become 0.
+
+    Stacked matrices (the gates of an LSTM/GRU, attention's q/k/v) are drawn one matrix at a time
+    (:func:`weight_chunks`), so D_out is that of one gate or projection. Embedding tables, position
+    embeddings and class tokens keep the architecture's init: a token looks up one row rather than
+    summing D_in inputs, so the fan-in formulas do not apply to them.
     Returns the number of layers initialized. ``default`` leaves the architecture's own init.
     """
     if scheme == "default":
@@ -79,17 +143,14 @@ def init_weights(net: nn.Module, scheme: str, gain: float, fan: str = "in") -> i
     if scheme not in SCHEMES:
         raise RecipeError(f"model.init: unknown scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     count = 0
+    stacked = _stacked_linears(net)
     with torch.no_grad():
         for m in _weighted_layers(net):
-            fan_in, fan_out = fans(m.weight)
-            std = init_std(scheme, fan_in, fan_out, gain, fan)
-            if scheme.endswith("uniform"):
-                bound = math.sqrt(3.0) * std
-                m.weight.uniform_(-bound, bound)
-            else:
-                m.weight.normal_(0.0, std)
-            if getattr(m, "bias", None) is not None:
-                m.bias.zero_()
+            for weight, chunks in weight_chunks(m, stacked.get(id(m), 1)):
+                for part in weight.chunk(chunks, dim=0):  # views: drawing a part fills the weight
+                    draw(part, scheme, gain, fan)
+            for bias in _biases(m):
+                bias.zero_()
             count += 1
     return count
 
