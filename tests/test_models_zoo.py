@@ -304,3 +304,19 @@ def test_models_command_lists_the_zoo(capsys):
         assert name in out
     assert main(["models", "--show", "resnet18"]) == 0
     assert "drop_block" in capsys.readouterr().out
+
+
+def test_blocknet_grouped_conv_keeps_the_requested_groups():
+    """M2: conv=grouped uses model.options.groups in every block; only the stem's conv, which reads the image's
+    1 or 3 channels, falls back to gcd(groups, C_in). Groups that do not divide model.width are a RecipeError
+    (groups=5 used to build groups=4 silently)."""
+    with pytest.raises(RecipeError, match="model.options.groups: 5 does not divide width 32"):
+        build_model(recipe_for("blocknet", options={"conv": "grouped", "groups": 5}), info_for("blocknet"))
+    for channels, stem_groups in ((1, 1), (3, 1), (6, 2)):
+        net = build_model(recipe_for("blocknet", width=16, depth=3, options={"conv": "grouped", "groups": 8}),
+                          info_for("blocknet", (channels, 8, 8))).net
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert [m.groups for m in convs] == [stem_groups] + [8] * 5
+        for m in convs:  # a grouped conv has 1/G of the weights: C_out · (C_in / G) · 3 · 3
+            assert m.weight.numel() == m.out_channels * (m.in_channels // m.groups) * 9
+        net(torch.randn(2, channels, 8, 8))

@@ -11,12 +11,14 @@ average pooling and a linear layer (with ``model.dropout`` and DropConnect) or a
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from ..errors import RecipeError
 from ..registry import MODELS
 from .blocks import (
     DeformableConv2d,
@@ -38,7 +40,8 @@ class BlockNetOptions(Options):
     conv: Literal["standard", "pointwise", "separable", "grouped", "dilated", "deformable"] = Field(
         "standard", description="convolution of each block: standard 3x3, pointwise 1x1, separable "
         "(depthwise 3x3 + pointwise), grouped 3x3, dilated 3x3, deformable 3x3 (learned offsets)")
-    groups: int = Field(4, ge=1, description="groups of the grouped convolution")
+    groups: int = Field(4, ge=1, description="groups of the grouped convolution (must divide model.width; "
+                        "the conv reading the image uses gcd(groups, its channels))")
     dilation: int = Field(2, ge=1, description="dilation of the dilated convolution")
     modulated: bool = Field(False, description="deformable conv v2: also learn a weight per sampling tap")
     residual: bool = Field(False, description="add a shortcut around each block (1x1 conv when widths differ)")
@@ -52,8 +55,13 @@ class BlockNetOptions(Options):
     drop_connect: float = Field(0.0, ge=0.0, lt=1.0, description="DropConnect probability on the classifier weights")
 
 
-def make_conv(kind: str, cin: int, cout: int, opts: BlockNetOptions, bias: bool) -> nn.Module:
-    """One convolution of the chosen variant, keeping H x W."""
+def make_conv(kind: str, cin: int, cout: int, opts: BlockNetOptions, bias: bool, stem: bool = False) -> nn.Module:
+    """One convolution of the chosen variant, keeping H x W.
+
+    A grouped ``stem`` conv (the one reading the input image) uses gcd(groups, C_in) groups: a
+    1- or 3-channel image cannot be cut into ``groups`` parts. Every other grouped conv uses
+    ``opts.groups`` exactly (the builder checks that it divides the widths).
+    """
     if kind == "standard":
         return nn.Conv2d(cin, cout, 3, padding=1, bias=bias)
     if kind == "pointwise":
@@ -61,9 +69,7 @@ def make_conv(kind: str, cin: int, cout: int, opts: BlockNetOptions, bias: bool)
     if kind == "separable":
         return nn.Sequential(depthwise_conv(cin, 3), pointwise_conv(cin, cout, bias))
     if kind == "grouped":
-        g = opts.groups
-        while cin % g or cout % g:  # the input layer (1 or 3 channels) cannot be split: fewer groups
-            g -= 1
+        g = math.gcd(opts.groups, cin) if stem else opts.groups
         return nn.Conv2d(cin, cout, 3, padding=1, groups=g, bias=bias)
     if kind == "dilated":
         return nn.Conv2d(cin, cout, 3, padding=same_padding(3, opts.dilation), dilation=opts.dilation, bias=bias)
@@ -73,10 +79,10 @@ def make_conv(kind: str, cin: int, cout: int, opts: BlockNetOptions, bias: bool)
 class Block(nn.Module):
     """conv → norm → act → conv → norm (→ SE) (+ shortcut) → act (→ DropBlock)."""
 
-    def __init__(self, cin: int, cout: int, opts: BlockNetOptions, norm: str, activation: str):
+    def __init__(self, cin: int, cout: int, opts: BlockNetOptions, norm: str, activation: str, stem: bool = False):
         super().__init__()
         bias = norm == "none"
-        self.conv1 = make_conv(opts.conv, cin, cout, opts, bias)
+        self.conv1 = make_conv(opts.conv, cin, cout, opts, bias, stem)
         self.norm1 = make_norm(norm, cout)
         self.act1 = make_activation(activation, channels=cout)
         self.conv2 = make_conv(opts.conv, cout, cout, opts, bias)
@@ -103,7 +109,7 @@ class BlockNet(nn.Module):
         cin, size = in_channels, side
         for i in range(depth):
             cout = width * 2**i
-            stages.append(Block(cin, cout, opts, norm, activation))
+            stages.append(Block(cin, cout, opts, norm, activation, stem=i == 0))
             if size >= 4:
                 if opts.pool == "max":
                     stages.append(nn.MaxPool2d(2))
@@ -131,6 +137,10 @@ class BlockNet(nn.Module):
                  default_classes=10)
 def blocknet(cfg, info):
     opts = parse_options(cfg.options, BlockNetOptions, cfg.name)
+    if opts.conv == "grouped" and cfg.width % opts.groups:
+        # Stage widths are width·2^i: groups dividing the first width divides them all.
+        raise RecipeError(f"model.options.groups: {opts.groups} does not divide width {cfg.width} "
+                          "(model.width must be a multiple of the groups)")
     c, h, w = info.input_shape
     return BlockNet(c, min(h, w), info.num_classes, cfg.width, cfg.depth, opts, resolve_norm(cfg.norm),
                     resolve_activation(cfg.activation), cfg.dropout)
