@@ -110,3 +110,12 @@ def test_recipe_sections_are_the_documented_ones():
     assert {"name", "seed", "task", "data", "model", "loss", "optim", "schedule", "train", "run"} <= set(
         Recipe.model_fields
     )
+
+
+@pytest.mark.parametrize("override", ["loss.options.gamma=2", "schedule.options.warm=1", "data.options.seq_len=8"])
+def test_free_form_option_dicts_are_gone(override):
+    """Recipe sections reject unknown keys: loss.options, schedule.options and data.options (nothing read the first
+    two; the text data set's options are the typed data.text section) are unknown keys, not silently ignored."""
+    section = override.split(".")[0]
+    with pytest.raises(RecipeError, match=rf"^{section}.options: unknown key.*known here: "):
+        load_recipe("digits-mlp", [override])

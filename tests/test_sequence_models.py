@@ -22,7 +22,7 @@ def test_text_windows_are_shifted_by_one_character(tmp_path):
     text = "abcabcabd" * 40
     path = tmp_path / "t.txt"
     path.write_text(text)
-    bundle = build_data(load_recipe("char-rnn", [f"data.root={path}", "data.options.seq_len=8"]))
+    bundle = build_data(load_recipe("char-rnn", [f"data.root={path}", "data.text.seq_len=8"]))
     vocab = bundle.info.class_names
     assert vocab == ["a", "b", "c", "d"] and bundle.info.kind == "sequence" and bundle.info.input_shape == (8,)
     x, y = bundle.train.inputs, bundle.train.targets
@@ -39,8 +39,8 @@ def test_text_errors(tmp_path):
     """K6: a missing file, an unknown built-in text and a text too short for one window are DataErrors."""
     with pytest.raises(DataError, match="data.root"):
         build_data(load_recipe("char-rnn", [f"data.root={tmp_path / 'missing.txt'}"]))
-    with pytest.raises(DataError, match="data.options.text: unknown built-in text 'moby'"):
-        build_data(load_recipe("char-rnn", ["data.options.text=moby"]))
+    with pytest.raises(DataError, match="data.text.builtin: unknown built-in text 'moby'"):
+        build_data(load_recipe("char-rnn", ["data.text.builtin=moby"]))
     short = tmp_path / "s.txt"
     short.write_text("tiny")
     with pytest.raises(DataError, match="seq_len"):
@@ -96,3 +96,80 @@ def test_models_and_tasks_must_agree():
         build_components(load_recipe("char-rnn", ["task=classification", "model.name=lstm"]))
     with pytest.raises(RecipeError, match="does not predict a token per step"):
         build_components(load_recipe("char-rnn", ["model.name=lstm"]))
+
+
+@pytest.mark.parametrize("override, field", [
+    ("data.augment=[{name: hflip, p: 1.0}]", "data.augment"),  # would reverse every window, targets forward
+    ("data.augment=[rotate]", "data.augment"),
+    ("data.batch_augment=[mixup]", "data.batch_augment"),
+    ("data.batch_augment=[cutout]", "data.batch_augment"),
+    ("data.whiten=pca", "data.whiten"),
+    ("data.imbalance=0.5", "data.imbalance"),
+    ("data.image_size=16", "data.image_size"),
+    ("data.channels=3", "data.channels"),
+])
+def test_text_refuses_image_options(override, field, tmp_path):
+    """K6, D7/D2: image-only data options on token sequences are a one-line RecipeError before anything is
+    written, instead of being ignored (whiten, imbalance) or breaking the windows (hflip) or the run (mixup)."""
+    with pytest.raises(RecipeError, match=rf"^{field}: data set 'text' gives token sequences, not images;") as err:
+        fit("char-rnn", FAST + [override, f"run.dir={tmp_path / 'run'}"], quiet=True)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_has_no_images_to_preview(tmp_path, capsys):
+    """K6, D11: `trainlab augment char-rnn` is a one-line error (it used to end in a traceback in the preview)."""
+    from trainlab.cli import main
+
+    with pytest.raises(RecipeError, match="data.name: data set 'text' gives token sequences"):
+        build_data(load_recipe("char-rnn"), annotations=True)
+    assert main(["augment", "char-rnn", "--out", str(tmp_path / "g.png")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "token sequences" in lines[0] and not (tmp_path / "g.png").exists()
+
+
+def test_text_options_are_typed(tmp_path):
+    """K6: data.text is a typed section (builtin, seq_len, stride): a misspelt key or a bad value names the field,
+    and the old free-form data.options is an unknown key."""
+    with pytest.raises(RecipeError, match=r"data.text.seqlen: unknown key; did you mean data.text.seq_len\?"):
+        load_recipe("char-rnn", ["data.text.seqlen=8"])
+    with pytest.raises(RecipeError, match=r"data.text.seq_len: .*greater than or equal to 2"):
+        load_recipe("char-rnn", ["data.text.seq_len=1"])
+    with pytest.raises(RecipeError, match="data.options: unknown key"):
+        load_recipe("char-rnn", ["data.options.seq_len=8"])
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefghij" * 20)
+    bundle = build_data(load_recipe("char-rnn", [f"data.root={path}", "data.text={seq_len: 10, stride: 10}",
+                                                 "data.batch_size=4"]))
+    assert bundle.train.inputs.shape[1] == 10 and torch.equal(bundle.train.inputs[1], bundle.train.inputs[0])
+
+
+def test_text_folds_are_contiguous_blocks(tmp_path):
+    """D9, K6: with data.fold the text (minus the test tail) is cut into k contiguous blocks; block `index` is
+    the validation text and training windows come from the text before and after it, never reaching into it.
+    The k validation blocks partition the text, so k-fold scores differ per fold (they used to be one split
+    trained k times)."""
+    g = torch.Generator().manual_seed(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyz "
+    text = "".join(alphabet[i] for i in torch.randint(len(alphabet), (1500,), generator=g).tolist())
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    n, k, L, stride = len(text), 3, 8, 4
+    rest = n - int(n * 0.1)
+    seen = []
+    for index in range(k):
+        b = build_data(load_recipe("char-rnn", [f"data.root={path}", "data.text.seq_len=8", "data.split.test=0.1",
+                                                "data.fold={k: 3, index: %d}" % index, "data.batch_size=8"]))
+        vocab = b.info.class_names
+        decode = lambda ids: "".join(vocab[i] for i in ids.tolist())  # noqa: E731
+        lo, hi = index * rest // k, (index + 1) * rest // k
+        val = "".join(decode(row) for row in b.val.inputs)  # non-overlapping windows from the block's start
+        assert val == text[lo:lo + L * ((hi - lo - 1) // L)]
+        seen.append((lo, hi))
+        parts = [(0, lo), (hi, rest)]
+        assert len(b.train) == sum(max(0, (e - s - 1 - L) // stride + 1) for s, e in parts)
+        for x, y in zip(b.train.inputs, b.train.targets):
+            start = text.find(decode(x) + decode(y)[-1])
+            assert any(s <= start and start + L + 1 <= e for s, e in parts), (index, start)
+        assert "".join(decode(row) for row in b.test.inputs) == text[rest:rest + L * ((n - rest - 1) // L)]
+    assert seen[0][0] == 0 and seen[-1][1] == rest and all(a[1] == b[0] for a, b in zip(seen, seen[1:]))

@@ -94,6 +94,15 @@ class FoldConfig(Section):
         return self
 
 
+class TextConfig(Section):
+    """The ``text`` data set (K6): character windows of a .txt file (``data.root``) or a built-in text."""
+
+    builtin: str = Field("lighthouse", min_length=1, description="built-in text, used when data.root is not set")
+    seq_len: Int = Field(64, ge=2, description="characters per training window")
+    stride: Int | None = Field(None, ge=1, description="start-to-start distance of training windows "
+                               "(default seq_len // 2: overlapping windows)")
+
+
 class DataConfig(Section):
     name: str = Field("digits", description="data set in the registry (`trainlab recipes` shows examples)")
     root: str | None = Field(None, description="folder or file the data set reads (folder, coco, ...)")
@@ -113,9 +122,9 @@ class DataConfig(Section):
     shapes: ShapesConfig | None = Field(None, description="options of the shapes data set (defaults if null)")
     coco: CocoConfig | None = Field(None, description="options of the coco data set (defaults if null)")
     segmentation: SegmentationConfig | None = Field(None, description="options of the segmentation data set")
+    text: TextConfig | None = Field(None, description="options of the text data set (defaults if null)")
     imbalance: float | None = Field(None, gt=0.0, le=1.0, description="keep this fraction of later classes")
     skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing")
-    options: dict[str, Any] = Field(default_factory=dict, description="data-set specific options")
 
     @field_validator("batch_size")
     @classmethod
@@ -170,7 +179,6 @@ class LossConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
     l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
-    options: dict[str, Any] = Field(default_factory=dict, description="loss-specific options")
 
 
 # ---------------------------------------------------------------------------------------- optim
@@ -279,7 +287,6 @@ class ScheduleConfig(Section):
     threshold: float = Field(1e-4, ge=0.0, description="plateau: relative improvement that counts")
     cooldown: Int = Field(0, ge=0, description="plateau: epochs to wait after a decay")
     warmup: WarmupConfig | None = Field(None, description="warm-up composed with the schedule")
-    options: dict[str, Any] = Field(default_factory=dict, description="schedule-specific options")
 
     @field_validator("milestones")
     @classmethod

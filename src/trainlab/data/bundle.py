@@ -131,6 +131,47 @@ def needs_annotations(recipe: Recipe) -> bool:
     return recipe.task != "classification" or mosaic
 
 
+# Options build_data applies when it splits a data set itself; a data set that ships its own
+# splits must declare the ones it implements (``DATASETS.register(..., handles=("fold", ...))``).
+SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten")
+
+
+def check_data_options(cfg, info: DataInfo, own_splits: bool, handles=(), annotations: bool | None = None) -> None:
+    """Refuse data options the data set would ignore or break on, with one RecipeError line.
+
+    Token sequences (``info.kind == "sequence"``) are not images: image transforms, whitening, a
+    class-imbalance profile, resizing, channel conversion and boxes/masks do not apply (an hflip
+    would silently reverse every window while its targets stay forward). A data set that ships
+    its own splits (``own_splits``) bypasses the engine's split, so ``data.fold``, ``data.subset``,
+    ``data.imbalance`` and ``data.whiten`` work only when it declares them in ``handles``.
+    """
+    from ..errors import RecipeError
+
+    name = cfg.name
+    if info.kind == "sequence":
+        why = f"data set {name!r} gives token sequences, not images"
+        refused = (
+            ("augment", bool(cfg.augment), "per-sample image transforms do not apply to them"),
+            ("batch_augment", bool(cfg.batch_augment), "batch transforms mix or occlude images"),
+            ("whiten", cfg.whiten is not None, "token ids are embedded, not whitened"),
+            ("imbalance", cfg.imbalance is not None, "their targets are next tokens, not classes to thin out"),
+            ("image_size", cfg.image_size is not None, "there is nothing to resize"),
+            ("channels", cfg.channels is not None, "there are no colour channels"),
+        )
+        for key, given, reason in refused:
+            if given:
+                raise RecipeError(f"data.{key}: {why}; {reason} (remove data.{key})")
+        if annotations:
+            raise RecipeError(f"data.name: {why}; there are no images, boxes or masks to keep or draw "
+                              "(use an image data set)")
+    if own_splits:
+        for key in SPLIT_OPTIONS:
+            if getattr(cfg, key) is not None and key not in handles:
+                supported = ", ".join(f"data.{k}" for k in handles) or "none of them"
+                raise RecipeError(f"data.{key}: data set {name!r} ships its own splits and does not support it "
+                                  f"(supported: {supported})")
+
+
 def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
     """Load the data set, split it from the seed and compute training-split statistics (D1).
 
@@ -139,7 +180,8 @@ def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
 
     With ``data.fold`` the test split is held out as usual and the rest is cut into k stratified
     folds; fold ``index`` is the validation split (D9). Augmentations are checked against the
-    data set's label-changing transforms here (D7), before anything is trained or written.
+    data set's label-changing transforms here (D7), and options the data set cannot honour (see
+    :func:`check_data_options`) are refused, before anything is trained or written.
     """
     from ..registry import DATASETS
     from .splits import apply_imbalance, stratified_kfold, stratified_split
@@ -149,11 +191,13 @@ def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
     cfg = recipe.data
     entry = DATASETS.get(cfg.name, "data.name")
     loaded = entry.fn(cfg, recipe.seed)
-    if isinstance(loaded, DataBundle):  # data sets that ship their own splits
-        check_augment(cfg, loaded.info)
-        return loaded
-    source, info = loaded
+    own_splits = isinstance(loaded, DataBundle)
+    info = loaded.info if own_splits else loaded[1]
+    check_data_options(cfg, info, own_splits, entry.meta.get("handles", ()), annotations)
     check_augment(cfg, info)
+    if own_splits:  # data sets that ship their own splits (and apply what they declare in ``handles``)
+        return loaded
+    source = loaded[0]
     if not (needs_annotations(recipe) if annotations is None else annotations):
         source = source.labels_only()
     if cfg.fold is not None:
