@@ -40,8 +40,14 @@ def _pairs(overrides) -> dict[str, Any]:
     return pairs
 
 
-def _check_metric(recipe, metric: str) -> str:
-    """The metric's optimization direction; RecipeError listing the known ones otherwise."""
+def _check_recipe(recipe, name: str, metric: str) -> str:
+    """Check that ``recipe`` (its first fold) can be built and reports ``metric``; returns the
+    metric's optimization direction.
+
+    Building the first fold's data refuses a data set that cannot be folded and a fold count
+    larger than the data; a metric the recipe's task does not report is a RecipeError naming the
+    recipe and listing the known ones.
+    """
     from .data import build_data
     from .engine.trainer import metric_mode
     from .errors import unknown_name
@@ -49,7 +55,8 @@ def _check_metric(recipe, metric: str) -> str:
 
     task = build_task(recipe, build_data(recipe).info)
     if metric not in task.val_metrics:
-        raise unknown_name("metric", metric, task.val_metrics, "--metric")
+        known = unknown_name("metric", metric, task.val_metrics, "--metric")
+        raise RecipeError(f"{known} (recipe {name!r}, task {recipe.task!r})")
     return metric_mode(f"val_{metric}", "auto")
 
 
@@ -84,7 +91,9 @@ def cross_validate(
         recipe = load_recipe(source, {**pairs, "data.fold": {"k": folds, "index": 0}})
         check_names(recipe)
         loaded.append(recipe)
-    mode = _check_metric(loaded[0], metric)
+    # Every recipe is checked before the first fold trains: a metric or a data set that fails for
+    # the last recipe must not cost the training of all the others.
+    mode = [_check_recipe(r, r.name, metric) for r in loaded][0]
     first = loaded[0]
     out = Path(first.run.dir) if first.run.dir else Path("runs") / f"kfold-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_target(out, force)

@@ -72,3 +72,52 @@ def test_cross_validate_reports_mean_std_and_ranks(tmp_path):
         cross_validate(["digits-mlp"], 1)
     with pytest.raises(RecipeError, match="--metric: unknown metric 'acc'"):
         cross_validate(["digits-mlp"], 2, [f"run.dir={tmp_path / 'x'}"], metric="acc")
+
+
+def test_cross_validate_checks_every_recipe_before_training(tmp_path):
+    """D9: the metric is checked against every recipe's task before the first fold trains (macro_f1 exists for
+    digits, not for the sequence task of char-rnn: it used to train every digits fold, then end in a KeyError)."""
+    from trainlab.kfold import cross_validate
+
+    with pytest.raises(RecipeError, match=r"--metric: unknown metric 'macro_f1'.*\(recipe 'char-rnn', task 'sequence'\)"):
+        cross_validate(["digits-mlp", "char-rnn"], 2, [*FAST, "train.epochs=1", f"run.dir={tmp_path / 'cv'}"],
+                       metric="macro_f1")
+    assert not (tmp_path / "cv").exists()
+
+
+def test_cross_validate_refuses_data_sets_that_cannot_be_folded(tmp_path):
+    """D9: a data set that ships its own splits and does not implement data.fold is refused before training (it
+    would train the same split k times and report a std of 0); so are options it would ignore."""
+    import torch
+
+    from trainlab.data.bundle import DataBundle, DataInfo, TensorSource
+    from trainlab.kfold import cross_validate
+    from trainlab.registry import DATASETS
+
+    def shipped(cfg, seed):
+        x, y = torch.randn(40, 4), torch.arange(40) % 2
+        split = TensorSource(x, y)
+        return DataBundle(split, split, None, DataInfo((4,), 2, ["a", "b"], kind="flat"), torch.zeros(4), torch.ones(4))
+
+    DATASETS.register("test-shipped-splits", help="throwaway data set with fixed splits")(shipped)
+    try:
+        recipe = {"name": "shipped", "data": {"name": "test-shipped-splits"}, "model": {"name": "mlp"}}
+        with pytest.raises(RecipeError, match="data.fold: data set 'test-shipped-splits' ships its own splits and "
+                                              r"does not support it \(supported: none of them\)"):
+            cross_validate(["digits-mlp", recipe], 2, [*FAST, f"run.dir={tmp_path / 'cv'}"])
+        assert not (tmp_path / "cv").exists()
+        with pytest.raises(RecipeError, match="data.subset: data set 'test-shipped-splits' ships its own splits"):
+            build_data(load_recipe({**recipe, "data": {"name": "test-shipped-splits", "subset": 10}}))
+        assert len(build_data(load_recipe(recipe)).train) == 40
+    finally:
+        DATASETS._entries.pop("test-shipped-splits", None)
+
+
+def test_kfold_cli_checks_the_metric_of_every_recipe_first(tmp_path):
+    """D9: `trainlab kfold digits-mlp char-rnn --metric macro_f1` exits 2 with one line before training anything."""
+    from conftest import assert_user_error, run_cli
+
+    proc = run_cli("kfold", "digits-mlp", "char-rnn", "--folds", "2", "--metric", "macro_f1", *FAST,
+                   "train.epochs=1", f"run.dir={tmp_path / 'cv'}")
+    assert_user_error(proc, "--metric: unknown metric 'macro_f1'", "char-rnn")
+    assert not (tmp_path / "cv").exists()
