@@ -40,6 +40,29 @@ def test_preview_of_digits_without_boxes():
     assert grid.size == (2 * (128 + 4) + 4, 2 * (128 + 14 + 4) + 4)
 
 
+def test_preview_ignores_the_training_batch_size_and_caps_at_the_split(tmp_path, capsys):
+    """D11: the preview trains nothing, so a data.batch_size larger than the training split (which
+    build_data rejects for training) does not stop it; asking for more samples than the split has
+    draws the whole split, and `trainlab augment` prints the real count."""
+    from trainlab.cli import main
+    from trainlab.data import build_data
+    from trainlab.data.preview import augmented_batch
+    from trainlab.errors import DataError
+    from trainlab.recipe import load_recipe
+
+    recipe = load_recipe("digits-mlp", ["data.subset=12", "data.batch_size=64"])
+    with pytest.raises(DataError, match="data.batch_size=64"):
+        build_data(recipe)  # training still refuses it
+    batch, _ = augmented_batch(recipe, n=100_000)
+    assert len(batch["input"]) == 12
+    assert recipe.data.batch_size == 64  # the caller's recipe is left as it was
+    out = tmp_path / "grid.png"
+    assert main(["augment", "digits-mlp", "data.subset=12", "data.batch_size=64", "--n", "100000",
+                 "--out", str(out)]) == 0
+    assert f"wrote {out} (12 samples of digits;" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_augment_cli_writes_a_png(tmp_path):
     """D11: `trainlab augment RECIPE key=value --n --out` writes the grid and says so."""
     from PIL import Image

@@ -121,6 +121,29 @@ def test_nms_many_boxes_uses_loop_and_agrees():
     assert torch.equal(B.nms(b, s, 0.5), tv.nms(b, s, 0.5))
 
 
+def test_nms_long_suppression_chain_is_fast_and_agrees():
+    """E2: 2000 sliding boxes [i, 0, i+10, 10] with decreasing scores form one long suppression
+    chain (each box overlaps the next three at IoU > 0.5). The matrix method resolves it in one
+    pass, not one O(N²) sweep per chain level (that took ~9 s here); same answer as torchvision,
+    also class-aware with two interleaved chains. The bound is a generous sanity check; the
+    comparison of speed with torchvision is benchmarks/nms.py."""
+    import time
+
+    n = 2000
+    i = torch.arange(n, dtype=torch.float32)
+    b = torch.stack((i, torch.zeros(n), i + 10, torch.full((n,), 10.0)), dim=1)
+    s = torch.linspace(1.0, 0.0, n)
+    labels = torch.arange(n) % 2
+    start = time.perf_counter()
+    keep = B.nms(b, s, 0.5, matrix=True)
+    batched = B.batched_nms(b, s, labels, 0.5, matrix=True)
+    elapsed = time.perf_counter() - start
+    assert torch.equal(keep, tv.nms(b, s, 0.5))
+    assert keep.tolist() == list(range(0, n, 4))  # 0 drops 1..3, 4 drops 5..7, ...
+    assert torch.equal(batched, tv.batched_nms(b, s, labels, 0.5))
+    assert elapsed < 2.0, f"NMS of a 2000-box chain took {elapsed:.1f} s"
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_batched_nms_matches_torchvision(seed):
     """E2: class-aware NMS keeps the same set as torchvision (per-class reference and the

@@ -111,3 +111,23 @@ def test_missing_or_unparsable_file_exits_2(tmp_path, files, content):
     out = trainlab("gt.json", str(d / "dets.json"), cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "gt.json: " in out.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--plot", "pr.jpg"], "--plot 'pr.jpg': expected a .png file name"),
+    (["--plot", "a-file/pr.png"], "--plot 'a-file/pr.png': 'a-file' is a file, not a folder"),
+    (["--json", "a-file/out.json"], "--json 'a-file/out.json': 'a-file' is a file, not a folder"),
+    (["--plot", "."], "--plot '.': expected a .png file name"),
+])
+def test_output_paths_checked_before_evaluating(tmp_path, monkeypatch, capsys, args, needle):
+    """V4, E3: `--plot pr.jpg` (a PNG under a JPEG name before) and outputs that cannot be written
+    are one-line errors (exit 2) found before the evaluation: the ground truth here does not even
+    exist, yet the error is about the output."""
+    from trainlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["eval-detections", "missing-gt.json", "missing-dets.json", *args]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "pr.jpg").exists()

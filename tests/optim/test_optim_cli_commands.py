@@ -7,6 +7,8 @@ import pytest
 
 from trainlab.api import build_components
 from trainlab.cli import COMMANDS, main
+from trainlab.errors import RecipeError
+from trainlab.optim.lr_finder import check_range_test_options
 from trainlab.optim.schedules import optimizer_steps_per_epoch
 from trainlab.recipe import load_recipe
 
@@ -48,7 +50,7 @@ def test_schedule_command_plateau_states_its_assumption(tmp_path, capsys):
 
 def test_lr_find_command_prints_the_suggestion(tmp_path, capsys):
     """O9: `trainlab lr-find` draws loss against LR and prints one line with the suggested LR."""
-    out = tmp_path / "lrfind.png"
+    out = tmp_path / "new" / "folder" / "lrfind.png"  # missing folders are created
     code = main(["lr-find", "digits-mlp", "model.width=16", "model.depth=1", "data.subset=256",
                  "--steps", "25", "--out", str(out)])
     line = one_line(capsys.readouterr().out)
@@ -61,12 +63,74 @@ def test_lr_find_command_prints_the_suggestion(tmp_path, capsys):
     (["schedule", "digits-mlp", "schedule.name=cyclic", "schedule.base_lr=5"], "schedule.base_lr"),
     (["schedule", "digits-mlp", "schedule.name=cosin"], "schedule.name"),
     (["schedule", "digits-mlp", "schedule.T_mult=0"], "schedule.T_mult"),
-    (["schedule", "digits-mlp", "--out", "/no/such/folder/lr.png"], "--out"),
+    (["schedule", "digits-mlp", "--out", "a-file/lr.png"], "--out"),
+    (["schedule", "digits-mlp", "--out", "lr.jpg"], "--out"),
+    (["schedule", "digits-mlp", "schedule.name=plateau", "schedule.monitor=val_foo"], "schedule.monitor"),
+    (["schedule", "digits-mlp", "schedule.name=plateau", "data.split.val=0"], "schedule.monitor"),
     (["lr-find", "digits-mlp", "--end-lr", "1e-9"], "start_lr"),
+    (["lr-find", "digits-mlp", "--out", "a-file/lrfind.png"], "--out"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path, capsys, monkeypatch):
     """O6/O9: user errors end with exit code 2 and one line naming the field."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
     assert main(argv) == 2
     err = one_line(capsys.readouterr().err)
     assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("monitor,overrides", [("val_foo", []), ("train_acc", []), ("val_loss", ["data.split.val=0", "train.early_stop=null"])])
+def test_schedule_rejects_the_plateau_monitors_fit_rejects(monitor, overrides, tmp_path, capsys):
+    """O6: `schedule` checks schedule.monitor of a plateau schedule against the metrics the task
+    records, exactly as fit does: same one-line error (exit 2), nothing drawn."""
+    argv = ["digits-mlp", "schedule.name=plateau", f"schedule.monitor={monitor}", *overrides]
+    out = tmp_path / "lr.png"
+    assert main(["schedule", *argv, "--out", str(out)]) == 2
+    err = one_line(capsys.readouterr().err)
+    with pytest.raises(RecipeError) as fit_error:
+        build_components(load_recipe(argv[0], argv[1:]))
+    assert err.endswith(f"error: {fit_error.value}") and "schedule.monitor" in err
+    assert not out.exists()
+
+
+def test_schedule_accepts_a_known_plateau_monitor_and_creates_folders(tmp_path, capsys):
+    """O6: a monitor the task records is drawn; missing folders of --out are created."""
+    out = tmp_path / "a" / "b" / "lr.png"
+    argv = ["schedule", "digits-mlp", "schedule.name=plateau", "schedule.monitor=val_macro_f1", "--out", str(out)]
+    assert main(argv) == 0
+    assert "assuming a flat val_macro_f1" in one_line(capsys.readouterr().out)
+    assert out.read_bytes()[:8] == PNG
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    ("diverge", NAN, "diverge"), ("diverge", INF, "diverge"), ("diverge", 1.0, "diverge"),
+    ("start_lr", NAN, "start_lr"), ("start_lr", -1.0, "start_lr"),
+    ("end_lr", NAN, "end_lr"), ("end_lr", INF, "end_lr"),
+    ("smoothing", NAN, "smoothing"), ("smoothing", 1.0, "smoothing"), ("smoothing", -0.1, "smoothing"),
+])
+def test_lr_find_options_reject_nan_and_out_of_range(option, value, needle):
+    """O9: every float option of the range test is checked so that NaN fails (NaN compares false
+    with everything, so `diverge <= 1` let it through), and the LRs and diverge must be finite."""
+    options = {"start_lr": 1e-7, "end_lr": 10.0, "steps": 100, "smoothing": 0.9, "diverge": 4.0}
+    check_range_test_options(**options)  # the defaults pass
+    options[option] = value
+    with pytest.raises(RecipeError, match=needle):
+        check_range_test_options(**options)
+
+
+@pytest.mark.parametrize("flag", ["--diverge", "--start-lr", "--end-lr", "--smoothing"])
+def test_lr_find_cli_rejects_nan_before_building(flag, tmp_path, capsys, monkeypatch):
+    """O9: `trainlab lr-find --diverge nan` (and the other float options) exit 2 with one line, and
+    the check comes before the data and model are built."""
+    import trainlab.api
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built components before checking the options")
+
+    monkeypatch.setattr(trainlab.api, "build_components", no_build)
+    assert main(["lr-find", "digits-mlp", flag, "nan", "--out", str(tmp_path / "x.png")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "nan" in err and "Traceback" not in err

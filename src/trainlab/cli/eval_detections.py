@@ -17,8 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dets", metavar="DETS.json",
                         help="COCO results: a list of {image_id, category_id, bbox [x,y,w,h], score}")
     parser.add_argument("--json", metavar="OUT", type=Path,
-                        help="write {stats: the 12 numbers in COCO's order, per_class: [...]} here")
-    parser.add_argument("--plot", metavar="PNG", type=Path, help="draw precision-recall curves to this image")
+                        help="write {stats: the 12 numbers in COCO's order, per_class: [...]} here; "
+                             "missing folders are created")
+    parser.add_argument("--plot", metavar="PNG", type=Path,
+                        help="draw precision-recall curves to this .png file; missing folders are created")
 
 
 def _fmt(value) -> str:
@@ -27,7 +29,13 @@ def _fmt(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate.coco_json import evaluate_files
+    from .outputs import check_output, make_parent
 
+    # checked before the evaluation, which can take a while on a large file
+    if args.json is not None:
+        check_output(args.json, "--json", suffix=None)
+    if args.plot is not None:
+        check_output(args.plot, "--plot")
     result = evaluate_files(args.gt, args.dets)
     print("\n".join(result.summary_lines()))
     rows = result.per_class()
@@ -41,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
               f"{_fmt(r['AR100'])}  {_fmt(r['AP50_voc'])} {r['num_gt']:>6} {r['num_det']:>6}")
     if args.json is not None:
         out = {"gt": str(args.gt), "detections": str(args.dets), **result.to_dict()}
+        make_parent(args.json, "--json")
         try:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1) + "\n")
         except OSError as err:
             raise DataError(f"{args.json}: cannot write ({err.strerror or err})") from None
@@ -50,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from ..evaluate.pr_plot import plot_pr_curves
 
-        plot_pr_curves(result, args.plot)
+        plot_pr_curves(result, make_parent(args.plot, "--plot"))
         print(f"wrote {args.plot}")
     return 0

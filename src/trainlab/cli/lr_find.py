@@ -11,7 +11,8 @@ def add_arguments(p):
     p.epilog = GUIDE
     p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (default: digits-cnn)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides parsed as YAML")
-    p.add_argument("--out", default="lrfind.png", help="PNG file to write (default: lrfind.png)")
+    p.add_argument("--out", default="lrfind.png",
+                   help="PNG file to write (default: lrfind.png); missing folders are created")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first LR of the sweep (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last LR of the sweep (default 10)")
     p.add_argument("--steps", type=int, default=100, help="mini-batches in the sweep (default 100)")
@@ -22,14 +23,17 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..api import build_components
-    from ..optim.lr_finder import lr_range_test
+    from ..optim.lr_finder import check_range_test_options, lr_range_test
     from ..recipe import load_recipe
     from ..report.optim_plots import plot_lr_find
     from .fit import split_recipe_and_overrides
+    from .outputs import make_parent
     from .schedule import check_out
 
     recipe_arg, overrides = split_recipe_and_overrides(args.recipe, args.overrides)
     out = check_out(args.out)
+    # before the data and model are built
+    check_range_test_options(args.start_lr, args.end_lr, args.steps, args.smoothing, args.diverge)
     recipe = load_recipe(recipe_arg, overrides)
     trainer = build_components(recipe)
     try:
@@ -38,7 +42,7 @@ def run(args) -> int:
         trainer.close()
     batch = trainer.train_loader.batch_size
     title = f"LR range test: {recipe.name} ({recipe.optim.name}, batch {batch})"
-    plot_lr_find(result, title, out)
+    plot_lr_find(result, title, make_parent(out, "--out"))
     if result.suggested is None:
         print(f"lr-find {recipe.name}: no suggested lr, {result.stop_reason} after {len(result.lrs)} steps; "
               f"lower --start-lr; plot: {out}")

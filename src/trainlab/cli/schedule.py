@@ -8,32 +8,36 @@ def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (default: digits-cnn)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides parsed as YAML, e.g. schedule.name=onecycle optim.lr=0.01")
-    p.add_argument("--out", default="lr.png", help="PNG file to write (default: lr.png)")
+    p.add_argument("--out", default="lr.png",
+                   help="PNG file to write (default: lr.png); missing folders are created")
 
 
-def check_out(path: str) -> Path:
-    from ..errors import TrainlabError
+def check_out(path: str, option: str = "--out") -> Path:
+    """The .png output path, checked before any work (see cli/outputs.py); folders come later."""
+    from .outputs import check_output
 
-    out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise TrainlabError(f"--out {path!r}: expected a .png file name")
-    if not out.parent.is_dir():
-        raise TrainlabError(f"--out {path!r}: folder {str(out.parent)!r} does not exist")
-    return out
+    return check_output(path, option)
 
 
 def run(args) -> int:
     from ..data import build_data
+    from ..engine.trainer import check_watched_metric
     from ..optim.schedules import build_schedule, optimizer_steps_per_epoch, schedule_curve
     from ..recipe import check_names, load_recipe
     from ..report.optim_plots import plot_schedule
+    from ..tasks import build_task
     from .fit import split_recipe_and_overrides
+    from .outputs import make_parent
 
     recipe_arg, overrides = split_recipe_and_overrides(args.recipe, args.overrides)
     out = check_out(args.out)
     recipe = load_recipe(recipe_arg, overrides)
     check_names(recipe)
-    n_train = len(build_data(recipe).train)  # the split sizes fix steps per epoch; no model is built
+    bundle = build_data(recipe)
+    n_train = len(bundle.train)  # the split sizes fix steps per epoch; no model is built
+    if recipe.schedule.name == "plateau":  # the same check as fit's, so both accept the same recipes
+        has_val = bundle.val is not None and len(bundle.val) > 0
+        check_watched_metric("schedule.monitor", recipe.schedule.monitor, build_task(recipe, bundle.info), has_val)
     spe = optimizer_steps_per_epoch(recipe, n_train)
     epochs = recipe.train.epochs
     sched_cfg, optim = recipe.schedule, recipe.optim
@@ -58,7 +62,7 @@ def run(args) -> int:
         if switch.auto:
             notes.append(f"optim.switch.auto: {optim.name} -> {switch.to} when the SWATS criterion fires")
     title = f"{recipe.name}: schedule {sched_cfg.name}" + (" + warm-up" if sched_cfg.warmup else "")
-    plot_schedule(curve, spe, title, out, notes, marks)
+    plot_schedule(curve, spe, title, make_parent(out, "--out"), notes, marks)
 
     lrs = curve["lr"]
     peak = max(range(total), key=lrs.__getitem__)

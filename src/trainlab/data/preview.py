@@ -22,7 +22,10 @@ MIN_TILE = 128  # small images (8x8 digits) are enlarged so that a tile is reada
 
 
 def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any], Any]:
-    """The first ``n`` samples of ``epoch`` as the trainer would see them, and the DataInfo."""
+    """The first ``n`` samples of ``epoch`` as the trainer would see them, and the DataInfo.
+
+    Fewer than ``n`` when the training split is smaller. ``data.batch_size`` plays no part.
+    """
     from ..engine.seeding import generator
     from . import build_data
     from .batch import build_batch_transforms
@@ -30,6 +33,9 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
     from .samples import collate
     from .transforms import build_transforms
 
+    # The preview trains nothing, so the training batch size must not stop it (data sets reject a
+    # batch larger than the training split); 'full' passes those checks and changes nothing here.
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"batch_size": "full"})})
     bundle = build_data(recipe, annotations=True)  # the preview draws boxes and masks even for classification
     source, info = bundle.train, bundle.info
     transform = build_transforms(recipe.data.augment, info, recipe.data.forbid, source=source)
@@ -92,9 +98,13 @@ def render_tile(image: torch.Tensor, ann: dict[str, Any] | None, semantic: torch
 
 def augment_grid(recipe, n: int = 16, epoch: int = 0):
     """A PIL image: the grid of :func:`augmented_batch` with captions."""
+    return _grid(*augmented_batch(recipe, n, epoch))
+
+
+def _grid(batch: dict[str, Any], info):
+    """The captioned grid image (PIL) of a batch from :func:`augmented_batch`."""
     from PIL import Image, ImageDraw
 
-    batch, info = augmented_batch(recipe, n, epoch)
     anns = batch.get("annotations")
     sem = batch.get("semantic")
     tiles = [render_tile(batch["input"][i], anns[i] if anns else None, sem[i] if sem is not None else None, info)
@@ -113,14 +123,16 @@ def augment_grid(recipe, n: int = 16, epoch: int = 0):
     return grid
 
 
-def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> Path:
-    """Write the preview grid as a PNG file; returns its path."""
+def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> tuple[Path, int]:
+    """Write the preview grid as a PNG file; returns its path and the number of samples drawn
+    (``n``, or the size of the training split if that is smaller)."""
     path = Path(out)
     if path.suffix.lower() != ".png":
         raise RunError(f"--out: {str(path)!r} must be a .png file path")
     if path.is_dir():
         raise RunError(f"--out: {str(path)!r} is a folder; give a .png file path")
-    image = augment_grid(recipe, n, epoch)
+    batch, info = augmented_batch(recipe, n, epoch)
+    image = _grid(batch, info)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -128,4 +140,4 @@ def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> Path:
         tmp.replace(path)
     except OSError as err:
         raise RunError(f"--out: cannot write {str(path)!r} ({err.strerror or err})") from None
-    return path
+    return path, len(batch["input"])

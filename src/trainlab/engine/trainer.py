@@ -67,6 +67,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_watched_metric(field: str, name: str, task, has_val: bool) -> None:
+    """Raise a RecipeError unless metric ``name`` (watched by recipe ``field``) will be in the epoch
+    record: ``train_<m>`` / ``val_<m>`` for the task's train_metrics / val_metrics, and a val_
+    metric only with a validation split. Also used by `trainlab schedule`, which builds no trainer.
+    """
+    known = [f"train_{n}" for n in task.train_metrics] + [f"val_{n}" for n in task.val_metrics]
+    if name not in known:
+        from ..errors import unknown_name
+
+        raise unknown_name("metric", name, known, field)
+    if name.startswith("val_") and not has_val:
+        raise RecipeError(f"{field}: {name!r} needs a validation split (data.split.val > 0), or watch a train_ metric")
+
+
 class Trainer:
     def __init__(self, recipe, bundle, task, model: torch.nn.Module, callbacks: list[Callback] = ()):
         self.recipe = recipe
@@ -143,20 +157,11 @@ class Trainer:
 
     def _check_monitor(self):
         """Every metric a recipe watches must exist in the epoch record, checked before training."""
-        known = [f"train_{n}" for n in self.task.train_metrics] + [f"val_{n}" for n in self.task.val_metrics]
         watched = [("train.early_stop.monitor", self.monitor)]
         if self.recipe.schedule.name == "plateau":
             watched.append(("schedule.monitor", self.recipe.schedule.monitor))
         for field, name in watched:
-            if name not in known:
-                from ..errors import unknown_name
-
-                raise unknown_name("metric", name, known, field)
-            if name.startswith("val_") and self.val_loader is None:
-                raise RecipeError(
-                    f"{field}: {name!r} needs a validation split (data.split.val > 0), "
-                    "or watch a train_ metric"
-                )
+            check_watched_metric(field, name, self.task, has_val=self.val_loader is not None)
 
     # --------------------------------------------------------------------------------- events
     def add_callbacks(self, callbacks) -> None:

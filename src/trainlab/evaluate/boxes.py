@@ -1,7 +1,8 @@
 """Boxes: formats, IoU and non-maximum suppression (E2).
 
-Every function takes and returns torch tensors on any device and never leaves it, except that
-the greedy loops read a scalar back once per iteration. Boxes are ``(..., 4)`` tensors;
+Every function takes and returns torch tensors on any device and computes on it, except that
+the greedy loops read a scalar back once per iteration and NMS resolves its boolean suppression
+matrix on the CPU (as torchvision's CUDA NMS does). Boxes are ``(..., 4)`` tensors;
 IoU and NMS work on ``xyxy`` (x1, y1, x2, y2 with x1 <= x2, y1 <= y2). For degenerate boxes
 (x2 < x1) the arithmetic is the same as torchvision's, so results agree with it box for box; the
 only deliberate difference is that IoU of two boxes whose union is 0 is 0 here, not NaN.
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 
-# Up to this many boxes NMS builds the whole suppression matrix and resolves it with a few
-# parallel sweeps (good on a GPU); beyond it, the notes' loop keeps memory linear.
+# Up to this many boxes NMS builds the whole suppression matrix (all IoUs in a few large tensor
+# operations) and resolves it in one pass; beyond it, the notes' loop keeps memory linear.
 _MATRIX_LIMIT = 4096
 
 
@@ -148,20 +150,31 @@ def _suppression(boxes: Tensor, threshold: float, labels: Tensor | None) -> Tens
 
 
 def _resolve(s: Tensor) -> Tensor:
-    """Greedy keep mask from a suppression matrix, by Jacobi sweeps to the fixed point.
+    """Greedy keep mask ``(N,)`` from a suppression matrix ``S (N, N)`` (strictly upper triangular).
 
-    j is kept iff no kept i < j suppresses it. The dependency graph is a DAG in the sort order,
-    so each sweep fixes at least one more level of it: the loop ends after (longest suppression
-    chain + 1) sweeps, and the fixed point is exactly the sequential greedy answer.
+    One sequential pass in score order, visiting only boxes that are still kept: the next kept
+    box's row clears every later box it suppresses. That is the greedy definition itself, so the
+    answer is exact; the cost is O(N) per kept box, O(N * K) in all, and the loop runs K times
+    (K = kept boxes) whatever the length of the suppression chains. (A parallel fixed-point
+    iteration needs one O(N²) sweep per level of the longest chain: cubic on a chain of
+    overlapping boxes.)
+
+    The pass runs in numpy on the CPU: the loop is bound by per-call overhead, which is a fraction
+    of torch's there, and on a GPU one copy of S (N² bytes) costs less than a scalar read-back per
+    kept box. torchvision's CUDA NMS splits the work the same way.
     """
     n = s.shape[0]
-    keep = torch.ones(n, dtype=torch.bool, device=s.device)
-    for _ in range(n + 1):
-        new = ~(s & keep[:, None]).any(dim=0)
-        if torch.equal(new, keep):
+    rows = s.cpu().numpy()
+    keep = np.ones(n, dtype=bool)
+    i = 0
+    while i < n:
+        # first still-kept box at or after i (argmax of a bool array is its first True)
+        i += int(keep[i:].argmax())
+        if not keep[i]:
             break
-        keep = new
-    return keep
+        keep[i + 1:] &= ~rows[i, i + 1:]
+        i += 1
+    return torch.from_numpy(keep).to(s.device)
 
 
 def _greedy_loop(boxes: Tensor, threshold: float, labels: Tensor | None) -> Tensor:

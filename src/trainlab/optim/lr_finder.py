@@ -49,6 +49,23 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float | None, floa
     return lrs[best], steepest
 
 
+def check_range_test_options(start_lr: float, end_lr: float, steps: int, smoothing: float, diverge: float) -> None:
+    """Raise a RecipeError naming the first option out of range.
+
+    Each test is written so that NaN fails it (NaN compares false with everything), and the LRs
+    and ``diverge`` must be finite.
+    """
+    if not 0 < start_lr < end_lr < math.inf:
+        raise RecipeError(f"lr-find: start_lr ({start_lr}) must be positive and below end_lr ({end_lr}), "
+                          "both finite")
+    if steps < 5:
+        raise RecipeError(f"lr-find: steps must be at least 5 (got {steps})")
+    if not 0 <= smoothing < 1:
+        raise RecipeError(f"lr-find: smoothing must be in [0, 1) (got {smoothing})")
+    if not 1 < diverge < math.inf:
+        raise RecipeError(f"lr-find: diverge must be a finite number above 1 (got {diverge})")
+
+
 def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
                   smoothing: float = 0.9, diverge: float = 4.0) -> RangeTestResult:
     """Run the range test on ``trainer``'s model and training split; the trainer is left untouched.
@@ -58,14 +75,7 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
     from ..engine.seeding import derive_seed
     from .optimizers import build_optimizer
 
-    if not 0 < start_lr < end_lr:
-        raise RecipeError(f"lr-find: start_lr ({start_lr}) must be positive and below end_lr ({end_lr})")
-    if steps < 5:
-        raise RecipeError(f"lr-find: steps must be at least 5 (got {steps})")
-    if not 0 <= smoothing < 1:
-        raise RecipeError(f"lr-find: smoothing must be in [0, 1) (got {smoothing})")
-    if diverge <= 1:
-        raise RecipeError(f"lr-find: diverge must be above 1 (got {diverge})")
+    check_range_test_options(start_lr, end_lr, steps, smoothing, diverge)
 
     model, recipe = trainer.model, trainer.recipe
     saved_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
