@@ -212,3 +212,70 @@ def test_sampling_interval_doubles_after_max_samples(tmp_path):
     later = [s for s in steps[100:] if (s - 1) % spe != 0]  # the first step of an epoch is always sampled
     assert later and all((s - 1) % 2 == 0 for s in later)
     assert len(steps) < 7 * spe
+
+
+# ---------------------------------------------------------------------------- which units can die
+def test_liveness_only_for_activations_with_no_gradient_below_a_floor():
+    """X3: ReLU, ReLU6 and Hardtanh units can die (flat below 0, 0 and min_val); Leaky ReLU, PReLU,
+    RReLU, ELU, SELU, GELU, SiLU, Mish, Hardswish and Maxout keep a gradient and cannot."""
+    from trainlab.doctor.monitors import liveness_floor
+    from trainlab.models.layers import ChannelMaxout
+
+    assert liveness_floor(nn.ReLU()) == 0.0 and liveness_floor(nn.ReLU6()) == 0.0
+    assert liveness_floor(nn.Hardtanh()) == -1.0 and liveness_floor(nn.Hardtanh(-2.0, 2.0)) == -2.0
+    for act in (nn.LeakyReLU(), nn.PReLU(), nn.RReLU(), nn.ELU(), nn.CELU(), nn.SELU(), nn.GELU(), nn.SiLU(),
+                nn.Mish(), nn.Hardswish(), nn.Sigmoid(), nn.Tanh(), ChannelMaxout(4, 2)):
+        assert liveness_floor(act) is None, type(act).__name__
+
+
+@MODELS.register("doctor_test_floors", help="test model: half the units of two activations start far below zero")
+def _floors(cfg, info):
+    class Floors(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.act1 = nn.Linear(64, 16), nn.Hardtanh()
+            self.middle, self.act2 = nn.Linear(16, 16), nn.LeakyReLU(0.01)
+            self.head = nn.Linear(16, info.num_classes)
+            with torch.no_grad():
+                self.stem.bias[:8] = -100.0  # below Hardtanh's -1: flat, no gradient, dead
+                self.middle.bias[:8] = -100.0  # below zero, but Leaky ReLU still passes 1% of the gradient
+
+        def forward(self, x):
+            return self.head(self.act2(self.middle(self.act1(self.stem(x.flatten(1))))))
+
+    return Floors()
+
+
+def test_dead_units_are_judged_per_activation_floor(tmp_path):
+    """X3: Hardtanh units stuck at -1 are dead; Leaky ReLU units that are never positive are not
+    monitored at all (they are not dead: their gradient is 1% of the slope above zero)."""
+    run = trainlab.fit("digits-mlp", quiet=True, **FAST, **{"run.dir": str(tmp_path / "r"), "train.epochs": 1,
+                                                            "model.name": "doctor_test_floors"})
+    data = json.loads((run.dir / "doctor.json").read_text())
+    assert data["history"]["activations"] == [{"name": "net.act1", "type": "Hardtanh", "units": 16, "floor": -1.0}]
+    [f] = [f for f in data["findings"] if f["code"] == "dead_relu"]
+    assert f["evidence"]["dead"] == {"net.act1": 0.5}
+    assert "never above -1 (no gradient below it)" in f["message"]
+
+
+def test_compiled_training_says_which_monitors_are_off(tmp_path):
+    """X3/X8: with train.compile=true the hooks of liveness and input statistics would recompile the
+    graph, so they are off; the doctor says so in one line at fit start instead of skipping silently."""
+    import io
+
+    from trainlab.api import build_components
+    from trainlab.doctor import Doctor
+    from trainlab.recipe import load_recipe
+
+    recipe = load_recipe("digits-mlp", {"train.compile": True, "run.dir": str(tmp_path / "r")})
+    trainer = build_components(recipe)  # torch.compile is lazy: nothing is compiled here
+    out = io.StringIO()
+    Doctor(recipe.doctor, stream=out).on_fit_start(trainer)
+    assert out.getvalue().splitlines() == [
+        ("doctor: warning: train.compile=true: monitors off (liveness (dead_relu) and input statistics "
+         "(unnormalized_inputs)): their forward hooks would recompile the graph")]
+    quiet = io.StringIO()
+    Doctor(recipe.doctor, stream=quiet, quiet=True).on_fit_start(trainer)
+    eager = build_components(load_recipe("digits-mlp", {"run.dir": str(tmp_path / "e")}))
+    Doctor(recipe.doctor, stream=quiet).on_fit_start(eager)
+    assert quiet.getvalue() == ""

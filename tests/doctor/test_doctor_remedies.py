@@ -76,7 +76,9 @@ def test_rollbacks_are_limited_then_the_run_stops_with_good_weights(tmp_path):
         "run.dir": str(tmp_path / "r"), "doctor.auto": True, "doctor.max_rollbacks": 1})
     rollbacks, stops = events(run, "doctor_rollback"), events(run, "doctor_stop")
     assert len(rollbacks) == 1 and rollbacks[0]["lr"] == pytest.approx(50.0)
-    assert len(stops) == 1 and run.summary()["stop_reason"].startswith("doctor: the loss is still non-finite")
+    # The step after the rollback overflows the weights at the end of epoch 2: caught before validation.
+    reason = run.summary()["stop_reason"]
+    assert len(stops) == 1 and reason.startswith("doctor: the weights are still non-finite (after the last step")
     last = weights(run.dir / "checkpoints" / "last.safetensors")
     assert all(torch.isfinite(v).all() for v in last.values())
 
@@ -117,3 +119,70 @@ def test_plateau_decays_the_lr(tmp_path):
     assert [r["lr"] for r in run.epochs()] == pytest.approx([1e-3] * 4 + [1e-4])
     actions = json.loads((run.dir / "doctor.json").read_text())["history"]["actions"]
     assert [a["action"] for a in actions] == ["lr_decay"]
+
+
+def finite_weights(path) -> bool:
+    return all(torch.isfinite(v).all() for v in weights(path).values() if v.is_floating_point())
+
+
+def test_nan_weights_at_an_epoch_end_are_rolled_back_before_validation_and_checkpoints(tmp_path):
+    """X9: a NaN loss inside an accumulation group poisons the weights without a NaN loss at a step
+    boundary; the doctor rolls back (counted) after the epoch's last step, so validation sees the
+    restored weights and neither checkpoint holds NaN while rollbacks remain."""
+    run = trainlab.fit("digits-mlp", quiet=True, **FAST, **{
+        "run.dir": str(tmp_path / "r"), "train.epochs": 2, "optim.lr": 1e6, "train.accumulate": 3,
+        "doctor.auto": True, "data.normalize": False})
+    rollbacks = events(run, "doctor_rollback")
+    assert len(rollbacks) <= 3 and events(run, "doctor_stop") == []
+    at_end = [r for r in rollbacks if r.get("cause") == "weights"]
+    assert at_end and "weights non-finite after the last step of epoch 2" in at_end[0]["message"]
+    last_epoch = run.epochs()[-1]
+    assert last_epoch["epoch"] == 2 and math.isfinite(last_epoch["val_loss"])  # validated after the rollback
+    for name in ("last", "best"):
+        assert finite_weights(run.dir / "checkpoints" / f"{name}.safetensors"), name
+
+
+class PoisonAfterValidation(Callback):
+    """Writes a NaN into the weights at the end of epoch ``at``, after validation (user callbacks
+    run before the doctor), and keeps the weights the epoch before ended with."""
+
+    def __init__(self, at: int):
+        self.at, self.before = at, None
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.at - 1:
+            self.before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        if record["epoch"] == self.at:
+            with torch.no_grad():
+                trainer.model.net[1].weight[0, 0] = math.nan
+
+
+def test_weights_poisoned_after_validation_do_not_become_the_best_checkpoint(tmp_path):
+    """X9: weights found NaN only after validation are still rolled back before the Checkpointer;
+    the epoch's record is marked rolled_back and the epoch no longer counts as best."""
+    poison = PoisonAfterValidation(at=2)
+    run = trainlab.fit("digits-mlp", callbacks=[poison], quiet=True, **FAST, **{
+        "run.dir": str(tmp_path / "r"), "train.epochs": 2, "train.early_stop": None, "doctor.auto": True})
+    [rollback] = events(run, "doctor_rollback")
+    assert rollback["cause"] == "weights" and "at the end of epoch 2" in rollback["message"]
+    records = run.epochs()
+    assert records[1].get("rolled_back") is True and records[1]["val_loss"] < records[0]["val_loss"]
+    assert run.summary()["best_epoch"] == 1
+    best = weights(run.dir / "checkpoints" / "best.safetensors")
+    assert all(torch.equal(best[k], poison.before[k]) for k in best)
+    assert finite_weights(run.dir / "checkpoints" / "last.safetensors")
+
+
+def test_rollback_after_optim_switch_keeps_the_new_optimizer_and_reports_the_live_lr(tmp_path):
+    """X9 (with O5): optim.switch replaces Adam by SGD; a later rollback restores the SGD state taken
+    at the switch, not the Adam one from before it, and quotes the live base LR."""
+    run = trainlab.fit("digits-mlp", quiet=True, **FAST, **{
+        "run.dir": str(tmp_path / "r"), "train.epochs": 3, "optim.name": "adam", "optim.lr": 0.003,
+        "optim.nesterov": False, "optim.switch": {"at_epoch": 2, "lr": 1e25}, "doctor.auto": True,
+        "doctor.every": 1})
+    [switch] = events(run, "optimizer_switch")
+    rollbacks = events(run, "doctor_rollback")
+    assert rollbacks and all(r["step"] > switch["step"] for r in rollbacks)
+    assert "base lr 1e25 -> 5e24" in rollbacks[0]["message"] and rollbacks[0]["lr"] == pytest.approx(5e24)
+    assert [r["optimizer"] for r in run.epochs()][1:] == ["sgd"] * (len(run.epochs()) - 1)
+    assert run.epochs()[0]["optimizer"] == "adam"

@@ -64,7 +64,11 @@ def test_rediagnosis_equals_the_run_and_thresholds_can_change(dead_run):
     saved = json.loads((run.dir / "doctor.json").read_text())["findings"]
     assert [f.to_dict() for f in findings] == saved
     dead = saved[0]["evidence"]["dead"]["net.3"]
-    assert diagnose_run(run.dir, [f"doctor.dead_fraction={dead + 0.01}"])[0] == []
+    # Judged with a higher threshold the units are no longer dead; what training printed stays
+    # listed, as an info finding marked resolved.
+    [again] = diagnose_run(run.dir, [f"doctor.dead_fraction={dead + 0.01}"])[0]
+    assert again.code == "dead_relu" and again.severity == "info" and again.evidence["resolved"] is True
+    assert again.message.startswith("resolved (reported as warning in epoch 1 of training, not found at epoch 6)")
     with pytest.raises(RecipeError, match="only doctor"):
         diagnose_run(run.dir, ["optim.lr=0.1"])
 
@@ -118,3 +122,43 @@ def test_resumed_run_keeps_one_continuous_history(tmp_path):
     assert h["inputs"] == first["inputs"] and h["finished"] is True
     codes = {f["code"] for f in json.loads((run.dir / "doctor.json").read_text())["findings"]}
     assert "lr_too_low" in codes
+
+
+def test_every_printed_finding_is_in_the_final_table_and_sequence_data_is_not_per_class(tmp_path):
+    """X3/X8: a finding printed during fit that no longer holds at the end (char-rnn's early large
+    steps) stays in the final table as an info row marked resolved; the char-rnn's windows and
+    vocabulary do not make a 'small dataset' of 130 samples for 44 classes."""
+    import contextlib
+    import io
+    import re
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run = trainlab.fit("char-rnn", **FAST, **{"run.dir": str(tmp_path / "r"), "run.plots": False,
+                                                  "train.epochs": 3})
+    text = out.getvalue()
+    table = text[text.index("\ndoctor: "):]
+    printed = re.findall(r"^doctor \[(\w+)\] (\w+):", text, flags=re.MULTILINE)
+    row = re.compile(r"^  (info|warning|error)\s+(\w+)\s+X\d", flags=re.MULTILINE)
+    assert ("warning", "lr_too_high") in printed
+    rows = {m.group(2): m.group(1) for m in row.finditer(table)}
+    assert {code for _, code in printed} <= set(rows)
+    assert rows["lr_too_high"] == "info" and "resolved (reported as warning in epoch 1 of training" in table
+    data = json.loads((run.dir / "doctor.json").read_text())
+    assert data["history"]["data"]["task"] == "sequence"
+    assert [r["code"] for r in data["history"]["reported"]] == [code for _, code in printed]
+    assert "small_dataset" not in rows and "class_imbalance" not in rows
+    assert [f.to_dict() for f in diagnose_run(run.dir)[0]] == data["findings"]
+
+
+def test_cli_json_into_a_missing_folder_is_a_user_error(tmp_path, capsys):
+    """X3: `trainlab doctor RUN --json /missing/x.json` is one line and exit 2, checked before the
+    diagnosis (so the run need not even be read)."""
+    from trainlab.cli import main
+
+    assert main(["doctor", str(tmp_path), "--json", str(tmp_path / "missing" / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"trainlab doctor: error: --json {tmp_path / 'missing' / 'x.json'}: folder "
+                    f"'{tmp_path / 'missing'}' does not exist (create it first)")]
+    assert main(["doctor", str(tmp_path), "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

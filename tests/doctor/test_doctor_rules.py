@@ -281,3 +281,79 @@ def test_inputs_with_nan_are_an_error():
                 "worst_abs_mean": None, "max_std": None, "min_std": None}
     [f] = RULES["unnormalized_inputs"](h, [], CFG, False)
     assert f.severity == "error" and "NaN/inf" in f.message
+
+
+# ------------------------------------------------------------------------------ review fixes
+def test_underfitting_with_mixed_labels_is_judged_on_validation():
+    """X5: with CutMix/MixUp the training accuracy and loss are of blended targets (a good model
+    stays near 80% and half the initial loss); under-fitting is judged on the validation curve."""
+    ep = epochs([1.30, 1.29, 1.26], val=[0.48, 0.43, 0.42], train_acc=[0.76, 0.78, 0.79],
+                val_acc=[0.97, 0.98, 0.98])
+    h = add_steps(history(), [2.44])
+    [f] = RULES["underfitting"](h, ep, CFG, True)  # clean labels: these training numbers are high bias
+    assert "training accuracy 79%" in f.message
+    h.data["mixed_labels"] = ["cutmix"]
+    assert RULES["underfitting"](h, ep, CFG, True) == []
+    assert "plateau" not in codes(diagnose(h, ep, CFG))
+    bad = epochs([1.9, 1.8, 1.8], val=[1.6, 1.5, 1.5], train_acc=[0.3, 0.35, 0.4], val_acc=[0.4, 0.5, 0.55])
+    [f] = RULES["underfitting"](h, bad, CFG, True)
+    assert f.message.startswith("underfitting (high bias): validation accuracy 55% after 3 epochs, validation loss 1.5")
+    assert "judged on validation because data.batch_augment mixes labels (cutmix)" in f.message
+    assert f.evidence["basis"] == "val" and f.evidence["val_accuracy"] == 0.55
+
+
+def test_mixed_labels_are_read_from_the_batch_augment_specs():
+    """X5: mixup and cutmix (when their probability is above 0) blend labels; occlusion ops do not."""
+    from trainlab.doctor.monitors import mixed_labels
+
+    specs = ["cutout", {"name": "cutmix", "alpha": 1.0}, {"name": "mixup", "p": 0.0}, "random_erasing"]
+    assert mixed_labels(specs) == ["cutmix"]
+    assert mixed_labels([{"name": "mixup", "alpha": 0.2}, "cutmix"]) == ["mixup", "cutmix"]
+    assert mixed_labels([]) == []
+
+
+def test_sequence_data_skips_the_per_class_rules_and_the_accuracy_bar():
+    """X8/X5: a char-rnn's windows are not samples of one class each, and its vocabulary is not a
+    set of classes; next-character accuracy has no 80% bar, so only the loss judges under-fitting."""
+    h = add_steps(history(), [3.78])
+    h.data.update(task="sequence", train_samples=130, num_classes=44, class_counts=[1] + [30] * 43)
+    assert RULES["small_dataset"](h, [], CFG, False) == []
+    assert RULES["class_imbalance"](h, [], CFG, False) == []
+    ep = epochs([2.0, 1.2, 0.5], val=[2.0, 1.4, 1.5], train_acc=[0.4, 0.6, 0.87], val_acc=[0.4, 0.55, 0.59])
+    assert RULES["underfitting"](h, ep[:2], CFG, True) == []  # 60% accuracy, loss at 32% of the start
+    slow = epochs([3.4, 2.8, 2.6], train_acc=[0.16, 0.25, 0.29])
+    [f] = RULES["underfitting"](h, slow, CFG, True)
+    assert f.message.startswith("underfitting (high bias): training loss 2.6 vs 3.78") and "accuracy" not in f.message
+    h.data["task"] = "classification"  # the same numbers for a classifier
+    assert codes(diagnose(h, [], CFG)) == {"small_dataset", "class_imbalance"}
+    assert "training accuracy 60%" in RULES["underfitting"](h, ep[:2], CFG, True)[0].message
+
+
+def test_findings_reported_during_training_stay_in_the_diagnosis_marked_resolved():
+    """X3: a dead-unit finding printed in epoch 1 whose units revive by epoch 3 is listed as an info
+    finding marked resolved, so the final table holds every finding that was printed."""
+    h = history()
+    h.activations = [{"name": "net.1", "type": "ReLU", "units": 100, "floor": 0.0}]
+    h.liveness = [{"epoch": 1, "batches": 3, "dead": [0.4]}]
+    [f] = diagnose(h, epochs([2.0]), CFG, done=False)
+    h.reported.append({"code": f.code, "severity": f.severity, "message": f.message, "epoch": f.epoch,
+                       "step": f.step, "layers": list(f.layers), "reported_epoch": 1})
+    assert diagnose(h, epochs([2.0]), CFG, done=False) == [f]
+    h.liveness += [{"epoch": 2, "batches": 3, "dead": [0.1]}, {"epoch": 3, "batches": 3, "dead": [0.0]}]
+    [r] = diagnose(h, epochs([2.0, 1.0, 0.5]), CFG, done=True)
+    assert (r.code, r.severity, r.feature, r.layers) == ("dead_relu", "info", "X3", ("net.1",))
+    assert r.message == f"resolved (reported as warning in epoch 1 of training, not found at epoch 3): {f.message}"
+    assert r.evidence["resolved"] is True and r.remedies == f.remedies
+    restored = DoctorHistory.from_dict(json.loads(dumps(h.to_dict())))
+    assert diagnose(restored, epochs([2.0, 1.0, 0.5]), CFG) == [r]
+    # Only the codes asked for (the quick check during a step) get their resolved entry.
+    assert diagnose(h, epochs([2.0, 1.0, 0.5]), CFG, codes=("nan_loss",)) == []
+
+
+def test_dead_units_of_hardtanh_are_judged_against_its_floor():
+    """X3: Hardtanh passes no gradient below min_val; its dead units are those never above it."""
+    h = history()
+    h.activations = [{"name": "net.1", "type": "Hardtanh", "units": 16, "floor": -1.0}]
+    h.liveness = [{"epoch": 1, "batches": 2, "dead": [0.5]}]
+    [f] = RULES["dead_relu"](h, [], CFG, False)
+    assert f.message.startswith("50% of Hardtanh units in net.1 are dead: never above -1 (no gradient below it)")

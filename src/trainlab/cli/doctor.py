@@ -10,9 +10,20 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..atomic import write_json
     from ..doctor.report import diagnose_run, format_table
+    from ..errors import RunError
 
+    if args.json:
+        # Checked before the diagnosis, so a typo costs no work and ends in one line, not a traceback.
+        folder = Path(args.json).parent
+        if not folder.is_dir():
+            raise RunError(f"--json {args.json}: folder {str(folder)!r} does not exist (create it first)")
+        if Path(args.json).is_dir():
+            raise RunError(f"--json {args.json}: is a folder; expected a file name, e.g. "
+                           f"{Path(args.json) / 'findings.json'}")
     findings, history = diagnose_run(args.run, args.overrides)
     state = "" if history.finished else " (training did not finish: whole-run rules skipped)"
     print(format_table(findings, title=f"doctor: {args.run}{state}"))

@@ -31,16 +31,20 @@ class DoctorHistory:
     # Parameter-holding modules in forward order: {"name", "type", "params", "weight"}; "weight"
     # marks linear/conv layers, the ones gradient-flow rules compare.
     layers: list[dict[str, Any]] = field(default_factory=list)
-    # Monitored ReLU-family outputs in forward order: {"name", "type", "units"}.
+    # Monitored outputs of activations whose units can die, in forward order:
+    # {"name", "type", "units", "floor"} (a unit is dead when never above its floor).
     activations: list[dict[str, Any]] = field(default_factory=list)
     activation_types: list[str] = field(default_factory=list)  # every activation class in the net
-    data: dict[str, Any] = field(default_factory=dict)  # train_samples, num_classes, class_counts, ...
+    data: dict[str, Any] = field(default_factory=dict)  # task, train_samples, num_classes, class_counts, ...
     inputs: dict[str, Any] | None = None  # statistics of the net's input over the first batches
     optimizer: str = ""
     steps: dict[str, list] = field(default_factory=lambda: {k: [] for k in STEP_COLUMNS})
     nonfinite: list[dict[str, Any]] = field(default_factory=list)  # {"step","epoch","what","layers",...}
     liveness: list[dict[str, Any]] = field(default_factory=list)  # {"epoch","batches","dead":[...]}
     actions: list[dict[str, Any]] = field(default_factory=list)  # remedies applied (doctor.auto)
+    # Findings as first reported during training: {"code","severity","message","epoch","step","layers",
+    # "reported_epoch"}; the final diagnosis lists those the rules no longer find as resolved.
+    reported: list[dict[str, Any]] = field(default_factory=list)
 
     # ---------------------------------------------------------------------------- recording
     def add_step(self, step: int, epoch: int, loss: float, lr: float, grad_norm: float,
@@ -64,6 +68,7 @@ class DoctorHistory:
             "activations": self.activations, "activation_types": self.activation_types, "data": self.data,
             "inputs": self.inputs, "optimizer": self.optimizer, "steps": self.steps,
             "nonfinite": self.nonfinite, "liveness": self.liveness, "actions": self.actions,
+            "reported": self.reported,
         }
 
     @classmethod
@@ -78,7 +83,7 @@ class DoctorHistory:
             inputs=d.get("inputs"), optimizer=d.get("optimizer", ""),
             steps={k: list(steps.get(k, [])) for k in STEP_COLUMNS},
             nonfinite=list(d.get("nonfinite", [])), liveness=list(d.get("liveness", [])),
-            actions=list(d.get("actions", [])),
+            actions=list(d.get("actions", [])), reported=list(d.get("reported", [])),
         )
         lengths = {len(v) for v in h.steps.values()}
         if len(lengths) > 1:

@@ -9,7 +9,8 @@ samples), and on the first batch of each epoch, it samples:
   the global norm, before clipping;
 - the update/weight ratio ``||W_after - W_before|| / ||W_before||`` of every module;
 - NaN/inf in weights (the weight norms are computed for the ratio anyway);
-- liveness of ReLU-family units through forward hooks that exist only during sampled batches.
+- liveness of units that can die (ReLU, ReLU6, Hardtanh: no gradient below their floor) through
+  forward hooks that exist only during sampled batches.
 
 The inputs of the first ``doctor.input_batches`` batches are summarized after the model's
 Normalize stage (what the net actually sees). Train/validation curves come from the trainer's
@@ -31,12 +32,28 @@ from .history import DoctorHistory
 from .rules import QUICK, gradient_spikes
 
 WRITE_EVERY_S = 10.0
-RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
-               nn.SiLU, nn.Mish, nn.Hardswish)
-ACTIVATIONS = RELU_FAMILY + (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign,
-                             nn.LogSigmoid, nn.Tanhshrink)
+# Activations whose units can die: the output is flat (zero gradient) everywhere below a floor, so a
+# unit whose input stays there never learns again. nn.ReLU6 is an nn.Hardtanh. Leaky ReLU, PReLU,
+# RReLU, ELU, SELU, GELU, SiLU, Mish keep a gradient below zero and cannot die; Hardswish is
+# negative (with gradient) just below zero, so "never positive" does not mean dead; Maxout takes
+# the max of linear pieces and always passes a gradient to one of them.
+LIVENESS = (nn.ReLU, nn.Hardtanh)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+               nn.Mish, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign,
+               nn.LogSigmoid, nn.Tanhshrink)
 WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                  nn.ConvTranspose2d, nn.ConvTranspose3d)
+MIXING = ("mixup", "cutmix")  # batch transforms that turn targets into blended soft labels
+
+
+def liveness_floor(module: nn.Module) -> float | None:
+    """The output value below which ``module`` passes no gradient (0 for ReLU and ReLU6, ``min_val``
+    for Hardtanh), or None for an activation whose units cannot die."""
+    if isinstance(module, nn.Hardtanh):
+        return float(module.min_val)
+    if isinstance(module, nn.ReLU):
+        return 0.0
+    return None
 
 
 # ------------------------------------------------------------------------------ pure statistics
@@ -95,6 +112,19 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, t
     return x.sum(dims), (x * x).sum(dims), count, x.min(), x.max()
 
 
+def mixed_labels(batch_augment) -> list[str]:
+    """Names of the ``data.batch_augment`` entries that blend labels (mixup, cutmix) and can apply
+    (probability above 0): with them, training accuracy and loss are of soft targets."""
+    from ..data.transforms import parse_spec
+
+    out = []
+    for i, spec in enumerate(batch_augment or ()):
+        name, opts = parse_spec(spec, f"data.batch_augment[{i}]")
+        if name in MIXING and float(opts.get("p", 1.0)) > 0 and name not in out:
+            out.append(name)
+    return out
+
+
 def _layer_kind(module: nn.Module) -> bool:
     return isinstance(module, WEIGHT_LAYERS)
 
@@ -150,7 +180,7 @@ class Doctor(Callback):
             h.optimizer = getattr(trainer.optimizer, "trainlab_name", trainer.recipe.optim.name)
             h.activation_types = sorted({type(m).__name__ for m in model.modules() if isinstance(m, ACTIVATIONS)})
             h.data = self._data_facts(trainer)
-        self._relus = [(n, m) for n, m in model.named_modules() if isinstance(m, RELU_FAMILY)]
+        self._relus = [(n, m, liveness_floor(m)) for n, m in model.named_modules() if isinstance(m, LIVENESS)]
         self._activation_names = {a["name"] for a in h.activations}
         if h.layers:
             self._build_groups(model, [layer["name"] for layer in h.layers])
@@ -160,6 +190,13 @@ class Doctor(Callback):
                 self._input_hook = stage.register_forward_hook(lambda m, i, out: self._input_seen(m, out))
             else:
                 self._input_hook = model.register_forward_pre_hook(lambda m, args: self._input_seen(m, args[0]))
+        if not self._hooks_ok and not self.quiet:
+            off = ["liveness (dead_relu)"] if self._relus else []
+            if h.inputs is None and self.cfg.input_batches > 0:
+                off.append("input statistics (unnormalized_inputs)")
+            if off:
+                print(f"doctor: warning: train.compile=true: monitors off ({' and '.join(off)}): their forward "
+                      "hooks would recompile the graph", file=self.stream, flush=True)
         if self.remedies is not None:
             self.remedies.snapshot(trainer)
 
@@ -168,6 +205,7 @@ class Doctor(Callback):
         info = trainer.bundle.info
         train = trainer.bundle.train
         facts: dict[str, Any] = {
+            "task": trainer.recipe.task, "mixed_labels": mixed_labels(trainer.recipe.data.batch_augment),
             "train_samples": len(train), "num_classes": info.num_classes, "class_names": list(info.class_names),
             "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "batch_size": trainer.train_loader.batch_size, "steps_per_epoch": trainer.steps_per_epoch,
@@ -205,8 +243,8 @@ class Doctor(Callback):
         """Register the sampled-batch hooks (liveness, and forward order on the first sample)."""
         if self._hooks or not self._hooks_ok:
             return
-        for name, mod in self._relus:
-            self._hooks.append(mod.register_forward_hook(self._live_hook(name)))
+        for name, mod, floor in self._relus:
+            self._hooks.append(mod.register_forward_hook(self._live_hook(name, floor)))
         if self._group_index is None and not self._order_hooks:
             self._order = []
             for name, mod in trainer.model.named_modules():
@@ -227,7 +265,7 @@ class Doctor(Callback):
                 self._order.append(name)
         return hook
 
-    def _live_hook(self, name: str):
+    def _live_hook(self, name: str, floor: float):
         def hook(module, args, output):
             if not module.training or not isinstance(output, torch.Tensor):
                 return
@@ -235,13 +273,15 @@ class Doctor(Callback):
             self._calls[name] = k + 1
             key = name if k == 0 else f"{name}#{k + 1}"  # one module applied twice (ResNet blocks)
             peak = unit_peak(output)
+            if floor:
+                peak = peak - floor  # alive = above the floor, i.e. a positive shifted peak
             seen = self._alive.get(key)
             if seen is None:
                 self._alive[key] = peak
                 if key not in self._activation_names:
                     self._activation_names.add(key)
                     self.history.activations.append({"name": key, "type": type(module).__name__,
-                                                     "units": int(peak.numel())})
+                                                     "units": int(peak.numel()), "floor": floor})
             elif seen.shape == peak.shape:
                 self._alive[key] = torch.maximum(seen, peak)
         return hook
@@ -283,6 +323,9 @@ class Doctor(Callback):
 
     # ---------------------------------------------------------------------------- events
     def on_epoch_start(self, trainer):
+        if self.remedies is not None:
+            self.remedies.track_optimizer(trainer)  # optim.switch replaces it here (at_epoch)
+            self.remedies.epoch_start(trainer)
         self._alive.clear()
         self._live_batches = 0
         self._sampling = True  # the first batch of every epoch is sampled, so each epoch has liveness
@@ -307,6 +350,8 @@ class Doctor(Callback):
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         self._calls.clear()
+        if self.remedies is not None and trainer.at_step_boundary:
+            self.remedies.track_optimizer(trainer)  # optim.switch's SWATS criterion replaces it here
         if not self._cpu:  # no sync: the flag is read with the next sample
             bad = ~torch.isfinite(loss.detach())
             self._bad = bad if self._bad is None else self._bad | bad
@@ -322,6 +367,14 @@ class Doctor(Callback):
                 self._bad_open = False
         if not trainer.at_step_boundary:
             return
+        st = trainer.state
+        if self.remedies is not None and (st.batch >= len(trainer.train_loader) or st.stop_reason):
+            # The epoch ends after this step: validation and the checkpoints must not see NaN
+            # weights (a NaN loss in the middle of an accumulation group, or a finite loss whose
+            # step overflowed, leaves them there without a NaN loss at a step boundary).
+            when = f"after the last step of epoch {st.epoch + 1}"
+            if self.remedies.repair_weights(trainer, self.history, when):
+                self._pending = None
         # Decide for the next step now, so that its forward runs with the hooks in place. Past
         # max_samples the interval doubles (and again after as many more), so that a long run's
         # history stays bounded while every sample already taken is kept.
@@ -410,6 +463,8 @@ class Doctor(Callback):
         if self._input_hook is not None and self._input_acc is not None:
             self._finish_inputs()  # an epoch shorter than doctor.input_batches
         if self.remedies is not None:
+            # Normally repaired before validation (on_batch_end); this catches weights changed since.
+            self.remedies.repair_after_validation(trainer, self.history, record)
             self.remedies.epoch_end(trainer, self.history, _epochs(trainer))
         self._report(trainer, done=False)
         # doctor.json is for people and `trainlab doctor` while a run goes on (a resume reads the
@@ -424,10 +479,14 @@ class Doctor(Callback):
 
     def on_interrupt(self, trainer):
         self._disarm()
+        if self.remedies is not None and trainer.at_step_boundary:  # the Checkpointer saves after this
+            self.remedies.repair_weights(trainer, self.history, "at the interruption")
         self._write(trainer)
 
     def on_fit_end(self, trainer):
         self._disarm()
+        if self.remedies is not None:
+            self.remedies.repair_weights(trainer, self.history, "at the end of training")
         self._finish_inputs()
         self.history.finished = True
         self._report(trainer, done=True)
@@ -450,9 +509,15 @@ class Doctor(Callback):
         if codes is not None:
             found = [f for f in self.findings if f.code not in codes] + found
         self.findings = sort_findings(found)
+        st = trainer.state
         for f in self.findings:
             if f.code not in self.reported:
                 self.reported.add(f.code)
+                # Kept in the history, so the final diagnosis (and `trainlab doctor RUN`) lists
+                # the finding as resolved if the rules stop finding it.
+                self.history.reported.append({
+                    "code": f.code, "severity": f.severity, "message": f.message, "epoch": f.epoch, "step": f.step,
+                    "layers": list(f.layers), "reported_epoch": st.epoch + (1 if st.batch else 0)})
                 if not self.quiet:
                     print(f"doctor [{f.severity}] {f.code}: {f.message}", file=self.stream, flush=True)
 

@@ -1,18 +1,22 @@
 """Remedies (X9): what the doctor does to a run when the recipe says ``doctor.auto=true``.
 
-- NaN/inf loss: restore the last good in-memory state (model, optimizer, EMA), multiply the LR by
-  ``doctor.rollback_lr_factor`` (halve it) and go on with the next batch; after
-  ``doctor.max_rollbacks`` rollbacks, stop the run.
+- NaN/inf loss, or NaN/inf weights when an epoch ends (checked after its last step, before
+  validation, and again before the Checkpointer and at the end of training): restore the last good
+  in-memory state (model, optimizer, EMA), multiply the LR by ``doctor.rollback_lr_factor`` (halve
+  it) and go on with the next batch; after ``doctor.max_rollbacks`` rollbacks, restore it once
+  more and stop the run. So neither validation nor a checkpoint ever sees NaN weights.
 - Overfitting (the rule's criterion): restore the weights of the best epoch and stop.
 - Plateau (the rule's criterion, counted from the last action): with Adam/AdamW, switch once to
   SGD with momentum 0.9 (the notes: Adam converges fast, SGD fine-tunes better); otherwise, or
   after that, multiply the LR by ``doctor.plateau_lr_factor``.
 
-The last good state is copied in memory at fit start, every ``doctor.snapshot_every`` healthy
-sampled steps and at each epoch end with finite weights, so a rollback costs no disk access. LR
-changes scale each parameter group's base LR, so the schedule keeps shaping it, and they survive a
-resume through the optimizer state in the checkpoint. Every action is logged with
-``trainer.log_event`` (metrics.jsonl, report.md) and recorded in the doctor history.
+The last good state is copied in memory (a rollback costs no disk access) at fit start, every
+``doctor.snapshot_every`` healthy sampled steps, at each epoch end with finite weights, and
+whenever the trainer's optimizer object changes (``optim.switch``), so a rollback never brings
+back an optimizer that was replaced. LR changes scale each parameter group's base LR, so the
+schedule keeps shaping it, and they survive a resume through the optimizer state in the checkpoint.
+Every action is logged with ``trainer.log_event`` (metrics.jsonl, report.md) and recorded in the
+doctor history.
 """
 from __future__ import annotations
 
@@ -43,11 +47,29 @@ def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
+def _checked_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """Parameters and normalization running statistics: what a NaN step spoils. Other buffers
+    are left out, since some hold inf on purpose (attention masks)."""
+    out = [(n, p.detach()) for n, p in model.named_parameters()]
+    out += [(n, b) for n, b in model.named_buffers() if n.rsplit(".", 1)[-1] in ("running_mean", "running_var")]
+    return [(n, t) for n, t in out if t.is_floating_point() and t.numel()]
+
+
 def _weights_finite(model: torch.nn.Module) -> bool:
-    params = [p.detach() for p in model.parameters()]
-    if not params:
+    tensors = [t for _, t in _checked_tensors(model)]
+    if not tensors:
         return True
-    return bool(torch.stack(torch._foreach_norm(params)).isfinite().all())
+    return bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all())
+
+
+def _nonfinite_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the modules holding a NaN/inf parameter or running statistic, in model order."""
+    out: list[str] = []
+    for name, t in _checked_tensors(model):
+        module = name.rsplit(".", 1)[0] if "." in name else ""
+        if module not in out and not bool(torch.isfinite(t).all()):
+            out.append(module)
+    return out
 
 
 class Remedies:
@@ -62,6 +84,8 @@ class Remedies:
         self.switched = False
         self._snap: dict[str, Any] | None = None
         self._best: dict[str, Any] | None = None
+        self._opt = None  # the optimizer object the snapshot's optimizer state belongs to
+        self._best_at_start: tuple[Any, Any] = (None, None)  # trainer's (best_value, best_epoch)
 
     # ------------------------------------------------------------------------------ snapshots
     def snapshot(self, trainer) -> None:
@@ -75,6 +99,25 @@ class Remedies:
             "ema": _clone_state(trainer.ema.state_tensors()) if trainer.ema is not None else None,
             "ema_steps": trainer.ema.steps if trainer.ema is not None else 0,
         }
+        self._opt = opt
+
+    def track_optimizer(self, trainer) -> None:
+        """Follow a replaced optimizer (``optim.switch``: Adam -> SGD, or a user's callback).
+
+        A rollback must return to the optimizer the run now uses: restoring the state of the old
+        one would silently undo the switch (the switch callback still believes it happened). So a
+        new optimizer object means a fresh snapshot; if the weights are already non-finite, the
+        old snapshot's weights are kept and only its optimizer part becomes the new optimizer's.
+        """
+        opt = trainer.optimizer
+        if opt is self._opt:
+            return
+        if self._snap is None or _weights_finite(trainer.model):
+            self.snapshot(trainer)
+            return
+        self._snap["optimizer"] = getattr(opt, "trainlab_name", None)
+        self._snap["optim"] = copy.deepcopy(opt.state_dict())
+        self._opt = opt
 
     def sampled(self, trainer) -> None:
         """A sampled step with finite loss, gradients and weights."""
@@ -83,53 +126,92 @@ class Remedies:
             self.snapshot(trainer)
 
     # ------------------------------------------------------------------------------- NaN
-    def _restore(self, trainer, lr_factor: float) -> dict[str, Any]:
-        """Load the snapshot into the model, optimizer and EMA; scale the base LR by ``lr_factor``."""
+    def _restore(self, trainer, lr_factor: float) -> tuple[dict[str, Any], float, float]:
+        """Load the snapshot into the model, optimizer and EMA; scale the base LR by ``lr_factor``.
+
+        Returns (snapshot, the live base LR before, the base LR after) of the first group.
+        """
         snap = self._snap
+        live = [g["initial_lr"] for g in trainer.optimizer.param_groups]
         if snap["optimizer"] != getattr(trainer.optimizer, "trainlab_name", None):
+            # Only for a snapshot older than an optimizer change track_optimizer did not see.
             trainer.switch_optimizer(snap["optimizer"])
+            live_bases = [g["initial_lr"] for g in trainer.optimizer.param_groups]
+        else:
+            live_bases = live
         opt = trainer.optimizer
-        bases = [g["initial_lr"] for g in opt.param_groups]
         trainer.model.load_state_dict(snap["model"])
         # A deep copy: load_state_dict may keep the given tensors, which the next steps then modify.
         opt.load_state_dict(copy.deepcopy(snap["optim"]))
-        for group, base in zip(opt.param_groups, bases):
+        for group, base in zip(opt.param_groups, live_bases):
             group["initial_lr"] = base * lr_factor
         trainer.schedule.apply(opt, trainer.state.step)
         if trainer.ema is not None and snap["ema"] is not None:
             trainer.ema.load_state(snap["ema"], snap["ema_steps"])
-        return snap
+        self._opt = opt
+        return snap, live[0], opt.param_groups[0]["initial_lr"]
 
-    def rollback(self, trainer, history, step: int) -> bool:
+    def rollback(self, trainer, history, step: int, what: str = "loss", when: str | None = None) -> bool:
         """Restore the last good state and lower the LR; once out of rollbacks, restore it and stop.
 
-        False when there is nothing to restore (no snapshot, or the run is already stopping).
+        ``what`` is the non-finite quantity ("loss" or "weights"), ``when`` where it was found
+        (default: at step ``step``). False when there is nothing to restore (no snapshot, or the
+        run is already stopping).
         """
         st = trainer.state
         if self._snap is None or self.stopped:
             return False
         exhausted = self.rollbacks >= self.cfg.max_rollbacks
-        snap = self._restore(trainer, 1.0 if exhausted else self.cfg.rollback_lr_factor)
+        snap, old, new = self._restore(trainer, 1.0 if exhausted else self.cfg.rollback_lr_factor)
         if exhausted:
             # Stop with the last good weights rather than leave NaN in the run's checkpoint.
             self.stopped = True
-            reason = (f"doctor: the loss is still non-finite after {plural(self.rollbacks, 'rollback')} "
+            subject = "the loss is" if what == "loss" else f"the {what} are"
+            where = f" ({when})" if when else ""
+            reason = (f"doctor: {subject} still non-finite{where} after {plural(self.rollbacks, 'rollback')} "
                       f"(doctor.max_rollbacks={self.cfg.max_rollbacks}); restored the state of step {snap['step']} "
                       f"and stopped at step {step}")
             trainer.request_stop(reason)
-            trainer.log_event("doctor_stop", reason, code="nan_loss", to_step=snap["step"])
+            trainer.log_event("doctor_stop", reason, code="nan_loss", to_step=snap["step"], cause=what)
             history.actions.append({"action": "stop", "step": step, "epoch": st.epoch + 1, "code": "nan_loss",
-                                    "to_step": snap["step"]})
+                                    "to_step": snap["step"], "cause": what})
             return True
-        opt = trainer.optimizer
-        bases = [g["initial_lr"] / self.cfg.rollback_lr_factor for g in opt.param_groups]
         self.rollbacks += 1
-        new = opt.param_groups[0]["initial_lr"]
-        message = (f"loss non-finite at step {step}: rolled back to the state of step {snap['step']}, base lr "
-                   f"{num(bases[0])} -> {num(new)} (rollback {self.rollbacks} of {self.cfg.max_rollbacks})")
-        trainer.log_event("doctor_rollback", message, code="nan_loss", to_step=snap["step"], lr=new)
+        message = (f"{what} non-finite {when or f'at step {step}'}: rolled back to the state of step "
+                   f"{snap['step']}, base lr {num(old)} -> {num(new)} "
+                   f"(rollback {self.rollbacks} of {self.cfg.max_rollbacks})")
+        trainer.log_event("doctor_rollback", message, code="nan_loss", to_step=snap["step"], lr=new, cause=what)
         history.actions.append({"action": "rollback", "step": step, "epoch": st.epoch + 1, "to_step": snap["step"],
-                                "lr": new})
+                                "lr": new, "cause": what})
+        return True
+
+    def repair_weights(self, trainer, history, when: str) -> bool:
+        """Roll back (a rollback like any other: it counts towards ``max_rollbacks``) if the weights
+        or normalization statistics are NaN/inf. True if the state was restored."""
+        if _weights_finite(trainer.model):
+            return False
+        st = trainer.state
+        if not any(e["what"] == "weights" for e in history.nonfinite):
+            history.nonfinite.append({"step": st.step, "epoch": st.epoch + (1 if st.batch else 0), "what": "weights",
+                                      "layers": _nonfinite_modules(trainer.model)})
+        return self.rollback(trainer, history, st.step, what="weights", when=when)
+
+    def epoch_start(self, trainer) -> None:
+        self._best_at_start = (trainer.state.best_value, trainer.state.best_epoch)
+
+    def repair_after_validation(self, trainer, history, record: dict[str, Any]) -> bool:
+        """The last guard before the Checkpointer: weights that became NaN/inf after the epoch's
+        last step (changed by another callback) are rolled back, too late for this epoch's
+        validation. Its numbers stay in the record, marked ``"rolled_back": true``, but the epoch
+        no longer counts as best (the weights about to be saved are not the ones validated), so
+        best.safetensors keeps the previous best."""
+        if not self.repair_weights(trainer, history, f"at the end of epoch {record['epoch']}"):
+            return False
+        st = trainer.state
+        record["rolled_back"] = True
+        if st.improved:
+            st.best_value, st.best_epoch = self._best_at_start
+            st.improved = False
         return True
 
     # -------------------------------------------------------------------------- epoch end

@@ -6,8 +6,11 @@ returns findings that quote the numbers. Nothing here touches a model or a file,
 the same diagnosis during training, at its end, and when ``trainlab doctor RUN`` re-reads a run.
 
 Rules that judge a whole run (under-fitting, high variance) wait for ``done``; the others may fire
-while training goes on, and once a rule has fired on a prefix of the history it keeps firing on
-every longer history, so a finding printed during training is also in the final report.
+while training goes on. Most keep firing once they have fired on a prefix of the history, but some
+judge the latest numbers (the last epoch's dead units, medians over all samples so far); a code
+reported during training (``history.reported``) that the rules no longer find is listed as an
+``info`` finding marked resolved (:func:`resolved`), so a printed finding is always in the final
+report.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .findings import Finding, finding, sort_findings
+from .findings import CODES, Finding, finding, sort_findings
 from .history import DoctorHistory
 
 Epochs = Sequence[dict[str, Any]]
@@ -87,12 +90,30 @@ def update_ratio(h: DoctorHistory, epochs_from: int = 1, epochs_to: int | None =
     return (median(vals) if vals else None), len(vals)
 
 
-def not_converged(record: dict[str, Any], init: float | None, cfg) -> bool:
-    """The training curve is still where an under-fitting model sits (see :func:`underfitting`)."""
-    acc = record.get("train_accuracy")
-    if finite(acc) and acc < cfg.underfit_accuracy:
+def classification(h: DoctorHistory) -> bool:
+    """One label per sample from a fixed set of classes. Histories written before the task was
+    recorded are classification runs."""
+    return h.data.get("task", "classification") == "classification"
+
+
+def fit_basis(h: DoctorHistory) -> str:
+    """The split whose curve tells whether the model still under-fits: ``"train"``, or ``"val"``
+    when ``data.batch_augment`` mixes labels (mixup, cutmix): then the training accuracy and loss
+    are measured against blended targets, whose loss never falls near zero and whose "accuracy"
+    counts only the dominant label, so the clean-label thresholds would call a good model biased."""
+    return "val" if h.data.get("mixed_labels") else "train"
+
+
+def not_converged(record: dict[str, Any], init: float | None, cfg, h: DoctorHistory | None = None) -> bool:
+    """The curve is still where an under-fitting model sits (see :func:`underfitting`): accuracy
+    below ``underfit_accuracy`` (classification only: a next-character model at 60% is not
+    biased) or loss at or above ``underfit_loss_ratio`` × the initial loss, on the split of
+    :func:`fit_basis`."""
+    basis = fit_basis(h) if h is not None else "train"
+    acc = record.get(f"{basis}_accuracy")
+    if (h is None or classification(h)) and finite(acc) and acc < cfg.underfit_accuracy:
         return True
-    loss = record.get("train_loss")
+    loss = record.get(f"{basis}_loss")
     return finite(loss) and finite(init) and init > 0 and loss >= cfg.underfit_loss_ratio * init
 
 
@@ -262,7 +283,9 @@ def dead_relu(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding
     msg = parts[0]
     if len(parts) > 1:
         msg += f" ({'; '.join(parts[1:])})"
-    msg += (f": never positive over the {plural(last['batches'], 'sampled batch')} of epoch {last['epoch']}"
+    floor = h.activations[bad[0][0]].get("floor", 0.0)
+    never = "never positive" if not floor else f"never above {num(floor)} (no gradient below it)"
+    msg += (f": {never} over the {plural(last['batches'], 'sampled batch')} of epoch {last['epoch']}"
             + (f", since epoch {since}" if since != last["epoch"] else ""))
     worst = bad[0][1]
     if worst >= 0.99:
@@ -307,26 +330,33 @@ def overfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findi
 def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     if not done:
         return []
-    pts = [r for r in epochs if finite(r.get("train_loss"))]
+    basis = fit_basis(h)
+    loss_key, acc_key = f"{basis}_loss", f"{basis}_accuracy"
+    word = {"train": "training", "val": "validation"}[basis]
+    pts = [r for r in epochs if finite(r.get(loss_key))]
     init = initial_loss(h, epochs)
     if not pts or not finite(init):
-        return []
+        return []  # with mixed labels and no validation split there is nothing to judge
     last = pts[-1]
-    if not not_converged(last, init, cfg):
+    if not not_converged(last, init, cfg, h):
         return []
-    acc = last.get("train_accuracy")
+    acc = last.get(acc_key) if classification(h) else None
     parts = []
     if finite(acc):
-        parts.append(f"training accuracy {pct(acc)} after {plural(last['epoch'], 'epoch')}")
-    share = last["train_loss"] / init
-    parts.append(f"training loss {num(last['train_loss'])} vs {num(init)} at the start "
+        parts.append(f"{word} accuracy {pct(acc)} after {plural(last['epoch'], 'epoch')}")
+    share = last[loss_key] / init
+    start = "at the start" if basis == "train" else "(training) at the start"
+    parts.append(f"{word} loss {num(last[loss_key])} vs {num(init)} {start} "
                  f"({pct(share) + ' of it' if share < 2 else num(share) + '× it'})")
     msg = "underfitting (high bias): " + ", ".join(parts)
-    ev: dict[str, Any] = {"train_loss": last["train_loss"], "initial_loss": init, "train_accuracy": acc,
-                          "epochs": last["epoch"]}
+    if basis == "val":
+        msg += (f"; judged on validation because data.batch_augment mixes labels "
+                f"({', '.join(h.data['mixed_labels'])})")
+    ev: dict[str, Any] = {loss_key: last[loss_key], "initial_loss": init, acc_key: acc, "epochs": last["epoch"],
+                          "basis": basis}
     remedies: tuple[str, ...] = ()
-    if len(pts) >= 2 and pts[-2]["train_loss"] > 0:
-        fall = 1 - last["train_loss"] / pts[-2]["train_loss"]
+    if len(pts) >= 2 and pts[-2][loss_key] > 0:
+        fall = 1 - last[loss_key] / pts[-2][loss_key]
         ev["last_epoch_improvement"] = fall
         if fall > 0.02:
             msg += f"; still falling {pct(fall)} in the last epoch"
@@ -413,8 +443,10 @@ def lr_too_high(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findi
             step, epoch = h.steps["step"][0], h.steps["epoch"][0]
     if not reasons:
         return []
-    lrs = [v for v in h.steps["lr"] if finite(v)]
-    lr = lrs[0] if lrs else None
+    # The LR where the trouble started (an LR change during the run, e.g. optim.switch, may be the cause).
+    lrs = [v for s, v in zip(h.steps["step"], h.steps["lr"]) if finite(v) and (step is None or s <= step)]
+    lrs = lrs or [v for v in h.steps["lr"] if finite(v)]
+    lr = lrs[-1] if lrs and step is not None else lrs[0] if lrs else None
     ev["lr"] = lr
     msg = f"learning rate too high{f' (lr {num(lr)})' if lr else ''}: " + ", ".join(reasons)
     return [finding("lr_too_high", "warning", msg, epoch=epoch, step=step, evidence=ev)]
@@ -426,7 +458,7 @@ def lr_too_low(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findin
         return []
     init = initial_loss(h, epochs)
     ratio, n = update_ratio(h)
-    if ratio is None or n < 3 or ratio >= cfg.lr_low_ratio or not not_converged(pts[-1], init, cfg):
+    if ratio is None or n < 3 or ratio >= cfg.lr_low_ratio or not not_converged(pts[-1], init, cfg, h):
         return []
     # Weights also stand still when no gradient reaches them (dead units) or after a blow-up.
     if _fully_dead(h, 0.9) or diverged(h, epochs, cfg) or any(e["what"] == "loss" for e in h.nonfinite):
@@ -455,7 +487,7 @@ def plateau_window(h: DoctorHistory, epochs: Epochs, cfg, after_epoch: int = 0) 
         before = min(r["train_loss"] for r in pts[: end - p + 1])
         recent = min(r["train_loss"] for r in pts[end - p + 1: end + 1])
         stuck = recent > before * (1 - cfg.plateau_delta) and (not finite(init) or recent <= init)
-        if stuck and not_converged(pts[end], init, cfg):
+        if stuck and not_converged(pts[end], init, cfg, h):
             first, last = pts[end - p + 1]["epoch"], pts[end]["epoch"]
             ratio, n = update_ratio(h, first, last)
             if ratio is not None and ratio < cfg.lr_low_ratio:
@@ -510,7 +542,7 @@ def unnormalized_inputs(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> li
 
 def class_imbalance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     counts = h.data.get("class_counts")
-    if not counts or len(counts) < 2:
+    if not classification(h) or not counts or len(counts) < 2:
         return []
     names = h.data.get("class_names") or [str(i) for i in range(len(counts))]
     present = [(c, n) for c, n in enumerate(counts)]
@@ -536,7 +568,9 @@ def class_imbalance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[F
 
 def small_dataset(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     n, c = h.data.get("train_samples"), h.data.get("num_classes")
-    if not n or not c or n >= cfg.small_dataset_per_class * c:
+    # Per-class counts mean one label per sample: a sequence window holds T targets over a
+    # vocabulary, and its "classes" are tokens, so the per-class rule does not apply there.
+    if not classification(h) or not n or not c or n >= cfg.small_dataset_per_class * c:
         return []
     params = h.data.get("parameters")
     msg = (f"small dataset: {n} training samples for {c} classes ({n / c:.1f} per class; fewer than "
@@ -567,4 +601,33 @@ def diagnose(history: DoctorHistory | dict[str, Any], epochs: Epochs, cfg, done:
     out: list[Finding] = []
     for code in codes or RULES:
         out.extend(RULES[code](h, epochs, cfg, done))
+    out.extend(resolved(h, epochs, out, codes))
     return sort_findings(out)
+
+
+def resolved(h: DoctorHistory, epochs: Epochs, found: Sequence[Finding],
+             codes: Sequence[str] | None = None) -> list[Finding]:
+    """Info findings for codes reported during training that the rules no longer find.
+
+    Some rules judge the latest numbers (the last epoch's dead units, medians over all samples
+    so far), so a finding printed during training can stop holding later; the diagnosis still
+    lists it, marked resolved, so that what was printed and the final table agree. (When
+    ``trainlab doctor RUN`` re-judges with other thresholds, "resolved" may also mean: not a
+    finding under these thresholds.)
+    """
+    present = {f.code for f in found}
+    last = epochs[-1]["epoch"] if epochs else None
+    out = []
+    for r in h.reported:
+        code = r["code"]
+        if code in present or code not in CODES or (codes is not None and code not in codes):
+            continue
+        present.add(code)
+        until = f", not found at epoch {last}" if last is not None else ", not found now"
+        msg = (f"resolved (reported as {r['severity']} in epoch {r.get('reported_epoch')} of training{until}): "
+               f"{r['message']}")
+        out.append(finding(code, "info", msg, epoch=r.get("epoch"), step=r.get("step"),
+                           layers=tuple(r.get("layers", ())),
+                           evidence={"resolved": True, "reported_severity": r["severity"],
+                                     "reported_epoch": r.get("reported_epoch"), "last_epoch": last}))
+    return out
