@@ -115,109 +115,132 @@ def plot_doctor(run, history: DoctorHistory, epochs: list[dict[str, Any]], findi
                 cfg=None) -> list[Path]:
     """The evidence plots under ``run.plots``: gradient norms and update ratios per layer over the
     sampled steps, dead fraction per ReLU layer per epoch, loss curves with the overfitting onset."""
-    from ..report.plots import _pyplot
+    from ..report.figures import gc_paused, save
 
-    plt = _pyplot()
     run.plots.mkdir(parents=True, exist_ok=True)
     out = []
-    steps = history.steps["step"]
-    by_code = {f.code: f for f in findings}
-    layers = history.weight_layers() or list(range(len(history.layers)))
-    if len(layers) > 12:  # keep the legend readable: first, last and evenly spaced layers between
-        pick = sorted({layers[round(i * (len(layers) - 1) / 11)] for i in range(12)})
-        layers = pick
-    marks = [e["step"] for e in history.nonfinite][:1]
-    if "exploding_gradients" in by_code and by_code["exploding_gradients"].step is not None:
-        marks.append(by_code["exploding_gradients"].step)
-
-    ratio_refs = ((cfg.lr_high_ratio, "doctor.lr_high_ratio"), (cfg.lr_low_ratio, "doctor.lr_low_ratio")) if cfg else ()
-    for key, name, ylabel, refs in (
-        ("layer_grad", "doctor-gradients", "gradient norm (before clipping)", ()),
-        ("update_ratio", "doctor-update-ratio", "||update|| / ||weights||", ratio_refs),
-    ):
-        if not steps:
-            break
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        drawn = False
-        for j in layers:
-            pts = [(s, row[j]) for s, row in zip(steps, history.steps[key]) if j < len(row) and _pos(row[j])]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, linewidth=1, label=history.layers[j]["name"])
-                drawn = True
-        if key == "layer_grad":
-            pts = [(s, g) for s, g in zip(steps, history.steps["grad_norm"]) if _pos(g)]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, color="black", linestyle="--", linewidth=1.2, label="global")
-        for s in marks:
-            ax.axvline(s, color="red", linestyle=":", linewidth=1)
-        for value, label in refs:
-            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
-        if drawn:
-            ax.set_yscale("log")
-            ax.set_xlabel("step")
-            ax.set_ylabel(ylabel)
-            ax.set_title(dict(PLOTS)[name] + " (sampled steps)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, ncol=2)
-            fig.tight_layout()
-            fig.savefig(run.plots / f"{name}.png")
-            out.append(run.plots / f"{name}.png")
-        plt.close(fig)
-
-    if history.liveness and history.activations:
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        for i, act in enumerate(history.activations[:12]):
-            pts = [(r["epoch"], r["dead"][i]) for r in history.liveness
-                   if i < len(r["dead"]) and r["dead"][i] is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", markersize=3, label=f"{act['name']} ({act['type']})")
-        if cfg is not None:
-            ax.axhline(cfg.dead_fraction, color="red", linestyle=":", label="doctor.dead_fraction")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("fraction of units never positive")
-        ax.set_title("dead units per layer")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(run.plots / "doctor-dead-units.png")
-        plt.close(fig)
-        out.append(run.plots / "doctor-dead-units.png")
-
-    if epochs:
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        for key in ("train_loss", "val_loss"):
-            pts = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        over = by_code.get("overfitting")
-        if over is not None:
-            ax.axvline(over.epoch, color="red", linestyle="--", label=f"overfitting from epoch {over.epoch}")
-            best = over.evidence.get("best_epoch")
-            if best is not None:
-                ax.scatter([best], [over.evidence.get("best_val_loss")], color="red", zorder=3,
-                           label=f"val minimum (epoch {best})")
-        for a in history.actions:
-            ax.axvline(a["epoch"], color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title("training and validation loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(run.plots / "doctor-curves.png")
-        plt.close(fig)
-        out.append(run.plots / "doctor-curves.png")
+    with gc_paused():
+        for name, fig in doctor_figures(history, epochs, findings, cfg):
+            out.append(save(fig, run.plots / f"{name}.png"))
     return out
+
+
+def doctor_figures(history: DoctorHistory, epochs: list[dict[str, Any]], findings: list[Finding], cfg=None):
+    """(name, figure) for each evidence plot that has something to show, in ``PLOTS`` order."""
+    by_code = {f.code: f for f in findings}
+    if history.steps["step"]:
+        marks = [e["step"] for e in history.nonfinite][:1]
+        if "exploding_gradients" in by_code and by_code["exploding_gradients"].step is not None:
+            marks.append(by_code["exploding_gradients"].step)
+        refs = ((cfg.lr_high_ratio, "doctor.lr_high_ratio"), (cfg.lr_low_ratio, "doctor.lr_low_ratio")) if cfg else ()
+        for key, name, ylabel, key_refs in (
+            ("layer_grad", "doctor-gradients", "gradient norm (before clipping)", ()),
+            ("update_ratio", "doctor-update-ratio", "||update|| / ||weights||", refs),
+        ):
+            fig = _layer_steps_figure(history, key, dict(PLOTS)[name], ylabel, marks, key_refs)
+            if fig is not None:
+                yield name, fig
+    if history.liveness and history.activations:
+        yield "doctor-dead-units", _dead_units_figure(history, cfg)
+    if epochs:
+        yield "doctor-curves", _curves_figure(history, epochs, by_code.get("overfitting"))
+
+
+def _layer_steps_figure(history: DoctorHistory, key: str, title: str, ylabel: str, marks: list[int],
+                        refs: tuple[tuple[float, str], ...]):
+    """One line per layer (at most ``MAX_LINES`` of them, spread over the depth) of a per-step column, the
+    global gradient norm for ``layer_grad``; log y. None when no layer has a positive value."""
+    import numpy as np
+
+    from ..report import figures as fg
+
+    steps, rows = np.asarray(history.steps["step"]), history.steps[key]
+    every = history.weight_layers() or list(range(len(history.layers)))
+    layers = fg.spread(every, fg.MAX_LINES)
+    fig, ax = fg.new_axes(7, 4)
+    fg.line_colors(ax, len(layers))
+    drawn = False
+    for j in layers:
+        # one column of the per-step rows; None (non-finite when recorded) and missing entries -> NaN
+        ys = np.array([row[j] if j < len(row) else None for row in rows], dtype=float)
+        ok = np.isfinite(ys) & (ys > 0)
+        if ok.any():
+            ax.plot(*fg.decimate(steps[ok], ys[ok]), linewidth=1, label=history.layers[j]["name"])
+            drawn = True
+    if not drawn:
+        return None
+    if key == "layer_grad":
+        ys = np.array(history.steps["grad_norm"], dtype=float)
+        ok = np.isfinite(ys) & (ys > 0)
+        if ok.any():
+            ax.plot(*fg.decimate(steps[ok], ys[ok]), color="black", linestyle="--", linewidth=1.2, label="global")
+    for s in marks:
+        ax.axvline(s, color="red", linestyle=":", linewidth=1)
+    for value, label in refs:
+        ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
+    fg.log_scale(ax)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + " (sampled steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, title=_shown(len(layers), len(every), "layers"), title_fontsize=7)
+    fg.finish(fig, ax)
+    return fig
+
+
+def _dead_units_figure(history: DoctorHistory, cfg=None):
+    from ..report import figures as fg
+
+    shown = fg.spread(range(len(history.activations)), fg.MAX_LINES)
+    fig, ax = fg.new_axes(7, 4)
+    fg.line_colors(ax, len(shown))
+    for i in shown:
+        act = history.activations[i]
+        pts = [(r["epoch"], r["dead"][i]) for r in history.liveness if i < len(r["dead"]) and r["dead"][i] is not None]
+        if pts:
+            ax.plot(*fg.decimate(*zip(*pts)), marker="o", markersize=3, label=f"{act['name']} ({act['type']})")
+    if cfg is not None:
+        ax.axhline(cfg.dead_fraction, color="red", linestyle=":", label="doctor.dead_fraction")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction of units never positive")
+    ax.set_title("dead units per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title=_shown(len(shown), len(history.activations), "ReLU layers"), title_fontsize=7)
+    fg.finish(fig, ax)
+    return fig
+
+
+def _curves_figure(history: DoctorHistory, epochs: list[dict[str, Any]], over: Finding | None):
+    from ..report import figures as fg
+
+    fig, ax = fg.new_axes(7, 4)
+    for key in ("train_loss", "val_loss"):
+        pts = [(r["epoch"], r[key]) for r in epochs if _finite(r.get(key))]
+        if pts:
+            ax.plot(*fg.decimate(*zip(*pts)), marker="o", markersize=3, label=key)
+    if over is not None:
+        ax.axvline(over.epoch, color="red", linestyle="--", label=f"overfitting from epoch {over.epoch}")
+        best = over.evidence.get("best_epoch")
+        if best is not None:
+            ax.scatter([best], [over.evidence.get("best_val_loss")], color="red", zorder=3,
+                       label=f"val minimum (epoch {best})")
+    for a in history.actions:
+        ax.axvline(a["epoch"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("training and validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fg.finish(fig, ax)
+    return fig
+
+
+def _shown(n: int, total: int, what: str) -> str | None:
+    """Legend title saying how many of the lines exist when only some are drawn."""
+    return None if n == total else f"{n} of {total} {what} (first, last, evenly spaced)"
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
-
-def _pos(v: Any) -> bool:
-    return _finite(v) and v > 0

@@ -1,76 +1,79 @@
-"""Curves and matrices as PNG images (V1, V4). matplotlib is imported here only."""
+"""Curves and matrices as PNG images (V1, V4). matplotlib is imported inside the functions only
+(through ``figures``)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from .figures import decimate, finish, gc_paused, log_scale, new_axes, save, widest_text
 
 
 def plot_curves(epochs: list[dict[str, Any]], keys: list[str], title: str, ylabel: str, path: Path,
                 logy: bool = False, mark_epoch: int | None = None) -> Path | None:
     """One line per key of the epoch records against the epoch number."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    drawn, positive = False, True
+    with gc_paused():
+        fig = curves_figure(epochs, keys, title, ylabel, logy, mark_epoch)
+        return None if fig is None else save(fig, path)
+
+
+def curves_figure(epochs: list[dict[str, Any]], keys: list[str], title: str, ylabel: str,
+                  logy: bool = False, mark_epoch: int | None = None):
+    """The figure of ``plot_curves`` (None when no key has a value)."""
+    series = []
     for key in keys:
         pts = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
         if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", markersize=3, label=key)
-            drawn = True
-            positive = positive and min(ys) > 0
-    if not drawn:
-        plt.close(fig)
+            series.append((key, *zip(*pts)))
+    if not series:
         return None
+    fig, ax = new_axes(6, 4)
+    for key, xs, ys in series:
+        ax.plot(*decimate(xs, ys), marker="o", markersize=3, label=key)
     if mark_epoch is not None:
         ax.axvline(mark_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {mark_epoch})")
-    if logy and positive:  # a schedule that reaches 0 cannot be drawn on a log axis
-        ax.set_yscale("log")
+    if logy and all(min(ys) > 0 for _, _, ys in series):  # a schedule that reaches 0 cannot be drawn on a log axis
+        log_scale(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    finish(fig, ax)
+    return fig
 
 
 def plot_confusion(cm: list[list[int]], class_names: list[str], path: Path, title: str = "confusion matrix") -> Path:
     """Row-normalized confusion matrix with the counts written in each cell."""
+    with gc_paused():
+        return save(confusion_figure(cm, class_names, title), path)
+
+
+def confusion_figure(cm: list[list[int]], class_names: list[str], title: str = "confusion matrix"):
     import numpy as np
 
-    plt = _pyplot()
     m = np.asarray(cm, dtype=float)
     rates = m / np.maximum(m.sum(1, keepdims=True), 1)
     n = len(class_names)
     size = min(max(4.0, 0.5 * n + 2), 16)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    fig, ax = new_axes(size, size)
+    # names wider than their column would overlap: write them vertically (always beyond 10 classes);
+    # vertical names take their length below the matrix as well as left of it, so the figure grows
+    widest = widest_text(fig, class_names)
+    vertical = n > 10 or widest > 0.9 * (size - widest - 1.0) / max(n, 1)
+    if vertical:
+        fig.set_size_inches(size + min(widest, 4.0), size + min(widest, 4.0))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
+    ax.set_xticks(range(n), class_names, rotation=90 if vertical else 0)
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
     if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                if m[i, j]:
-                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if rates[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        for i, j in zip(*np.nonzero(m)):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    finish(fig, ax)
+    return fig
 
 
 def plot_run(run, summary: dict[str, Any]) -> list[Path]:
