@@ -56,7 +56,11 @@ def jsonable(obj: Any) -> Any:
 
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
-    return json.dumps(jsonable(obj), indent=indent, allow_nan=False)
+    """Standard JSON text of ``obj``; NaN and infinities become null."""
+    try:  # the common case, at the C encoder's speed
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: sanitize, then encode
+        return json.dumps(jsonable(obj), indent=indent, allow_nan=False)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -28,31 +28,33 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
-def encode_checkpoint(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> tuple[bytes, bytes]:
-    """(safetensors file bytes with the JSON state in its header, readable JSON bytes)."""
-    from safetensors.torch import save
-
-    state = {"format": FORMAT, **state}
-    blob = save(_plain(tensors), metadata={STATE_KEY: dumps(state, indent=None)})
-    return blob, (dumps(state) + "\n").encode()
-
-
 def save_checkpoint(
     path: str | Path,
     tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
-    submit: Callable[[Path, bytes], None] | None = None,
+    submit: Callable[[Path, bytes | Callable[[], bytes]], None] | None = None,
 ) -> None:
     """Write ``tensors`` and the JSON ``state`` to ``path``, plus ``path.json`` for people.
 
-    ``submit`` hands the bytes to a writer (the trainer's background DurableWriter); by default the
-    files are written durably before returning.
+    The snapshot (tensor copies, JSON text) is taken here; ``submit`` hands it to a writer (the
+    trainer's background DurableWriter), which also does the safetensors serialization. By default
+    the files are written durably before returning.
     """
+    from safetensors.torch import save
+
     path = Path(path)
-    blob, text = encode_checkpoint(tensors, state)
-    submit = submit or atomic.write_bytes
-    submit(path, blob)
-    submit(path.with_suffix(".json"), text)
+    text = dumps({"format": FORMAT, **state}, indent=None)  # compact: indent runs json's Python encoder
+    plain = _plain(tensors)
+
+    def blob() -> bytes:
+        return save(plain, metadata={STATE_KEY: text})
+
+    if submit is None:
+        atomic.write_bytes(path, blob())
+        atomic.write_bytes(path.with_suffix(".json"), (text + "\n").encode())
+    else:
+        submit(path, blob)
+        submit(path.with_suffix(".json"), (text + "\n").encode())
 
 
 # State keys a checkpoint must hold to be evaluated / to be resumed from.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import atomic
@@ -32,6 +33,8 @@ class DurableWriter:
                     return
                 path, data = item
                 if self._error is None:
+                    if callable(data):  # serialization deferred to this thread
+                        data = data()
                     atomic.write_bytes(path, data)  # looked up at call time: tests may wrap it
             except BaseException as err:  # noqa: BLE001 - reported to the training thread
                 self._error, self._failed = err, path
@@ -44,7 +47,8 @@ class DurableWriter:
             detail = getattr(err, "strerror", None) or str(err)
             raise RunError(f"could not write {self._failed}: {detail}") from err
 
-    def submit(self, path: str | Path, data: bytes) -> None:
+    def submit(self, path: str | Path, data: bytes | Callable[[], bytes]) -> None:
+        """Queue ``data`` (bytes, or a function making them from an immutable snapshot) for ``path``."""
         self._raise()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="trainlab-writer", daemon=True)
