@@ -2,9 +2,6 @@
 pycocotools' own matches and precision table, and the VOC devkit's all-point formula."""
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 
 import numpy as np
 import pytest
@@ -14,19 +11,7 @@ from trainlab.evaluate import ap
 from trainlab.evaluate.synthetic import synthetic_coco
 
 pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
-
-def run_pycocotools(gt, dets):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-    return ev
+from coco_oracle import run_pycocotools  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

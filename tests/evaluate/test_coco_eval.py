@@ -19,22 +19,13 @@ from trainlab.evaluate.coco_json import evaluate_coco
 from trainlab.evaluate.synthetic import synthetic_coco
 
 pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
+from coco_oracle import run_pycocotools  # noqa: E402
 
 TOL = 1e-6
 
 
-def run_pycocotools(gt, dets):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        ev = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev
+def _oracle(gt, dets):
+    return run_pycocotools(gt, dets, summarize=True)[0]
 
 
 def assert_agrees(result, ev):
@@ -62,7 +53,7 @@ def test_synthetic_sets_agree_with_pycocotools(seed, images, classes, max_dets, 
     gt, dets = synthetic_coco(seed, num_images=images, num_classes=classes, max_dets=max_dets,
                               score_decimals=decimals, crowd_fraction=crowd, empty_fraction=0.1)
     assert any(not a["iscrowd"] for a in gt["annotations"])
-    assert_agrees(evaluate_coco(gt, dets), run_pycocotools(gt, dets))
+    assert_agrees(evaluate_coco(gt, dets), _oracle(gt, dets))
 
 
 def grid_case(seed: int):
@@ -94,7 +85,7 @@ def test_grid_cases_agree_with_pycocotools():
         gt, dets = grid_case(seed)
         if not dets:  # pycocotools cannot load an empty results list
             continue
-        assert_agrees(evaluate_coco(gt, dets), run_pycocotools(gt, dets))
+        assert_agrees(evaluate_coco(gt, dets), _oracle(gt, dets))
         checked += 1
     assert checked > 120
 
@@ -113,7 +104,7 @@ def test_cap_of_100_detections_per_image_and_class():
             dets.append({"image_id": 1 + j % 2, "category_id": 1 + j % 2 * (j % 3 == 0),
                          "bbox": [jit[0], jit[1], abs(jit[2]), abs(jit[3])], "score": round(float(rng.random()), 2)})
     assert sum(d["image_id"] == 1 and d["category_id"] == 1 for d in dets) > 100
-    assert_agrees(evaluate_coco(gt, dets), run_pycocotools(gt, dets))
+    assert_agrees(evaluate_coco(gt, dets), _oracle(gt, dets))
 
 
 def test_no_detections_and_no_ground_truth():
@@ -123,10 +114,10 @@ def test_no_detections_and_no_ground_truth():
     gt, dets = synthetic_coco(9, num_images=30, num_classes=4)
     gt["categories"].append({"id": 99, "name": "unused"})
     stray = {"image_id": 1, "category_id": 99, "bbox": [0, 0, 5, 5], "score": 0.5}
-    assert_agrees(evaluate_coco(gt, []), run_pycocotools(gt, [stray]))
+    assert_agrees(evaluate_coco(gt, []), _oracle(gt, [stray]))
     empty_gt = dict(gt, annotations=[])
     result = evaluate_coco(empty_gt, dets)
-    assert_agrees(result, run_pycocotools(empty_gt, dets))
+    assert_agrees(result, _oracle(empty_gt, dets))
     assert (result.stats == -1).all()
 
 
@@ -141,7 +132,7 @@ def test_missing_area_and_iscrowd_default_like_box_area_and_zero():
     for i, a in enumerate(bare["annotations"]):
         del a["area"], a["iscrowd"]
         a["ignore"] = i % 2
-    assert_agrees(evaluate_coco(bare, dets), run_pycocotools(explicit, dets))
+    assert_agrees(evaluate_coco(bare, dets), _oracle(explicit, dets))
 
 
 def test_per_class_numbers_agree_with_pycocotools():
@@ -149,7 +140,7 @@ def test_per_class_numbers_agree_with_pycocotools():
     gt, dets = synthetic_coco(12, num_images=80, num_classes=8)
     gt["categories"].append({"id": 50, "name": "never annotated"})
     result = evaluate_coco(gt, dets)
-    ev = run_pycocotools(gt, dets)
+    ev = _oracle(gt, dets)
     p, r = ev.eval["precision"], ev.eval["recall"]
     rows = result.per_class()
     assert [row["id"] for row in rows] == ev.params.catIds
@@ -222,7 +213,7 @@ def test_tensor_evaluator_in_batches_agrees_with_pycocotools(fmt):
     for a, b in zip(cuts[:-1], cuts[1:]):
         metric.update(preds[a:b], targets[a:b])
     result = metric.compute()
-    assert_agrees(result, run_pycocotools(gt_ref, dets_ref))
+    assert_agrees(result, _oracle(gt_ref, dets_ref))
     assert result.category_names[0] == "class1"
 
 
