@@ -20,7 +20,8 @@ def trained_run(tmp_path_factory):
 
 
 def test_fit_writes_the_run_directory(trained_run):
-    """T1/V1/V2/V5: fit prints a per-epoch table and writes every artifact of a run."""
+    """K1/T1/V1/V2/V5: image classification end to end: fit prints a per-epoch table and writes
+    every artifact of a run."""
     run, proc = trained_run
     assert "epoch" in proc.stdout and "val_acc" in proc.stdout and "test: accuracy" in proc.stdout
     for rel in ("recipe.yaml", "metrics.jsonl", "summary.json", "report.md", "checkpoints/best.safetensors",
