@@ -6,21 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
-from .recipe import Recipe, check_names, load_recipe
+from .recipe import Recipe, check_names, load_recipe, override_pairs
 from .run import Run, check_writable_target, default_dir, open_run
 
 
 def _merge_overrides(overrides, kwargs: dict[str, Any]):
     """List of "k=v" strings and/or keyword overrides (``train__epochs=5`` or ``**{"train.epochs": 5}``)."""
-    from .recipe import parse_override
-
-    merged: dict[str, Any] = {}
-    if isinstance(overrides, dict):
-        merged.update(overrides)
-    else:
-        for text in overrides or []:
-            parts, value = parse_override(text)
-            merged[".".join(parts)] = value
+    merged = override_pairs(overrides)
     for key, value in kwargs.items():
         merged[key.replace("__", ".")] = value
     return merged

@@ -28,18 +28,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
 
 
-def _pairs(overrides) -> dict[str, Any]:
-    from .recipe import parse_override
-
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    pairs: dict[str, Any] = {}
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        pairs[".".join(parts)] = value
-    return pairs
-
-
 def _check_recipe(recipe, name: str, metric: str) -> str:
     """Check that ``recipe`` (its first fold) can be built and reports ``metric``; returns the
     metric's optimization direction.
@@ -76,14 +64,14 @@ def cross_validate(
     """
     from .api import fit
     from .atomic import write_json
-    from .recipe import check_names, load_recipe
+    from .recipe import check_names, load_recipe, override_pairs
     from .run import check_writable_target
 
     if folds < 2:
         raise RecipeError(f"--folds: expected at least 2 folds, got {folds}")
     if not recipes:
         raise RecipeError("kfold: give at least one recipe")
-    pairs = _pairs(overrides)
+    pairs = override_pairs(overrides)
     if "data.fold" in pairs or any(k.startswith("data.fold.") for k in pairs):
         raise RecipeError("data.fold: kfold sets the fold of each run itself; remove the override")
     loaded = []
