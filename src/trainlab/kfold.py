@@ -66,6 +66,7 @@ def cross_validate(
     from .atomic import write_json
     from .recipe import check_names, load_recipe, override_pairs
     from .run import check_writable_target
+    from .tasks.base import scalar_metrics
 
     if folds < 2:
         raise RecipeError(f"--folds: expected at least 2 folds, got {folds}")
@@ -101,9 +102,7 @@ def cross_validate(
             fold = {"data.fold": {"k": folds, "index": k}, "run.dir": str(run_dir)}
             run = fit(recipe, quiet=True, force=force, **fold)
             summary = run.summary()
-            scalars = lambda m: {key: v for key, v in (m or {}).items()  # noqa: E731
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            val, test = scalars(summary.get("val")), scalars(summary.get("test"))
+            val, test = scalar_metrics(summary.get("val")), scalar_metrics(summary.get("test"))
             per_fold.append({"fold": k, "run": str(run_dir), "val": val, "test": test or None})
             line = f"{name} fold {k + 1}/{folds}: val {metric} {val[metric]:.4f}"
             if test:

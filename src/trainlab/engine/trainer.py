@@ -25,7 +25,7 @@ from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
 from ..errors import RecipeError, RunError
 from ..losses import penalized_parameters, weight_penalty
-from ..tasks.base import metric_mode
+from ..tasks.base import metric_mode, scalar_metrics
 from ..optim.ema import WeightEMA
 from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule
@@ -281,7 +281,7 @@ class Trainer:
         if self.val_loader is not None:
             val = self.evaluate(self.val_loader)
             self._emit("on_validation_end", val)
-            record.update({f"val_{k}": v for k, v in val.items() if _is_scalar(v) and k != "n"})
+            record.update({f"val_{k}": v for k, v in scalar_metrics(val).items() if k != "n"})
         record["time_s"] = round(time.perf_counter() - self._epoch_t0, 4)
         st.history.append(record)
         st.epoch += 1
@@ -476,7 +476,3 @@ def evaluate_split(model, task, loader: BatchLoader, device: torch.device, amp: 
         return meter.compute()
     finally:
         model.train(was_training)
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
