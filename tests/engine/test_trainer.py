@@ -97,3 +97,21 @@ def test_metrics_jsonl_matches_history(tmp_path):
     tensors, state = load_checkpoint(run.checkpoints / "last.safetensors")
     assert state["history"] == [json.loads(line) for line in lines]
     assert set(split_prefix(tensors, "model")) == set(trainlab.open_run(run.dir).load_model("last")[0].state_dict())
+
+
+def test_eval_loader_keeps_every_sample_in_order():
+    """T1: an evaluation split is batched in its own order with every sample (a last batch of one included);
+    an absent or empty split has no loader; an in-memory split takes the tensor path (no workers)."""
+    from trainlab.data.bundle import TensorSource
+    from trainlab.engine.trainer import eval_loader
+
+    recipe = load_recipe("digits-mlp", ["data.workers=2"])
+    source = TensorSource(torch.arange(21.0).reshape(21, 1), torch.arange(21))
+    loader = eval_loader(source, 10, recipe, torch.device("cpu"))
+    batches = list(loader.batches(0))
+    assert [len(b["target"]) for b in batches] == [10, 10, 1]
+    assert torch.equal(torch.cat([b["target"] for b in batches]), torch.arange(21))
+    assert loader._fast and loader._dl is None
+    assert eval_loader(None, 10, recipe, torch.device("cpu")) is None
+    assert eval_loader(TensorSource(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)), 10, recipe,
+                       torch.device("cpu")) is None

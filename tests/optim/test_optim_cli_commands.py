@@ -28,6 +28,9 @@ def test_steps_per_epoch_without_a_model_matches_the_trainer(overrides):
     recipe = load_recipe("digits-mlp", ["model.width=8", "model.depth=1", "optim.nesterov=false"] + overrides)
     trainer = build_components(recipe)
     assert optimizer_steps_per_epoch(recipe, len(trainer.bundle.train)) == trainer.steps_per_epoch
+    # ... and as the loop takes them: one step per `accumulate` batches, a short last group included
+    assert trainer.steps_per_epoch == -(-len(trainer.train_loader) // recipe.train.accumulate)
+    assert sum(1 for _ in trainer.train_loader.index_batches(0)) == len(trainer.train_loader)
 
 
 def test_schedule_command_draws_lr_and_momentum(tmp_path, capsys):

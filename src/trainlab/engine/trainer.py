@@ -28,7 +28,7 @@ from ..losses import penalized_parameters, weight_penalty
 from ..tasks.base import metric_mode, scalar_metrics
 from ..optim.ema import WeightEMA
 from ..optim.optimizers import build_optimizer, train_batch_size
-from ..optim.schedules import build_schedule
+from ..optim.schedules import build_schedule, optimizer_steps_per_epoch
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
 from .seeding import derive_seed, rng_state, set_rng_state
@@ -81,6 +81,15 @@ def check_watched_metric(field: str, name: str, task, has_val: bool) -> None:
         raise RecipeError(f"{field}: {name!r} needs a validation split (data.split.val > 0), or watch a train_ metric")
 
 
+def eval_loader(source, batch_size: int, recipe, device: torch.device) -> BatchLoader | None:
+    """Batches of an evaluation split in a fixed order, every sample kept; None for an absent or
+    empty split. (An in-memory split is gathered on ``device`` without workers, see BatchLoader.)"""
+    if source is None or len(source) == 0:
+        return None
+    return BatchLoader(source, batch_size, seed=recipe.seed, shuffle=False, workers=recipe.data.workers,
+                       drop_singleton=False, device=device)
+
+
 class Trainer:
     def __init__(self, recipe, bundle, task, model: torch.nn.Module, callbacks: list[Callback] = ()):
         self.recipe = recipe
@@ -106,12 +115,12 @@ class Trainer:
                 "use model.norm=layer, group or none for single-sample SGD"
             )
         eval_bs = max(batch_size, EVAL_BATCH)
-        self.val_loader = self._eval_loader(bundle.val, eval_bs)
-        self.test_loader = self._eval_loader(bundle.test, eval_bs)
+        self.val_loader = eval_loader(bundle.val, eval_bs, recipe, self.device)
+        self.test_loader = eval_loader(bundle.test, eval_bs, recipe, self.device)
         self.batch_transform = build_batch_transforms(data.batch_augment, bundle.info)
 
         self.accumulate = train.accumulate
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.accumulate)
+        self.steps_per_epoch = optimizer_steps_per_epoch(recipe, len(bundle.train))
         self.optimizer = build_optimizer(recipe.optim, self.model)
         self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs)
         self.ema = WeightEMA(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
@@ -141,13 +150,6 @@ class Trainer:
         self._epoch_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------------------- set-up
-    def _eval_loader(self, source, batch_size):
-        if source is None or len(source) == 0:
-            return None
-        return BatchLoader(source, batch_size, seed=self.recipe.seed, shuffle=False,
-                           workers=self.recipe.data.workers if not hasattr(source, "inputs") else 0,
-                           drop_singleton=False, device=self.device)
-
     def _maybe_compile(self, model):
         if not self.recipe.train.compile:
             return model
