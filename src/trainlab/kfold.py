@@ -37,14 +37,14 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
     recipe and listing the known ones.
     """
     from .data import build_data
-    from .engine.trainer import metric_mode
-    from .errors import unknown_name
+    from .engine.trainer import check_watched_metric, metric_mode
     from .tasks import build_task
 
     task = build_task(recipe, build_data(recipe).info)
-    if metric not in task.val_metrics:
-        known = unknown_name("metric", metric, task.val_metrics, "--metric")
-        raise RecipeError(f"{known} (recipe {name!r}, task {recipe.task!r})")
+    try:  # every fold validates on its held-out fold
+        check_watched_metric("--metric", metric, task, has_val=True, split="val")
+    except RecipeError as err:
+        raise RecipeError(f"{err} (recipe {name!r}, task {recipe.task!r})") from None
     return metric_mode(f"val_{metric}", "auto")
 
 

@@ -21,7 +21,7 @@ def check_out(path: str, option: str = "--out") -> Path:
 
 def run(args) -> int:
     from ..data import build_data
-    from ..engine.trainer import check_watched_metric
+    from ..engine.trainer import check_watched_metrics
     from ..optim.schedules import build_schedule, optimizer_steps_per_epoch, schedule_curve
     from ..recipe import check_names, load_recipe
     from ..report.optim_plots import plot_schedule
@@ -35,9 +35,9 @@ def run(args) -> int:
     check_names(recipe)
     bundle = build_data(recipe)
     n_train = len(bundle.train)  # the split sizes fix steps per epoch; no model is built
-    if recipe.schedule.name == "plateau":  # the same check as fit's, so both accept the same recipes
-        has_val = bundle.val is not None and len(bundle.val) > 0
-        check_watched_metric("schedule.monitor", recipe.schedule.monitor, build_task(recipe, bundle.info), has_val)
+    # the same check as fit's, so both accept the same recipes
+    has_val = bundle.val is not None and len(bundle.val) > 0
+    check_watched_metrics(recipe, build_task(recipe, bundle.info), has_val)
     spe = optimizer_steps_per_epoch(recipe, n_train)
     epochs = recipe.train.epochs
     sched_cfg, optim = recipe.schedule, recipe.optim

@@ -67,18 +67,45 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_watched_metric(field: str, name: str, task, has_val: bool) -> None:
+def check_watched_metric(field: str, name: str, task, has_val: bool, split: str | None = None) -> None:
     """Raise a RecipeError unless metric ``name`` (watched by recipe ``field``) will be in the epoch
     record: ``train_<m>`` / ``val_<m>`` for the task's train_metrics / val_metrics, and a val_
-    metric only with a validation split. Also used by `trainlab schedule`, which builds no trainer.
+    metric only with a validation split. With ``split`` ("train" or "val"), ``name`` is a bare
+    metric of that split (kfold's ``--metric accuracy``).
     """
-    known = [f"train_{n}" for n in task.train_metrics] + [f"val_{n}" for n in task.val_metrics]
+    if split is None:
+        known = [f"train_{n}" for n in task.train_metrics] + [f"val_{n}" for n in task.val_metrics]
+        full = name
+    else:
+        known = list(task.train_metrics if split == "train" else task.val_metrics)
+        full = f"{split}_{name}"
     if name not in known:
         from ..errors import unknown_name
 
         raise unknown_name("metric", name, known, field)
-    if name.startswith("val_") and not has_val:
+    if full.startswith("val_") and not has_val:
         raise RecipeError(f"{field}: {name!r} needs a validation split (data.split.val > 0), or watch a train_ metric")
+
+
+def default_monitor(task, has_val: bool) -> str:
+    """The metric the best checkpoint follows without early stopping: the task's, on the training
+    split when there is no validation split."""
+    return task.monitor if has_val else task.monitor.replace("val_", "train_", 1)
+
+
+def check_watched_metrics(recipe, task, has_val: bool) -> None:
+    """Every metric ``recipe`` watches must exist in the epoch record, checked before training (by
+    the trainer, and by `trainlab schedule`, which builds no trainer): a plateau schedule's monitor,
+    then the early-stopping monitor (without early stopping, the default monitor). The schedule's
+    comes first so that `trainlab schedule`, which is about the schedule, names it when both fail.
+    """
+    stop = recipe.train.early_stop
+    watched = []
+    if recipe.schedule.name == "plateau":
+        watched.append(("schedule.monitor", recipe.schedule.monitor))
+    watched.append(("train.early_stop.monitor", stop.monitor if stop else default_monitor(task, has_val)))
+    for field, name in watched:
+        check_watched_metric(field, name, task, has_val)
 
 
 def eval_loader(source, batch_size: int, recipe, device: torch.device) -> BatchLoader | None:
@@ -129,10 +156,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         stop = train.early_stop
-        # Without early stopping the best checkpoint follows the task's metric, on the training
-        # split when there is no validation split.
-        default = task.monitor if self.val_loader is not None else task.monitor.replace("val_", "train_", 1)
-        self.monitor = stop.monitor if stop else default
+        self.monitor = stop.monitor if stop else default_monitor(task, self.val_loader is not None)
         self.monitor_mode = metric_mode(self.monitor, stop.mode if stop else "auto")
         self.min_delta = stop.min_delta if stop else 0.0
         self._check_monitor()
@@ -159,11 +183,7 @@ class Trainer:
 
     def _check_monitor(self):
         """Every metric a recipe watches must exist in the epoch record, checked before training."""
-        watched = [("train.early_stop.monitor", self.monitor)]
-        if self.recipe.schedule.name == "plateau":
-            watched.append(("schedule.monitor", self.recipe.schedule.monitor))
-        for field, name in watched:
-            check_watched_metric(field, name, self.task, has_val=self.val_loader is not None)
+        check_watched_metrics(self.recipe, self.task, has_val=self.val_loader is not None)
 
     # --------------------------------------------------------------------------------- events
     def add_callbacks(self, callbacks) -> None:
