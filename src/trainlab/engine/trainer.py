@@ -31,7 +31,7 @@ from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule, optimizer_steps_per_epoch
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
-from .seeding import derive_seed, rng_state, set_rng_state
+from .seeding import generator, rng_state, set_rng_state
 from .writer import DurableWriter
 
 EVAL_BATCH = 512
@@ -358,8 +358,7 @@ class Trainer:
         return autocast(self.device, self.recipe.train.amp)
 
     def _batch_generator(self) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        return g.manual_seed(derive_seed(self.recipe.seed, "batch", self.state.epoch, self.state.batch))
+        return generator(self.recipe.seed, "batch", self.state.epoch, self.state.batch, device=self.device)
 
     # ------------------------------------------------------------------------- optimizer swap
     def switch_optimizer(self, name: str, lr: float | None = None, momentum: float | None = None) -> None:
