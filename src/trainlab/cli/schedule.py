@@ -1,8 +1,6 @@
 """trainlab schedule [RECIPE] [key=value ...] [--out lr.png]: draw the LR schedule without training."""
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (default: digits-cnn)")
@@ -10,13 +8,6 @@ def add_arguments(p):
                    help="dotted overrides parsed as YAML, e.g. schedule.name=onecycle optim.lr=0.01")
     p.add_argument("--out", default="lr.png",
                    help="PNG file to write (default: lr.png); missing folders are created")
-
-
-def check_out(path: str, option: str = "--out") -> Path:
-    """The .png output path, checked before any work (see cli/outputs.py); folders come later."""
-    from .outputs import check_output
-
-    return check_output(path, option)
 
 
 def run(args) -> int:
@@ -27,10 +18,10 @@ def run(args) -> int:
     from ..report.optim_plots import plot_schedule
     from ..tasks import build_task
     from .fit import split_recipe_and_overrides
-    from .outputs import make_parent
+    from .outputs import check_output, make_parent
 
     recipe_arg, overrides = split_recipe_and_overrides(args.recipe, args.overrides)
-    out = check_out(args.out)
+    out = check_output(args.out, "--out")  # before any work; folders are made when writing
     recipe = load_recipe(recipe_arg, overrides)
     check_names(recipe)
     bundle = build_data(recipe)

@@ -104,8 +104,8 @@ def check_watched_metrics(recipe, task, has_val: bool) -> None:
     if recipe.schedule.name == "plateau":
         watched.append(("schedule.monitor", recipe.schedule.monitor))
     watched.append(("train.early_stop.monitor", stop.monitor if stop else default_monitor(task, has_val)))
-    for field, name in watched:
-        check_watched_metric(field, name, task, has_val)
+    for key, name in watched:
+        check_watched_metric(key, name, task, has_val)
 
 
 def eval_loader(source, batch_size: int, recipe, device: torch.device) -> BatchLoader | None:
@@ -398,17 +398,21 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "ema_steps": self.ema.steps if self.ema is not None else 0,
             "rng": rng_meta,
-            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
+            "callbacks": {cb.name: cb_state for cb in self.callbacks if (cb_state := cb.state_dict())},
             "info": self.bundle.info.to_dict(),
             "time_s": time.perf_counter() - self._epoch_t0,
         }
         return tensors, state
 
     def eval_weights_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The weights evaluation uses (EMA-averaged if configured), for ``best.safetensors``."""
+        """The weights evaluation uses (EMA-averaged if configured), for ``best.safetensors``.
+
+        The tensors are already CPU copies (:func:`checkpoint.snapshot`, taken while the EMA
+        weights are swapped in): save them with ``copied=True``.
+        """
         use_ema = self.ema is not None and self.recipe.train.ema.evaluate
         with self.ema_weights() if use_ema else contextlib.nullcontext():
-            tensors = ckpt.with_prefix({k: v.clone() for k, v in self.model.state_dict().items()}, "model")
+            tensors = ckpt.with_prefix(ckpt.snapshot(self.model.state_dict()), "model")
         st = self.state
         state = {"kind": "best", "epoch": st.best_epoch, "step": st.step,
                  "best": {"value": st.best_value, "epoch": st.best_epoch, "monitor": self.monitor},
