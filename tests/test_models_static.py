@@ -2,6 +2,8 @@
 training through torch.compile with a real eager fallback."""
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from torch import nn
@@ -110,3 +112,45 @@ def test_compiled_forward_and_backward_match_eager():
     torch.testing.assert_close(out, eager_out, atol=1e-5, rtol=1e-5)
     for p, g in zip(model.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_forward_snapshots_only_unseen_signatures(monkeypatch):
+    """M13: the rollback snapshot (buffers, RNG state) is taken only for an input signature that has not yet run
+    compiled; a new signature (batch size, train/eval mode) still gets one, and its failure is rolled back."""
+    from trainlab.engine.compile import CompiledForward
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    fail_on = {"n": None}
+
+    def fake_compile(m, **kwargs):
+        def compiled(x):
+            out = m(x)  # BatchNorm statistics move before the (simulated) compile failure
+            if x.shape[0] == fail_on["n"]:
+                raise RuntimeError("backend compiler failed")
+            return out
+
+        return compiled
+
+    snapshots = []
+    real_get_rng_state = torch.get_rng_state
+    monkeypatch.setattr(torch, "get_rng_state", lambda: snapshots.append(1) or real_get_rng_state())
+    fwd = CompiledForward(model, compiler=fake_compile, stream=io.StringIO())
+    x8 = torch.randn(8, 4)
+    for _ in range(3):
+        fwd(x8)
+    assert len(snapshots) == 1  # the first call of the (8, 4) training signature only
+    model.eval()
+    fwd(x8)
+    assert len(snapshots) == 2  # eval mode is another signature
+    model.train()
+    fwd(x8)
+    assert len(snapshots) == 2
+    before = model[1].running_mean.clone()
+    fail_on["n"] = 5
+    x5 = torch.randn(5, 4)
+    out = fwd(x5)  # new batch size: snapshot, failure, rollback, eager forward
+    assert len(snapshots) == 3 and fwd.failed is not None and out.shape == (5, 3)
+    # the statistics moved once (the eager forward; momentum 0.1), the failed call's move was rolled back
+    expected = 0.9 * before + 0.1 * model[0](x5).detach().mean(0)
+    torch.testing.assert_close(model[1].running_mean, expected)
+    assert model[1].num_batches_tracked.item() == 5  # 4 compiled training calls + the eager one

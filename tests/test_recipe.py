@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from trainlab.errors import RecipeError
-from trainlab.recipe import Recipe, builtin_recipes, check_names, load_recipe, parse_override
+from trainlab.recipe import Recipe, builtin_recipes, check_names, load_recipe, override_pairs, parse_override
 
 
 def test_default_recipe_is_digits_cnn():
@@ -32,6 +32,19 @@ def test_every_builtin_recipe_validates_and_names_resolve():
 )
 def test_override_values_are_yaml(text, key, value):
     assert parse_override(text) == (key, value)
+
+
+def test_override_pairs_from_strings_or_a_mapping():
+    """The one place overrides become dotted keys: strings parsed as YAML (the last of a key wins), a mapping
+    copied, None empty; a string without '=' is a one-line recipe error."""
+    assert override_pairs(["optim.lr=0.01", "data.augment=[hflip]", "optim.lr=0.1"]) == {
+        "optim.lr": 0.1, "data.augment": ["hflip"]}
+    mapping = {"train.epochs": 3}
+    pairs = override_pairs(mapping)
+    assert pairs == mapping and pairs is not mapping
+    assert override_pairs(None) == {} and override_pairs([]) == {}
+    with pytest.raises(RecipeError, match=r"^override 'optim.lr': expected key=value"):
+        override_pairs(["optim.lr"])
 
 
 def test_overrides_apply_and_null_disables_a_section():

@@ -6,21 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
-from .recipe import Recipe, check_names, load_recipe
+from .recipe import Recipe, check_names, load_recipe, override_pairs
 from .run import Run, check_writable_target, default_dir, open_run
 
 
 def _merge_overrides(overrides, kwargs: dict[str, Any]):
     """List of "k=v" strings and/or keyword overrides (``train__epochs=5`` or ``**{"train.epochs": 5}``)."""
-    from .recipe import parse_override
-
-    merged: dict[str, Any] = {}
-    if isinstance(overrides, dict):
-        merged.update(overrides)
-    else:
-        for text in overrides or []:
-            parts, value = parse_override(text)
-            merged[".".join(parts)] = value
+    merged = override_pairs(overrides)
     for key, value in kwargs.items():
         merged[key.replace("__", ".")] = value
     return merged
@@ -151,8 +143,9 @@ def fit(
 
 def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, Any]:
     """Evaluate the final weights on val and test, then write summary.json, plots and report.md."""
-    from .atomic import write_json
+    from .atomic import jsonable, write_json
     from .engine.checkpoint import load_checkpoint, load_model_weights, split_prefix
+    from .tasks.base import scalar_metrics
 
     recipe = trainer.recipe
     stop = recipe.train.early_stop
@@ -164,11 +157,11 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
         which, use_ema = "best", False  # best.safetensors already holds the evaluation weights
     else:
         use_ema = None
-    scalars = lambda m: {k: v for k, v in m.items() if k not in ("confusion", "per_class")}  # noqa: E731
     val = trainer.evaluate(trainer.val_loader, use_ema) if trainer.val_loader else None
     test = trainer.evaluate(trainer.test_loader, use_ema) if trainer.test_loader else None
     st = trainer.state
-    epochs = [r for r in st.history if "event" not in r]
+    history = jsonable(st.history)  # what metrics.jsonl holds: non-finite values as None
+    epochs = [r for r in history if "event" not in r]
     summary = {
         "name": recipe.name,
         "best_epoch": st.best_epoch,
@@ -188,14 +181,14 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
     if recipe.run.plots:
         from .report.plots import plot_run
 
-        plot_run(run, summary)
+        plot_run(run, summary, epochs)
     from .report.markdown import write_report
 
-    write_report(run, summary)
+    write_report(run, summary, recipe, history)
     if not quiet:
         for name, m in (("val", val), ("test", test)):
             if m:
-                print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in scalars(m).items()
+                print(f"{name}: " + "  ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(m).items()
                                                if isinstance(v, float)))
         print(f"run: {run.dir}")
     return summary

@@ -41,7 +41,9 @@ class ExportResult:
 
 def example_batch(model, info, batch: int, seed: int = 0) -> torch.Tensor:
     """Inputs in the data's stored scale: token ids for text, mean + std·noise around the statistics otherwise."""
-    g = torch.Generator().manual_seed(seed)
+    from .engine.seeding import generator
+
+    g = generator("export", seed)
     if info.kind == "sequence" and len(info.input_shape) == 1:
         return torch.randint(0, info.num_classes, (batch, *info.input_shape), generator=g)
     x = torch.randn((batch, *info.input_shape), generator=g)

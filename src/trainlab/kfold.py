@@ -28,18 +28,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
 
 
-def _pairs(overrides) -> dict[str, Any]:
-    from .recipe import parse_override
-
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    pairs: dict[str, Any] = {}
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        pairs[".".join(parts)] = value
-    return pairs
-
-
 def _check_recipe(recipe, name: str, metric: str) -> str:
     """Check that ``recipe`` (its first fold) can be built and reports ``metric``; returns the
     metric's optimization direction.
@@ -49,14 +37,14 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
     recipe and listing the known ones.
     """
     from .data import build_data
-    from .engine.trainer import metric_mode
-    from .errors import unknown_name
+    from .engine.trainer import check_watched_metric, metric_mode
     from .tasks import build_task
 
     task = build_task(recipe, build_data(recipe).info)
-    if metric not in task.val_metrics:
-        known = unknown_name("metric", metric, task.val_metrics, "--metric")
-        raise RecipeError(f"{known} (recipe {name!r}, task {recipe.task!r})")
+    try:  # every fold validates on its held-out fold
+        check_watched_metric("--metric", metric, task, has_val=True, split="val")
+    except RecipeError as err:
+        raise RecipeError(f"{err} (recipe {name!r}, task {recipe.task!r})") from None
     return metric_mode(f"val_{metric}", "auto")
 
 
@@ -76,14 +64,15 @@ def cross_validate(
     """
     from .api import fit
     from .atomic import write_json
-    from .recipe import check_names, load_recipe
+    from .recipe import check_names, load_recipe, override_pairs
     from .run import check_writable_target
+    from .tasks.base import scalar_metrics
 
     if folds < 2:
         raise RecipeError(f"--folds: expected at least 2 folds, got {folds}")
     if not recipes:
         raise RecipeError("kfold: give at least one recipe")
-    pairs = _pairs(overrides)
+    pairs = override_pairs(overrides)
     if "data.fold" in pairs or any(k.startswith("data.fold.") for k in pairs):
         raise RecipeError("data.fold: kfold sets the fold of each run itself; remove the override")
     loaded = []
@@ -113,9 +102,7 @@ def cross_validate(
             fold = {"data.fold": {"k": folds, "index": k}, "run.dir": str(run_dir)}
             run = fit(recipe, quiet=True, force=force, **fold)
             summary = run.summary()
-            scalars = lambda m: {key: v for key, v in (m or {}).items()  # noqa: E731
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            val, test = scalars(summary.get("val")), scalars(summary.get("test"))
+            val, test = scalar_metrics(summary.get("val")), scalar_metrics(summary.get("test"))
             per_fold.append({"fold": k, "run": str(run_dir), "val": val, "test": test or None})
             line = f"{name} fold {k + 1}/{folds}: val {metric} {val[metric]:.4f}"
             if test:

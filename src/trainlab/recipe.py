@@ -513,6 +513,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def override_pairs(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """Overrides as a mapping of dotted keys to values: ``["optim.lr=0.01"]`` (values parsed as
+    YAML, see :func:`parse_override`) or a mapping of dotted keys (copied); None gives ``{}``."""
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    pairs: dict[str, Any] = {}
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        pairs[".".join(parts)] = value
+    return pairs
+
+
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys in a nested mapping, creating sections that were absent or null."""
     for dotted, value in overrides.items():
@@ -590,14 +602,7 @@ def load_recipe(
     else:
         data = read_recipe_dict(source)
     if overrides:
-        if isinstance(overrides, dict):
-            pairs = {k: v for k, v in overrides.items()}
-        else:
-            pairs = {}
-            for text in overrides:
-                parts, value = parse_override(text)
-                pairs[".".join(parts)] = value
-        data = apply_overrides(data, pairs)
+        data = apply_overrides(data, override_pairs(overrides))
     return validate_recipe(data)
 
 

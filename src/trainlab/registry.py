@@ -54,10 +54,6 @@ class Registry:
         """Names ``prefix<rest>`` resolve to ``fn(rest, ...)`` (e.g. ``timm:<any timm model>``)."""
         self._prefixes[prefix] = Entry(prefix + "<name>", fn, help, dict(meta))
 
-    def add_modules(self, *modules: str) -> None:
-        self._modules.extend(modules)
-        self._loaded = False
-
     def ensure_loaded(self) -> None:
         if self._loaded:
             return

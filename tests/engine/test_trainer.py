@@ -97,3 +97,63 @@ def test_metrics_jsonl_matches_history(tmp_path):
     tensors, state = load_checkpoint(run.checkpoints / "last.safetensors")
     assert state["history"] == [json.loads(line) for line in lines]
     assert set(split_prefix(tensors, "model")) == set(trainlab.open_run(run.dir).load_model("last")[0].state_dict())
+
+
+def test_eval_loader_keeps_every_sample_in_order():
+    """T1: an evaluation split is batched in its own order with every sample (a last batch of one included);
+    an absent or empty split has no loader; an in-memory split takes the tensor path (no workers)."""
+    from trainlab.data.bundle import TensorSource
+    from trainlab.engine.trainer import eval_loader
+
+    recipe = load_recipe("digits-mlp", ["data.workers=2"])
+    source = TensorSource(torch.arange(21.0).reshape(21, 1), torch.arange(21))
+    loader = eval_loader(source, 10, recipe, torch.device("cpu"))
+    batches = list(loader.batches(0))
+    assert [len(b["target"]) for b in batches] == [10, 10, 1]
+    assert torch.equal(torch.cat([b["target"] for b in batches]), torch.arange(21))
+    assert loader._fast and loader._dl is None
+    assert eval_loader(None, 10, recipe, torch.device("cpu")) is None
+    assert eval_loader(TensorSource(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)), 10, recipe,
+                       torch.device("cpu")) is None
+
+
+class CountingState(Callback):
+    name = "counting"
+
+    def __init__(self):
+        self.calls = 0
+
+    def state_dict(self):
+        self.calls += 1
+        return {"calls": self.calls}
+
+
+def test_checkpoint_snapshots_are_taken_once():
+    """T3: a checkpoint asks each callback for its state once; the best weights (EMA-averaged) come back as CPU
+    copies that later training does not change, and the model gets its own weights back."""
+    from trainlab.engine.callbacks import unprinted_events
+
+    counting = CountingState()
+    trainer = build_components(load_recipe("digits-mlp", {**QUIET, "model.width": 8, "model.depth": 1,
+                                                          "train.ema": {"decay": 0.5}}), [counting])
+    _, state = trainer.checkpoint_state()
+    assert counting.calls == 1 and state["callbacks"]["counting"] == {"calls": 1}
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)
+    trainer.ema.update(trainer.model)
+    own = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    averaged = trainer.ema.averaged()
+    tensors, _ = trainer.eval_weights_state()
+    weights = split_prefix(tensors, "model")
+    assert weights.keys() == own.keys()
+    for k, v in weights.items():
+        expected = averaged.get(k, own[k])  # parameters averaged, buffers as they are
+        assert v.device.type == "cpu" and v.is_contiguous() and torch.equal(v, expected), k
+        assert v.untyped_storage().data_ptr() != trainer.model.state_dict()[k].untyped_storage().data_ptr()
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, own[k]), k
+    trainer.log_event("note", "first")
+    trainer.log_event("note", "second")
+    assert unprinted_events(trainer) == ["  note: first", "  note: second"] and unprinted_events(trainer) == []
+    trainer.close()

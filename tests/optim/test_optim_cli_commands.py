@@ -28,6 +28,9 @@ def test_steps_per_epoch_without_a_model_matches_the_trainer(overrides):
     recipe = load_recipe("digits-mlp", ["model.width=8", "model.depth=1", "optim.nesterov=false"] + overrides)
     trainer = build_components(recipe)
     assert optimizer_steps_per_epoch(recipe, len(trainer.bundle.train)) == trainer.steps_per_epoch
+    # ... and as the loop takes them: one step per `accumulate` batches, a short last group included
+    assert trainer.steps_per_epoch == -(-len(trainer.train_loader) // recipe.train.accumulate)
+    assert sum(1 for _ in trainer.train_loader.index_batches(0)) == len(trainer.train_loader)
 
 
 def test_schedule_command_draws_lr_and_momentum(tmp_path, capsys):
@@ -134,3 +137,16 @@ def test_lr_find_cli_rejects_nan_before_building(flag, tmp_path, capsys, monkeyp
     assert main(["lr-find", "digits-mlp", flag, "nan", "--out", str(tmp_path / "x.png")]) == 2
     err = one_line(capsys.readouterr().err)
     assert "nan" in err and "Traceback" not in err
+
+
+def test_schedule_rejects_the_early_stop_monitor_fit_rejects(tmp_path, capsys):
+    """O6/T2: `trainlab schedule digits-cnn train.early_stop.monitor=val_acc` exits 2 with the line fit gives
+    (it used to check only a plateau schedule's monitor, and drew the schedule)."""
+    out = tmp_path / "lr.png"
+    assert main(["schedule", "digits-cnn", "train.early_stop.monitor=val_acc", "--out", str(out)]) == 2
+    schedule_err = one_line(capsys.readouterr().err)
+    assert main(["fit", "digits-cnn", "train.early_stop.monitor=val_acc", f"run.dir={tmp_path / 'run'}"]) == 2
+    fit_err = one_line(capsys.readouterr().err)
+    assert "train.early_stop.monitor: unknown metric 'val_acc'" in schedule_err
+    assert schedule_err.split(": error: ", 1)[1] == fit_err.split(": error: ", 1)[1]
+    assert not out.exists() and not (tmp_path / "run").exists()

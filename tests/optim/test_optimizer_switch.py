@@ -102,3 +102,27 @@ def test_resume_after_the_switch_ends_with_the_same_weights(tmp_path):
     assert rows == records(whole.dir) or [
         {k: v for k, v in r.items() if k != "time_s"} for r in rows
     ] == [{k: v for k, v in r.items() if k != "time_s"} for r in records(whole.dir)]
+
+
+def test_swats_step_from_the_callback_skips_parameters_without_gradient():
+    """O5: the callback's copies before the step give γ = pᵀp / (−pᵀg) over the parameters that have a gradient;
+    one without gradient (which Adam leaves unchanged) is skipped, and the buffers are reused step after step."""
+    from types import SimpleNamespace
+
+    cb = OptimizerSwitch(SwitchConfig(auto=True, min_steps=100, tolerance=0.01), beta2=0.9)
+    a, frozen = torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))
+    trainer = SimpleNamespace(params=[a, frozen], at_step_boundary=True)
+    buffers = None
+    for step in range(1, 4):
+        a.grad = torch.randn(5, 3)
+        cb.on_after_backward(trainer)
+        g, before = a.grad.clone(), a.detach().clone()
+        with torch.no_grad():
+            a -= 0.05 * step * a.grad + 0.001 * torch.randn(5, 3)  # a descent step
+        cb.on_batch_end(trainer, None, None, None)
+        p = a.detach() - before
+        expected = float((p * p).double().sum()) / -float((p * g).double().sum())
+        assert cb.k == step and cb.last_gamma == pytest.approx(expected, rel=1e-6)
+        assert buffers is None or all(x is y for x, y in zip(buffers, cb._grads + cb._before))
+        buffers = cb._grads + cb._before
+        assert len(cb._params) == 1 and cb._params[0] is a

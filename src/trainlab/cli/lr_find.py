@@ -27,11 +27,10 @@ def run(args) -> int:
     from ..recipe import load_recipe
     from ..report.optim_plots import plot_lr_find
     from .fit import split_recipe_and_overrides
-    from .outputs import make_parent
-    from .schedule import check_out
+    from .outputs import check_output, make_parent
 
     recipe_arg, overrides = split_recipe_and_overrides(args.recipe, args.overrides)
-    out = check_out(args.out)
+    out = check_output(args.out, "--out")
     # before the data and model are built
     check_range_test_options(args.start_lr, args.end_lr, args.steps, args.smoothing, args.diverge)
     recipe = load_recipe(recipe_arg, overrides)

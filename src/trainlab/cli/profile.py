@@ -31,7 +31,7 @@ def run(args) -> int:
     from ..data.bundle import DataInfo
     from ..errors import RecipeError, TrainlabError
     from ..models.profile import format_profile, profile_model
-    from ..recipe import load_recipe, parse_override
+    from ..recipe import load_recipe, override_pairs
     from ..registry import MODELS
 
     entry = MODELS.get(args.model, "model")
@@ -45,9 +45,7 @@ def run(args) -> int:
     extra = {"vocab_size": classes} if tokens else {}
     info = DataInfo(shape, classes, [str(i) for i in range(classes)], kind=kind, extra=extra)
     overrides = {"model.name": args.model}
-    for text in args.overrides:
-        parts, value = parse_override(text)
-        key = ".".join(parts)
+    for key, value in override_pairs(args.overrides).items():
         overrides[key if key.startswith("model.") else f"model.{key}"] = value
     tasks = entry.meta.get("tasks")
     recipe = load_recipe({"task": tasks[0] if tasks else "classification"}, overrides)

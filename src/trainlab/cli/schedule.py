@@ -1,8 +1,6 @@
 """trainlab schedule [RECIPE] [key=value ...] [--out lr.png]: draw the LR schedule without training."""
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (default: digits-cnn)")
@@ -12,32 +10,25 @@ def add_arguments(p):
                    help="PNG file to write (default: lr.png); missing folders are created")
 
 
-def check_out(path: str, option: str = "--out") -> Path:
-    """The .png output path, checked before any work (see cli/outputs.py); folders come later."""
-    from .outputs import check_output
-
-    return check_output(path, option)
-
-
 def run(args) -> int:
     from ..data import build_data
-    from ..engine.trainer import check_watched_metric
+    from ..engine.trainer import check_watched_metrics
     from ..optim.schedules import build_schedule, optimizer_steps_per_epoch, schedule_curve
     from ..recipe import check_names, load_recipe
     from ..report.optim_plots import plot_schedule
     from ..tasks import build_task
     from .fit import split_recipe_and_overrides
-    from .outputs import make_parent
+    from .outputs import check_output, make_parent
 
     recipe_arg, overrides = split_recipe_and_overrides(args.recipe, args.overrides)
-    out = check_out(args.out)
+    out = check_output(args.out, "--out")  # before any work; folders are made when writing
     recipe = load_recipe(recipe_arg, overrides)
     check_names(recipe)
     bundle = build_data(recipe)
     n_train = len(bundle.train)  # the split sizes fix steps per epoch; no model is built
-    if recipe.schedule.name == "plateau":  # the same check as fit's, so both accept the same recipes
-        has_val = bundle.val is not None and len(bundle.val) > 0
-        check_watched_metric("schedule.monitor", recipe.schedule.monitor, build_task(recipe, bundle.info), has_val)
+    # the same check as fit's, so both accept the same recipes
+    has_val = bundle.val is not None and len(bundle.val) > 0
+    check_watched_metrics(recipe, build_task(recipe, bundle.info), has_val)
     spe = optimizer_steps_per_epoch(recipe, n_train)
     epochs = recipe.train.epochs
     sched_cfg, optim = recipe.schedule, recipe.optim

@@ -56,6 +56,15 @@ def overrides(cb: Callback, event: str) -> bool:
     return getattr(type(cb), event) is not getattr(Callback, event)
 
 
+def unprinted_events(trainer) -> list[str]:
+    """One line per event logged since the last call (``trainer.printed_events`` marks the history
+    printed so far), so that whichever callback prints first prints each event once."""
+    history = trainer.state.history
+    lines = [f"  {e['event']}: {e.get('message', '')}" for e in history[trainer.printed_events:] if "event" in e]
+    trainer.printed_events = len(history)
+    return lines
+
+
 # -------------------------------------------------------------------------------- early stopping
 class EarlyStopping(Callback):
     """Stop when the monitored metric has not improved for ``patience`` epochs (T2).
@@ -170,10 +179,8 @@ class ProgressPrinter(Callback):
     def on_epoch_end(self, trainer, record):
         row = " ".join(_fmt(record.get(self.KEYS.get(name, name)), w) for name, w in self.COLUMNS)
         self._print(row)
-        for event in trainer.state.history[trainer.printed_events:]:
-            if "event" in event:
-                self._print(f"  {event['event']}: {event.get('message', '')}")
-        trainer.printed_events = len(trainer.state.history)
+        for line in unprinted_events(trainer):
+            self._print(line)
 
     def _stop(self):
         if self._bar is not None:
@@ -246,8 +253,8 @@ class Checkpointer(Callback):
         from .checkpoint import save_checkpoint
 
         if trainer.state.improved:
-            tensors, state = trainer.eval_weights_state()
-            save_checkpoint(self.folder / "best.safetensors", tensors, state, trainer.writer.submit)
+            tensors, state = trainer.eval_weights_state()  # already copies
+            save_checkpoint(self.folder / "best.safetensors", tensors, state, trainer.writer.submit, copied=True)
         self.save_last(trainer)
 
     def on_interrupt(self, trainer):

@@ -23,8 +23,9 @@ STATE_KEY = "trainlab_state"
 FORMAT = "trainlab-checkpoint/1"
 
 
-def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU copies: safetensors refuses tensors that share storage (tied weights)."""
+def snapshot(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies: safe to serialize on another thread while training goes on, and
+    never sharing storage, which safetensors refuses (tied weights)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
@@ -33,18 +34,20 @@ def save_checkpoint(
     tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
     submit: Callable[[Path, bytes | Callable[[], bytes]], None] | None = None,
+    copied: bool = False,
 ) -> None:
     """Write ``tensors`` and the JSON ``state`` to ``path``, plus ``path.json`` for people.
 
-    The snapshot (tensor copies, JSON text) is taken here; ``submit`` hands it to a writer (the
-    trainer's background DurableWriter), which also does the safetensors serialization. By default
-    the files are written durably before returning.
+    The snapshot (tensor copies, JSON text) is taken here, unless ``copied`` says that ``tensors``
+    already are the caller's :func:`snapshot`; ``submit`` hands it to a writer (the trainer's
+    background DurableWriter), which also does the safetensors serialization. By default the files
+    are written durably before returning.
     """
     from safetensors.torch import save
 
     path = Path(path)
     text = dumps({"format": FORMAT, **state}, indent=None)  # compact: indent runs json's Python encoder
-    plain = _plain(tensors)
+    plain = tensors if copied else snapshot(tensors)
 
     def blob() -> bytes:
         return save(plain, metadata={STATE_KEY: text})

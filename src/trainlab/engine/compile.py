@@ -6,12 +6,32 @@ the first forward, not when torch.compile is called. :class:`CompiledForward` ca
 failure, warns once, restores what the failed call may have changed (buffers such as BatchNorm
 statistics, and the CPU random generator that dropout draws from) and runs the eager model from
 then on, so a recipe with ``train.compile: true`` runs everywhere and trains as the eager run would.
+
+Compilation happens once per input signature (shapes, dtypes, devices, requires_grad, training and
+grad mode: what torch.compile's guards key on), so only the first call of a signature can fail
+that way. The snapshot for the rollback is therefore taken only for a signature that has not yet
+run compiled; later calls of a known signature run the cached graph without copying anything (if
+one of them still fails, training goes on eagerly, without a rollback).
 """
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
+
+
+def _describe(value: Any) -> Any:
+    """A hashable description of one argument as the compiled graph's guards see it."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device, value.requires_grad)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)  # Python scalars are specialized on their value
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_describe(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _describe(v)) for k, v in value.items()))
+    return (type(value).__name__, id(value))
 
 
 class CompiledForward:
@@ -21,6 +41,7 @@ class CompiledForward:
         self.model = model
         self.stream = stream
         self.failed: str | None = None
+        self.seen: set[tuple] = set()  # signatures that already ran compiled
         try:
             self.compiled = (compiler or torch.compile)(model)
         except Exception as err:  # noqa: BLE001 - any backend problem means: run eagerly
@@ -33,20 +54,30 @@ class CompiledForward:
         print(f"warning: train.compile failed ({self.failed}); training eagerly", file=self.stream or sys.stderr,
               flush=True)
 
+    def signature(self, args: tuple, kwargs: dict) -> tuple:
+        """What decides whether a call reuses an already compiled graph."""
+        return (self.model.training, torch.is_grad_enabled(), _describe(args), _describe(kwargs))
+
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
             return self.model(*args, **kwargs)
-        buffers = [b.detach().clone() for b in self.model.buffers()]
-        rng = torch.get_rng_state()
+        sig = self.signature(args, kwargs)
+        known = sig in self.seen
+        if not known:
+            buffers = [b.detach().clone() for b in self.model.buffers()]
+            rng = torch.get_rng_state()
         try:
-            return self.compiled(*args, **kwargs)
+            out = self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - compile errors have many types; eager re-raises real ones
-            with torch.no_grad():
-                for b, saved in zip(self.model.buffers(), buffers):
-                    b.copy_(saved)
-            torch.set_rng_state(rng)
+            if not known:  # a known signature was not snapshotted: its graph had already run
+                with torch.no_grad():
+                    for b, saved in zip(self.model.buffers(), buffers):
+                        b.copy_(saved)
+                torch.set_rng_state(rng)
             self._fall_back(err)
             return self.model(*args, **kwargs)
+        self.seen.add(sig)
+        return out
 
     def __getattr__(self, name):
         return getattr(self.model, name)

@@ -22,9 +22,9 @@ def derive_seed(*parts: Any) -> int:
     return struct.unpack("<Q", digest)[0] >> 1
 
 
-def generator(*parts: Any) -> torch.Generator:
-    """A CPU torch generator seeded from ``derive_seed(*parts)``."""
-    return torch.Generator().manual_seed(derive_seed(*parts))
+def generator(*parts: Any, device: str | torch.device | None = None) -> torch.Generator:
+    """A torch generator on ``device`` (default the CPU) seeded from ``derive_seed(*parts)``."""
+    return torch.Generator(device="cpu" if device is None else device).manual_seed(derive_seed(*parts))
 
 
 def seed_everything(seed: int) -> None:

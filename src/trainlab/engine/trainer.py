@@ -25,13 +25,13 @@ from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
 from ..errors import RecipeError, RunError
 from ..losses import penalized_parameters, weight_penalty
-from ..tasks.base import metric_mode
+from ..tasks.base import metric_mode, scalar_metrics
 from ..optim.ema import WeightEMA
 from ..optim.optimizers import build_optimizer, train_batch_size
-from ..optim.schedules import build_schedule
+from ..optim.schedules import build_schedule, optimizer_steps_per_epoch
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
-from .seeding import derive_seed, rng_state, set_rng_state
+from .seeding import generator, rng_state, set_rng_state
 from .writer import DurableWriter
 
 EVAL_BATCH = 512
@@ -67,18 +67,54 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_watched_metric(field: str, name: str, task, has_val: bool) -> None:
+def check_watched_metric(field: str, name: str, task, has_val: bool, split: str | None = None) -> None:
     """Raise a RecipeError unless metric ``name`` (watched by recipe ``field``) will be in the epoch
     record: ``train_<m>`` / ``val_<m>`` for the task's train_metrics / val_metrics, and a val_
-    metric only with a validation split. Also used by `trainlab schedule`, which builds no trainer.
+    metric only with a validation split. With ``split`` ("train" or "val"), ``name`` is a bare
+    metric of that split (kfold's ``--metric accuracy``).
     """
-    known = [f"train_{n}" for n in task.train_metrics] + [f"val_{n}" for n in task.val_metrics]
+    if split is None:
+        known = [f"train_{n}" for n in task.train_metrics] + [f"val_{n}" for n in task.val_metrics]
+        full = name
+    else:
+        known = list(task.train_metrics if split == "train" else task.val_metrics)
+        full = f"{split}_{name}"
     if name not in known:
         from ..errors import unknown_name
 
         raise unknown_name("metric", name, known, field)
-    if name.startswith("val_") and not has_val:
+    if full.startswith("val_") and not has_val:
         raise RecipeError(f"{field}: {name!r} needs a validation split (data.split.val > 0), or watch a train_ metric")
+
+
+def default_monitor(task, has_val: bool) -> str:
+    """The metric the best checkpoint follows without early stopping: the task's, on the training
+    split when there is no validation split."""
+    return task.monitor if has_val else task.monitor.replace("val_", "train_", 1)
+
+
+def check_watched_metrics(recipe, task, has_val: bool) -> None:
+    """Every metric ``recipe`` watches must exist in the epoch record, checked before training (by
+    the trainer, and by `trainlab schedule`, which builds no trainer): a plateau schedule's monitor,
+    then the early-stopping monitor (without early stopping, the default monitor). The schedule's
+    comes first so that `trainlab schedule`, which is about the schedule, names it when both fail.
+    """
+    stop = recipe.train.early_stop
+    watched = []
+    if recipe.schedule.name == "plateau":
+        watched.append(("schedule.monitor", recipe.schedule.monitor))
+    watched.append(("train.early_stop.monitor", stop.monitor if stop else default_monitor(task, has_val)))
+    for key, name in watched:
+        check_watched_metric(key, name, task, has_val)
+
+
+def eval_loader(source, batch_size: int, recipe, device: torch.device) -> BatchLoader | None:
+    """Batches of an evaluation split in a fixed order, every sample kept; None for an absent or
+    empty split. (An in-memory split is gathered on ``device`` without workers, see BatchLoader.)"""
+    if source is None or len(source) == 0:
+        return None
+    return BatchLoader(source, batch_size, seed=recipe.seed, shuffle=False, workers=recipe.data.workers,
+                       drop_singleton=False, device=device)
 
 
 class Trainer:
@@ -106,12 +142,12 @@ class Trainer:
                 "use model.norm=layer, group or none for single-sample SGD"
             )
         eval_bs = max(batch_size, EVAL_BATCH)
-        self.val_loader = self._eval_loader(bundle.val, eval_bs)
-        self.test_loader = self._eval_loader(bundle.test, eval_bs)
+        self.val_loader = eval_loader(bundle.val, eval_bs, recipe, self.device)
+        self.test_loader = eval_loader(bundle.test, eval_bs, recipe, self.device)
         self.batch_transform = build_batch_transforms(data.batch_augment, bundle.info)
 
         self.accumulate = train.accumulate
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.accumulate)
+        self.steps_per_epoch = optimizer_steps_per_epoch(recipe, len(bundle.train))
         self.optimizer = build_optimizer(recipe.optim, self.model)
         self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs)
         self.ema = WeightEMA(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
@@ -120,10 +156,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         stop = train.early_stop
-        # Without early stopping the best checkpoint follows the task's metric, on the training
-        # split when there is no validation split.
-        default = task.monitor if self.val_loader is not None else task.monitor.replace("val_", "train_", 1)
-        self.monitor = stop.monitor if stop else default
+        self.monitor = stop.monitor if stop else default_monitor(task, self.val_loader is not None)
         self.monitor_mode = metric_mode(self.monitor, stop.mode if stop else "auto")
         self.min_delta = stop.min_delta if stop else 0.0
         self._check_monitor()
@@ -141,13 +174,6 @@ class Trainer:
         self._epoch_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------------------- set-up
-    def _eval_loader(self, source, batch_size):
-        if source is None or len(source) == 0:
-            return None
-        return BatchLoader(source, batch_size, seed=self.recipe.seed, shuffle=False,
-                           workers=self.recipe.data.workers if not hasattr(source, "inputs") else 0,
-                           drop_singleton=False, device=self.device)
-
     def _maybe_compile(self, model):
         if not self.recipe.train.compile:
             return model
@@ -157,11 +183,7 @@ class Trainer:
 
     def _check_monitor(self):
         """Every metric a recipe watches must exist in the epoch record, checked before training."""
-        watched = [("train.early_stop.monitor", self.monitor)]
-        if self.recipe.schedule.name == "plateau":
-            watched.append(("schedule.monitor", self.recipe.schedule.monitor))
-        for field, name in watched:
-            check_watched_metric(field, name, self.task, has_val=self.val_loader is not None)
+        check_watched_metrics(self.recipe, self.task, has_val=self.val_loader is not None)
 
     # --------------------------------------------------------------------------------- events
     def add_callbacks(self, callbacks) -> None:
@@ -281,7 +303,7 @@ class Trainer:
         if self.val_loader is not None:
             val = self.evaluate(self.val_loader)
             self._emit("on_validation_end", val)
-            record.update({f"val_{k}": v for k, v in val.items() if _is_scalar(v) and k != "n"})
+            record.update({f"val_{k}": v for k, v in scalar_metrics(val).items() if k != "n"})
         record["time_s"] = round(time.perf_counter() - self._epoch_t0, 4)
         st.history.append(record)
         st.epoch += 1
@@ -336,8 +358,7 @@ class Trainer:
         return autocast(self.device, self.recipe.train.amp)
 
     def _batch_generator(self) -> torch.Generator:
-        g = torch.Generator(device=self.device)
-        return g.manual_seed(derive_seed(self.recipe.seed, "batch", self.state.epoch, self.state.batch))
+        return generator(self.recipe.seed, "batch", self.state.epoch, self.state.batch, device=self.device)
 
     # ------------------------------------------------------------------------- optimizer swap
     def switch_optimizer(self, name: str, lr: float | None = None, momentum: float | None = None) -> None:
@@ -377,17 +398,21 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "ema_steps": self.ema.steps if self.ema is not None else 0,
             "rng": rng_meta,
-            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.state_dict()},
+            "callbacks": {cb.name: cb_state for cb in self.callbacks if (cb_state := cb.state_dict())},
             "info": self.bundle.info.to_dict(),
             "time_s": time.perf_counter() - self._epoch_t0,
         }
         return tensors, state
 
     def eval_weights_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The weights evaluation uses (EMA-averaged if configured), for ``best.safetensors``."""
+        """The weights evaluation uses (EMA-averaged if configured), for ``best.safetensors``.
+
+        The tensors are already CPU copies (:func:`checkpoint.snapshot`, taken while the EMA
+        weights are swapped in): save them with ``copied=True``.
+        """
         use_ema = self.ema is not None and self.recipe.train.ema.evaluate
         with self.ema_weights() if use_ema else contextlib.nullcontext():
-            tensors = ckpt.with_prefix({k: v.clone() for k, v in self.model.state_dict().items()}, "model")
+            tensors = ckpt.with_prefix(ckpt.snapshot(self.model.state_dict()), "model")
         st = self.state
         state = {"kind": "best", "epoch": st.best_epoch, "step": st.step,
                  "best": {"value": st.best_value, "epoch": st.best_epoch, "monitor": self.monitor},
@@ -476,7 +501,3 @@ def evaluate_split(model, task, loader: BatchLoader, device: torch.device, amp: 
         return meter.compute()
     finally:
         model.train(was_training)
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

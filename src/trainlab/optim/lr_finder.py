@@ -72,7 +72,7 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
 
     ``trainer`` comes from :func:`trainlab.api.build_components`; nothing is written to disk.
     """
-    from ..engine.seeding import derive_seed
+    from ..engine.seeding import generator
     from .optimizers import build_optimizer
 
     check_range_test_options(start_lr, end_lr, steps, smoothing, diverge)
@@ -103,8 +103,7 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
                 group["lr"] = lr
             batch = trainer.to_device(batch)
             if trainer.batch_transform is not None:
-                g = torch.Generator(device=trainer.device).manual_seed(derive_seed(recipe.seed, "lr_find", i))
-                batch = trainer.batch_transform(batch, g)
+                batch = trainer.batch_transform(batch, generator(recipe.seed, "lr_find", i, device=trainer.device))
             _, loss, total = trainer.compute_loss(batch)
             total.backward()
             trainer.clip_gradients()

@@ -42,8 +42,12 @@ class OptimizerSwitch(Callback):
         self.k = 0
         self.last_gamma: float | None = None
         self.track = cfg.auto or cfg.lr is None
+        # Copies taken before each Adam step (reused buffers, filled by one fused copy per step):
+        # the parameters that have a gradient, their gradients and their values.
+        self._params: list[torch.Tensor] | None = None
         self._grads: list[torch.Tensor] | None = None
         self._before: list[torch.Tensor] | None = None
+        self._pending = False
 
     # ---------------------------------------------------------------------------- SWATS estimate
     def estimate(self) -> float | None:
@@ -54,10 +58,14 @@ class OptimizerSwitch(Callback):
 
     def observe_step(self, update: list[torch.Tensor], grads: list[torch.Tensor]) -> float | None:
         """Add one Adam step (``update`` = θ_after − θ_before) to the estimate; returns γ_k."""
-        pg = float(torch.stack([torch.sum(p * g, dtype=torch.float64) for p, g in zip(update, grads)]).sum())
+        if not update:
+            return None
+        # Both dot products in float64, read back together: one device synchronization per step.
+        pg_t = torch.stack([t.sum(dtype=torch.float64) for t in torch._foreach_mul(update, grads)]).sum()
+        pp_t = torch.stack([t.sum(dtype=torch.float64) for t in torch._foreach_mul(update, update)]).sum()
+        pg, pp = torch.stack([pg_t, pp_t]).tolist()
         if not pg < 0:
             return None
-        pp = float(torch.stack([torch.sum(p * p, dtype=torch.float64) for p in update]).sum())
         gamma = pp / -pg
         self.k += 1
         self.lam = self.beta2 * self.lam + (1 - self.beta2) * gamma
@@ -72,18 +80,25 @@ class OptimizerSwitch(Callback):
     def on_after_backward(self, trainer) -> None:
         if self.switched or not self.track:
             return
+        # Adam leaves a parameter without gradient unchanged, so it adds nothing to either product.
+        params = [p for p in trainer.params if p.grad is not None]
+        if self._params is None or len(params) != len(self._params) or any(
+            a is not b for a, b in zip(params, self._params)
+        ):
+            self._params = params
+            self._grads = [torch.empty_like(p.grad) for p in params]
+            self._before = [torch.empty_like(p) for p in params]
         with torch.no_grad():
-            self._grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
-                           for p in trainer.params]
-            self._before = [p.detach().clone() for p in trainer.params]
+            torch._foreach_copy_(self._grads + self._before, [p.grad for p in params] + [p.detach() for p in params])
+        self._pending = True
 
     def on_batch_end(self, trainer, batch, outputs, loss) -> None:
-        if self._before is None or not trainer.at_step_boundary:
+        if not self._pending or not trainer.at_step_boundary:
             return
+        self._pending = False
         with torch.no_grad():
-            update = torch._foreach_sub([p.detach() for p in trainer.params], self._before)
+            update = torch._foreach_sub([p.detach() for p in self._params], self._before)
         gamma = self.observe_step(update, self._grads)
-        self._grads = self._before = None
         if self.cfg.auto and gamma is not None and self.criterion(gamma):
             self.switch(trainer, "SWATS criterion")
 
@@ -107,7 +122,8 @@ class OptimizerSwitch(Callback):
         old = getattr(trainer.optimizer, "trainlab_name", trainer.recipe.optim.name)
         trainer.switch_optimizer(cfg.to, lr, cfg.momentum)
         self.switched, self.lr = True, lr
-        self._grads = self._before = None
+        self._params = self._grads = self._before = None
+        self._pending = False
         trainer.log_event(
             "optimizer_switch",
             f"{old} -> {cfg.to} at epoch {trainer.state.epoch + 1}, step {trainer.state.step} ({reason}); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..atomic import write_text
+from ..tasks.base import scalar_metrics
 
 
 def _num(v: Any) -> str:
@@ -11,8 +12,12 @@ def _num(v: Any) -> str:
 
 
 def metrics_table(summary: dict[str, Any]) -> str:
-    keys = ["loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"]
-    keys += [k for k in (summary.get("test") or summary.get("val") or {}) if k.startswith("top")]
+    """The val/test metrics: one column per scalar metric the splits report (loss first)."""
+    keys: list[str] = []
+    for split in ("val", "test"):
+        keys += [k for k in scalar_metrics(summary.get(split)) if k != "n" and k not in keys]
+    if "loss" in keys:
+        keys.insert(0, keys.pop(keys.index("loss")))
     rows = ["| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for split in ("val", "test"):
         m = summary.get(split)
@@ -32,8 +37,10 @@ def per_class_table(metrics: dict[str, Any], names: list[str]) -> str:
     return "\n".join(rows)
 
 
-def write_report(run, summary: dict[str, Any]) -> None:
-    recipe = run.recipe()
+def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[str, Any]] | None = None) -> None:
+    """Write report.md. ``recipe`` and ``history`` (epoch records and events, as metrics.jsonl
+    holds them) are read from the run directory when not given."""
+    recipe = run.recipe() if recipe is None else recipe
     lines = [
         f"# Run report: {recipe.name}",
         "",
@@ -60,7 +67,7 @@ def write_report(run, summary: dict[str, Any]) -> None:
         from ..doctor.report import markdown_section
 
         lines += markdown_section(run)
-    events = [r for r in run.metrics() if "event" in r]
+    events = [r for r in (run.metrics() if history is None else history) if "event" in r]
     if events:
         lines += ["## Actions taken during training", ""]
         lines += [f"- epoch {e['epoch']}, step {e['step']}: **{e['event']}**: {e.get('message', '')}" for e in events]

@@ -76,10 +76,14 @@ def confusion_figure(cm: list[list[int]], class_names: list[str], title: str = "
     return fig
 
 
-def plot_run(run, summary: dict[str, Any]) -> list[Path]:
-    """The standard plots of a run: loss, accuracy, LR, test confusion matrix."""
+def plot_run(run, summary: dict[str, Any], epochs: list[dict[str, Any]] | None = None) -> list[Path]:
+    """The standard plots of a run: loss, accuracy, LR, test confusion matrix.
+
+    ``epochs``: the epoch records as metrics.jsonl holds them (non-finite values as None); read
+    from the run directory when not given.
+    """
     run.plots.mkdir(parents=True, exist_ok=True)
-    epochs = run.epochs()
+    epochs = run.epochs() if epochs is None else epochs
     best = summary.get("best_epoch")
     out = [
         plot_curves(epochs, ["train_loss", "val_loss"], "loss", "loss", run.plots / "loss.png", mark_epoch=best),

@@ -16,6 +16,12 @@ def metric_mode(name: str, mode: str = "auto") -> str:
     return "min" if "loss" in name or "error" in name else "max"
 
 
+def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, int | float]:
+    """The numeric entries of a metrics dict (``eval_meter().compute()``, a summary's val/test):
+    drops structures such as the confusion matrix and per-class tables, and booleans."""
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class TrainMeter:
     """Running training loss and accuracy without a device sync per step."""
 
