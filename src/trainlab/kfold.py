@@ -40,7 +40,7 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
     from .engine.trainer import check_watched_metric, metric_mode
     from .tasks import build_task
 
-    task = build_task(recipe, build_data(recipe).info)
+    task = build_task(recipe, build_data(recipe, statistics=False).info)
     try:  # every fold validates on its held-out fold
         check_watched_metric("--metric", metric, task, has_val=True, split="val")
     except RecipeError as err:

@@ -137,8 +137,8 @@ class Run:
         if split not in ("train", "val", "test"):
             raise RunError(f"split: expected train, val or test, got {split!r}")
         model, task, recipe, info, state = self.load_model(checkpoint)
-        bundle = build_data(recipe)
-        source = bundle.split(split)
+        # The model's input stage (normalization, whitening) comes from the checkpoint.
+        source = build_data(recipe, statistics=False).split(split)
         device = resolve_device(recipe.train.device)
         model.to(device)
         loader = BatchLoader(source, EVAL_BATCH, seed=recipe.seed, shuffle=False, drop_singleton=False)

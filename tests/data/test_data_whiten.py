@@ -68,3 +68,5 @@ def test_whitening_refuses_large_images():
     """D2: whitening is for flat inputs; 3x64x64 images are refused with the field named."""
     with pytest.raises(RecipeError, match="data.whiten: inputs have 12288 features"):
         build_data(shapes_recipe("data.whiten=pca", size=64, count=40))
+    with pytest.raises(RecipeError, match="data.whiten: inputs have 12288 features"):
+        build_data(shapes_recipe("data.whiten=pca", size=64, count=40), statistics=False)

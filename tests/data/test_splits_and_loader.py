@@ -51,6 +51,28 @@ def test_normalization_statistics_come_from_the_training_split_only():
     assert off.mean.tolist() == [0.0] and off.std.tolist() == [1.0]
 
 
+def test_build_data_without_statistics_keeps_the_splits(monkeypatch):
+    """D1, D2: statistics=False gives the same splits with mean 0, std 1 and no whitening, and
+    never computes the statistics or fits the whitening (evaluate, kfold and schedule use it)."""
+    import trainlab.data.statistics as statistics
+    import trainlab.data.whiten as whiten
+
+    recipe = load_recipe("digits-mlp", ["data.whiten=zca"])
+    full = build_data(recipe)
+    assert full.whiten is not None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("statistics computed")
+
+    monkeypatch.setattr(statistics, "channel_stats", refuse)
+    monkeypatch.setattr(whiten, "fit_training_whitening", refuse)
+    bare = build_data(recipe, statistics=False)
+    for a, b in ((full.train, bare.train), (full.val, bare.val), (full.test, bare.test)):
+        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    assert bare.mean.tolist() == [0.0] and bare.std.tolist() == [1.0] and bare.whiten is None
+    assert bare.info == full.info
+
+
 def test_constant_channel_gets_unit_std():
     info = DataInfo((2, 4, 4), 2, ["a", "b"])
     x = torch.zeros(10, 2, 4, 4)

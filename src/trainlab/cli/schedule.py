@@ -24,7 +24,7 @@ def run(args) -> int:
     out = check_output(args.out, "--out")  # before any work; folders are made when writing
     recipe = load_recipe(recipe_arg, overrides)
     check_names(recipe)
-    bundle = build_data(recipe)
+    bundle = build_data(recipe, statistics=False)
     n_train = len(bundle.train)  # the split sizes fix steps per epoch; no model is built
     # the same check as fit's, so both accept the same recipes
     has_val = bundle.val is not None and len(bundle.val) > 0

@@ -172,11 +172,17 @@ def check_data_options(cfg, info: DataInfo, own_splits: bool, handles=(), annota
                                   f"(supported: {supported})")
 
 
-def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
+def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool = True) -> DataBundle:
     """Load the data set, split it from the seed and compute training-split statistics (D1).
 
     ``annotations`` keeps (True) or drops (False) the boxes and masks of the samples; None decides
     by :func:`needs_annotations`.
+
+    ``statistics=False`` is for callers that need the splits but not the input stage: a run's
+    checkpoint carries its own, and a recipe check only needs the sizes. Mean and std are then
+    zeros and ones and no whitening is fitted, which spares decoding up to MAX_STAT_SAMPLES
+    images and up to MAX_FIT_SAMPLES samples plus an eigen-decomposition on file data sets. The
+    recipe is checked as fully as with statistics (whitening's feature limit included).
 
     With ``data.fold`` the test split is held out as usual and the rest is cut into k stratified
     folds; fold ``index`` is the validation split (D9). Augmentations are checked against the
@@ -225,14 +231,16 @@ def build_data(recipe: Recipe, annotations: bool | None = None) -> DataBundle:
             f"data.batch_size={cfg.batch_size} is larger than the training split ({len(train)} samples); "
             f"use at most {len(train)} or 'full'"
         )
-    if cfg.normalize:
+    if cfg.normalize and statistics:
         mean, std = channel_stats(train, info, recipe.seed)
     else:
         c = info.input_shape[0]
         mean, std = torch.zeros(c), torch.ones(c)
     whiten = None
     if cfg.whiten is not None:
-        from .whiten import fit_training_whitening
+        from .whiten import check_whiten_size, fit_training_whitening
 
-        whiten = fit_training_whitening(train, info, mean, std, cfg.whiten, cfg.whiten_eps, recipe.seed)
+        check_whiten_size(info)
+        if statistics:
+            whiten = fit_training_whitening(train, info, mean, std, cfg.whiten, cfg.whiten_eps, recipe.seed)
     return DataBundle(train, val, test, info, mean, std, whiten)

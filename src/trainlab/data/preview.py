@@ -36,7 +36,9 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
     # The preview trains nothing, so the training batch size must not stop it (data sets reject a
     # batch larger than the training split); 'full' passes those checks and changes nothing here.
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"batch_size": "full"})})
-    bundle = build_data(recipe, annotations=True)  # the preview draws boxes and masks even for classification
+    # The preview draws boxes and masks even for classification, and shows inputs before the model's
+    # input stage: no normalization statistics or whitening are needed.
+    bundle = build_data(recipe, annotations=True, statistics=False)
     source, info = bundle.train, bundle.info
     transform = build_transforms(recipe.data.augment, info, recipe.data.forbid, source=source)
     order = epoch_order(len(source), recipe.seed, epoch, shuffle=True)[: min(n, len(source))]

@@ -41,16 +41,21 @@ def whitening_matrix(x: torch.Tensor, method: str, eps: float) -> tuple[torch.Te
     return mean, w
 
 
-def fit_training_whitening(
-    train: SampleSource, info: DataInfo, mean: torch.Tensor, std: torch.Tensor, method: str, eps: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whitening fitted on the training split after normalization with (mean, std)."""
+def check_whiten_size(info: DataInfo) -> None:
+    """Refuse whitening for inputs with more than MAX_FEATURES features (a RecipeError line)."""
     d = math.prod(info.input_shape)
     if d > MAX_FEATURES:
         raise RecipeError(
             f"data.whiten: inputs have {d} features ({'x'.join(map(str, info.input_shape))}); whitening "
             f"needs a DxD covariance and is meant for flat inputs of at most {MAX_FEATURES} features"
         )
+
+
+def fit_training_whitening(
+    train: SampleSource, info: DataInfo, mean: torch.Tensor, std: torch.Tensor, method: str, eps: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whitening fitted on the training split after normalization with (mean, std)."""
+    check_whiten_size(info)
     n = len(train)
     if isinstance(train, TensorSource) and n <= MAX_FIT_SAMPLES:
         x = train.inputs.double()
