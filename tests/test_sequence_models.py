@@ -45,6 +45,14 @@ def test_text_errors(tmp_path):
     short.write_text("tiny")
     with pytest.raises(DataError, match="seq_len"):
         build_data(load_recipe("char-rnn", [f"data.root={short}"]))
+    text = tmp_path / "t.txt"
+    text.write_text("abcabcabd" * 40)
+    with pytest.raises(DataError, match=r"^data.subset=1000 is larger than the training split \(\d+ windows\)$"):
+        build_data(load_recipe("char-rnn", [f"data.root={text}", "data.subset=1000"]))
+    # The batch-size check of build_data, which covers data sets with their own splits.
+    with pytest.raises(DataError, match=r"^data.batch_size=1000 is larger than the training split \(\d+ windows\); "
+                                        r"use at most \d+ or 'full'$"):
+        build_data(load_recipe("char-rnn", [f"data.root={text}", "data.batch_size=1000"]))
 
 
 def test_char_rnn_learns_and_samples(tmp_path, capsys):

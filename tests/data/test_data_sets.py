@@ -66,6 +66,35 @@ def test_shapes_options_are_validated():
         build_data(load_recipe(None, ["data.name=shapes", "data.image_size=16"]))
 
 
+@pytest.mark.parametrize("overrides, line", [
+    (["data.name=shapes", "data.root=somewhere"],
+     "data.root: the shapes data set does not use it (it uses: data.channels, data.shapes)"),
+    (["data.name=shapes", "data.image_size=16"],
+     "data.image_size: the shapes data set does not use it (it uses: data.channels, data.shapes); it draws its "
+     "images at data.shapes.image_size; set that instead"),
+    (["data.coco={}"], "data.coco: the digits data set does not use it (it uses no data-set option)"),
+    (["data.channels=3"], "data.channels: the digits data set does not use it (it uses no data-set option)"),
+    (["data.name=coco", "data.root=x.json", "data.skip_corrupt=true"],
+     "data.skip_corrupt: the coco data set does not use it (it uses: data.root, data.image_size, data.channels, "
+     "data.coco)"),
+    (["data.name=segmentation", "data.root=nowhere", "data.skip_corrupt=true"],
+     "data.skip_corrupt: the segmentation data set does not use it (it uses: data.root, data.image_size, "
+     "data.channels, data.segmentation)"),
+    (["data.name=folder", "data.root=nowhere", "data.shapes={count: 10}"],
+     "data.shapes: the folder data set does not use it (it uses: data.root, data.image_size, data.channels, "
+     "data.skip_corrupt)"),
+    (["data.name=text", "data.segmentation={}"],
+     "data.segmentation: the text data set does not use it (it uses: data.root, data.text)"),
+])
+def test_data_set_options_it_does_not_use_are_refused(overrides, line):
+    """D10: a data-set option the chosen data set would ignore (data.root for shapes, another data set's
+    section, data.skip_corrupt where nothing is skipped) is one RecipeError line, raised before the data
+    set is read (the roots above do not exist)."""
+    with pytest.raises(RecipeError) as err:
+        build_data(load_recipe(None, overrides))
+    assert str(err.value) == line
+
+
 def test_coco_boxes_masks_and_dominant_label(tmp_path):
     """D10: COCO bbox [x, y, w, h] becomes XYXY, polygons and RLE become masks (pycocotools as the
     oracle), the image label is the category with the largest area."""

@@ -134,42 +134,91 @@ def needs_annotations(recipe: Recipe) -> bool:
 # Options build_data applies when it splits a data set itself; a data set that ships its own
 # splits must declare the ones it implements (``DATASETS.register(..., handles=("fold", ...))``).
 SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten")
+# Options a data set's builder reads itself. Each entry declares the ones it uses
+# (``DATASETS.register(..., uses=("root", "image_size"))``); any other one set to a value other
+# than its default is refused rather than silently ignored. ``hints`` (option -> advice) may say
+# what to set instead.
+DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "shapes", "coco", "segmentation", "text")
+
+
+def _is_default(cfg, key: str) -> bool:
+    return getattr(cfg, key) == type(cfg).model_fields[key].get_default(call_default_factory=True)
+
+
+def _refuse_image_options(cfg, annotations: bool | None) -> None:
+    """Token sequences are not images: image transforms, whitening, a class-imbalance profile,
+    resizing, channel conversion and boxes/masks do not apply (an hflip would silently reverse
+    every window while its targets stay forward)."""
+    from ..errors import RecipeError
+
+    why = f"data set {cfg.name!r} gives token sequences, not images"
+    refused = (
+        ("augment", bool(cfg.augment), "per-sample image transforms do not apply to them"),
+        ("batch_augment", bool(cfg.batch_augment), "batch transforms mix or occlude images"),
+        ("whiten", cfg.whiten is not None, "token ids are embedded, not whitened"),
+        ("imbalance", cfg.imbalance is not None, "their targets are next tokens, not classes to thin out"),
+        ("image_size", cfg.image_size is not None, "there is nothing to resize"),
+        ("channels", cfg.channels is not None, "there are no colour channels"),
+    )
+    for key, given, reason in refused:
+        if given:
+            raise RecipeError(f"data.{key}: {why}; {reason} (remove data.{key})")
+    if annotations:
+        raise RecipeError(f"data.name: {why}; there are no images, boxes or masks to keep or draw "
+                          "(use an image data set)")
+
+
+def check_used_options(cfg, entry, annotations: bool | None = None) -> None:
+    """Refuse, before the data set is loaded, every data-set option it does not use (one
+    RecipeError line): ``data.root`` for shapes, ``data.coco`` for digits, ``data.skip_corrupt``
+    for coco. An entry registered with ``kind="sequence"`` first gets the sequence rules of
+    :func:`check_data_options`, whose reasons say more than "does not use it"."""
+    from ..errors import RecipeError
+
+    if entry.meta.get("kind") == "sequence":
+        _refuse_image_options(cfg, annotations)
+    uses = tuple(entry.meta.get("uses", ()))
+    for key in DATASET_OPTIONS:
+        if key not in uses and not _is_default(cfg, key):
+            used = f"it uses: {', '.join(f'data.{k}' for k in uses)}" if uses else "it uses no data-set option"
+            hint = entry.meta.get("hints", {}).get(key)
+            raise RecipeError(f"data.{key}: the {entry.name} data set does not use it ({used})"
+                              + (f"; {hint}" if hint else ""))
 
 
 def check_data_options(cfg, info: DataInfo, own_splits: bool, handles=(), annotations: bool | None = None) -> None:
-    """Refuse data options the data set would ignore or break on, with one RecipeError line.
+    """Refuse data options the loaded data set would ignore or break on, with one RecipeError line.
 
-    Token sequences (``info.kind == "sequence"``) are not images: image transforms, whitening, a
-    class-imbalance profile, resizing, channel conversion and boxes/masks do not apply (an hflip
-    would silently reverse every window while its targets stay forward). A data set that ships
-    its own splits (``own_splits``) bypasses the engine's split, so ``data.fold``, ``data.subset``,
-    ``data.imbalance`` and ``data.whiten`` work only when it declares them in ``handles``.
+    Token sequences (``info.kind == "sequence"``) are not images (see :func:`_refuse_image_options`).
+    A data set that ships its own splits (``own_splits``) bypasses the engine's split, so
+    ``data.fold``, ``data.subset``, ``data.imbalance`` and ``data.whiten`` work only when it
+    declares them in ``handles``.
     """
     from ..errors import RecipeError
 
-    name = cfg.name
     if info.kind == "sequence":
-        why = f"data set {name!r} gives token sequences, not images"
-        refused = (
-            ("augment", bool(cfg.augment), "per-sample image transforms do not apply to them"),
-            ("batch_augment", bool(cfg.batch_augment), "batch transforms mix or occlude images"),
-            ("whiten", cfg.whiten is not None, "token ids are embedded, not whitened"),
-            ("imbalance", cfg.imbalance is not None, "their targets are next tokens, not classes to thin out"),
-            ("image_size", cfg.image_size is not None, "there is nothing to resize"),
-            ("channels", cfg.channels is not None, "there are no colour channels"),
-        )
-        for key, given, reason in refused:
-            if given:
-                raise RecipeError(f"data.{key}: {why}; {reason} (remove data.{key})")
-        if annotations:
-            raise RecipeError(f"data.name: {why}; there are no images, boxes or masks to keep or draw "
-                              "(use an image data set)")
+        _refuse_image_options(cfg, annotations)
     if own_splits:
         for key in SPLIT_OPTIONS:
             if getattr(cfg, key) is not None and key not in handles:
                 supported = ", ".join(f"data.{k}" for k in handles) or "none of them"
-                raise RecipeError(f"data.{key}: data set {name!r} ships its own splits and does not support it "
+                raise RecipeError(f"data.{key}: data set {cfg.name!r} ships its own splits and does not support it "
                                   f"(supported: {supported})")
+
+
+def check_subset(subset: int | None, available: int, unit: str = "samples") -> None:
+    """``data.subset`` may not ask for more than the ``available`` training samples (DataError)."""
+    if subset is not None and subset > available:
+        raise DataError(f"data.subset={subset} is larger than the training split ({available} {unit})")
+
+
+def check_batch_size(batch_size: int | str, train: SampleSource, unit: str = "samples") -> None:
+    """A fixed ``data.batch_size`` may not exceed the training split (DataError suggesting 'full')."""
+    if isinstance(batch_size, int) and batch_size > len(train):
+        raise DataError(
+            f"data.batch_size={batch_size} is larger than the training split ({len(train)} {unit}); "
+            f"use at most {len(train)} or 'full'"
+        )
 
 
 def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool = True) -> DataBundle:
@@ -186,8 +235,10 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
 
     With ``data.fold`` the test split is held out as usual and the rest is cut into k stratified
     folds; fold ``index`` is the validation split (D9). Augmentations are checked against the
-    data set's label-changing transforms here (D7), and options the data set cannot honour (see
-    :func:`check_data_options`) are refused, before anything is trained or written.
+    data set's label-changing transforms here (D7), and options the data set does not use or
+    cannot honour (see :func:`check_used_options`, :func:`check_data_options`) are refused, before
+    anything is trained or written. The subset and batch-size checks cover every data set, those
+    that ship their own splits included.
     """
     from ..registry import DATASETS
     from .splits import apply_imbalance, stratified_kfold, stratified_split
@@ -196,12 +247,15 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
 
     cfg = recipe.data
     entry = DATASETS.get(cfg.name, "data.name")
+    check_used_options(cfg, entry, annotations)
     loaded = entry.fn(cfg, recipe.seed)
     own_splits = isinstance(loaded, DataBundle)
     info = loaded.info if own_splits else loaded[1]
     check_data_options(cfg, info, own_splits, entry.meta.get("handles", ()), annotations)
     check_augment(cfg, info)
+    unit = "windows" if info.kind == "sequence" else "samples"
     if own_splits:  # data sets that ship their own splits (and apply what they declare in ``handles``)
+        check_batch_size(cfg.batch_size, loaded.train, unit)
         return loaded
     source = loaded[0]
     if not (needs_annotations(recipe) if annotations is None else annotations):
@@ -218,19 +272,12 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     if cfg.imbalance is not None:
         train_idx = apply_imbalance(train_idx, source.targets, cfg.imbalance, info.num_classes, recipe.seed)
     if cfg.subset is not None:
-        if cfg.subset > len(train_idx):
-            raise DataError(
-                f"data.subset={cfg.subset} is larger than the training split ({len(train_idx)} samples)"
-            )
+        check_subset(cfg.subset, len(train_idx), unit)
         train_idx = train_idx[: cfg.subset]
     train = source.subset(train_idx)
     val = source.subset(val_idx) if len(val_idx) else None
     test = source.subset(test_idx) if len(test_idx) else None
-    if isinstance(cfg.batch_size, int) and cfg.batch_size > len(train):
-        raise DataError(
-            f"data.batch_size={cfg.batch_size} is larger than the training split ({len(train)} samples); "
-            f"use at most {len(train)} or 'full'"
-        )
+    check_batch_size(cfg.batch_size, train, unit)
     if cfg.normalize and statistics:
         mean, std = channel_stats(train, info, recipe.seed)
     else:

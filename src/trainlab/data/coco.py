@@ -268,7 +268,8 @@ def _area(ann: dict[str, Any]) -> float:
     return float(ann["bbox"][2] * ann["bbox"][3])
 
 
-@DATASETS.register("coco", help="COCO-style JSON (data.root) with boxes and polygon/RLE masks; class = dominant")
+@DATASETS.register("coco", help="COCO-style JSON (data.root) with boxes and polygon/RLE masks; class = dominant",
+                   uses=("root", "image_size", "channels", "coco"))
 def coco(cfg, seed: int):
     from ..recipe import CocoConfig
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, TensorSource
 
@@ -33,11 +32,9 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
-@DATASETS.register("digits", help="scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes")
+# Fixed 1x8x8 arrays: it uses no data-set option (data.root, data.image_size, ... are refused).
+@DATASETS.register("digits", help="scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes", uses=())
 def digits(cfg, seed: int):
-    for name in ("root", "image_size", "channels"):
-        if getattr(cfg, name) is not None:
-            raise DataError(f"data.{name}: the digits data set is fixed (1x8x8 arrays); remove data.{name}")
     images, labels = load_digits_arrays()
     inputs = torch.from_numpy(images).float().unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
     targets = torch.from_numpy(labels).long()

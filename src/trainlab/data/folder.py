@@ -88,7 +88,8 @@ def scan_folder(root: Path, skip_corrupt: bool) -> tuple[list[str], list[Path], 
     return classes, paths, labels, headers, skipped
 
 
-@DATASETS.register("folder", help="class-per-subfolder tree of PNG/JPEG images (data.root, data.image_size)")
+@DATASETS.register("folder", help="class-per-subfolder tree of PNG/JPEG images (data.root, data.image_size)",
+                   uses=("root", "image_size", "channels", "skip_corrupt"))
 def folder(cfg, seed: int):
     if not cfg.root:
         raise DataError("data.root: the folder data set needs data.root=<folder of class sub-folders>")

@@ -83,7 +83,8 @@ class MaskSource(SampleSource):
         return str(self.images[index])
 
 
-@DATASETS.register("segmentation", help="root/images + root/masks PNG of class ids (data.segmentation.classes)")
+@DATASETS.register("segmentation", help="root/images + root/masks PNG of class ids (data.segmentation.classes)",
+                   uses=("root", "image_size", "channels", "segmentation"))
 def segmentation(cfg, seed: int):
     from ..recipe import SegmentationConfig
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from ..engine.seeding import derive_seed
-from ..errors import RecipeError
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
 from .samples import make_target
@@ -159,16 +158,13 @@ class ShapesSource(SampleSource):
         return f"shapes image {int(self.indices[index])}"
 
 
-@DATASETS.register("shapes", help="procedural coloured shapes with boxes and masks (data.shapes: size, count, ...)")
+@DATASETS.register("shapes", help="procedural coloured shapes with boxes and masks (data.shapes: size, count, ...)",
+                   uses=("channels", "shapes"),
+                   hints={"image_size": "it draws its images at data.shapes.image_size; set that instead"})
 def shapes(cfg, seed: int):
     from ..recipe import ShapesConfig
 
     sc = cfg.shapes or ShapesConfig()
-    if cfg.image_size is not None:
-        raise RecipeError(
-            f"data.image_size: the shapes data set draws its images at data.shapes.image_size "
-            f"(now {sc.image_size}); set data.shapes.image_size instead"
-        )
     channels = cfg.channels or 3
     kinds = list(sc.classes)
     source = ShapesSource(sc, seed if sc.seed is None else sc.seed, kinds, channels)

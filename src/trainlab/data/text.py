@@ -13,7 +13,8 @@ contiguous blocks: block ``index`` is the validation text and the training windo
 text before and after it, each part windowed on its own so that no training window reaches into
 the validation block (a blocked k-fold; overlapping windows make a random one leak).
 ``data.subset`` keeps the first N training windows. Image-only options (augmentations, whitening,
-class imbalance, image size and channels) are refused by :func:`trainlab.data.bundle.build_data`.
+class imbalance, image size and channels) and a batch larger than the training windows are
+refused by :func:`trainlab.data.bundle.build_data`.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .bundle import DataBundle, DataInfo, TensorSource
+from .bundle import DataBundle, DataInfo, TensorSource, check_subset
 
 
 def builtin_texts() -> dict[str, Path]:
@@ -90,7 +91,8 @@ def _held_out(part: torch.Tensor, seq_len: int) -> TensorSource | None:
 
 
 @DATASETS.register("text", help="characters of a .txt file (data.root) or a built-in text, for Char-RNN "
-                   "next-character prediction (task: sequence)", kind="sequence", handles=("fold", "subset"))
+                   "next-character prediction (task: sequence)", kind="sequence", handles=("fold", "subset"),
+                   uses=("root", "text"))
 def text(cfg, seed: int):
     from ..recipe import TextConfig
 
@@ -116,13 +118,9 @@ def text(cfg, seed: int):
                         "use fewer folds or a longer text")
     held = [_held_out(ids[v0:v1], L), _held_out(ids[t0:t1], L)]
     if cfg.subset is not None:
-        if cfg.subset > len(train[0]):
-            raise DataError(f"data.subset={cfg.subset} is larger than the training split ({len(train[0])} windows)")
+        check_subset(cfg.subset, len(train[0]), "windows")
         train = (train[0][: cfg.subset], train[1][: cfg.subset])
     source = TensorSource(*train)
-    if isinstance(cfg.batch_size, int) and cfg.batch_size > len(source):
-        raise DataError(f"data.batch_size={cfg.batch_size} is larger than the training split ({len(source)} windows); "
-                        f"use at most {len(source)} or 'full'")
     info = DataInfo(
         input_shape=(L,),
         num_classes=len(vocab),
