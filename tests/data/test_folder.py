@@ -60,3 +60,44 @@ def test_folder_errors_name_the_file_or_folder(tmp_path):
         build_data(folder_recipe(tmp_path / "empty"))
     with pytest.raises(DataError, match="needs data.root"):
         build_data(load_recipe("digits-cnn", ["data.name=folder"]))
+
+
+def test_one_common_image_size_and_channel_count(tmp_path):
+    """D10: folder, coco and segmentation share one rule: data.image_size and data.channels win; without them
+    every image must have the first one's size (the first that differs is named) and the data set is
+    grayscale only when every file is."""
+    import json
+
+    from helpers_data import write_coco, write_png
+
+    from trainlab.data.images import common_shape
+
+    headers = [("L", (8, 8)), ("1", (8, 8)), ("I;16", (8, 8))]
+    assert common_shape(None, None, headers, ["a", "b", "c"]) == (1, (8, 8))
+    assert common_shape(None, None, headers + [("RGB", (8, 8))], list("abcd")) == (3, (8, 8))
+    assert common_shape(12, 3, headers, list("abc")) == (3, (12, 12))
+    assert common_shape((6, 10), None, headers + [("L", (5, 5))], list("abcd")) == (1, (6, 10))
+    with pytest.raises(DataError, match=r"^d: image is 5x7 but a is 8x8; set data.image_size"):
+        common_shape(None, None, headers + [("L", (5, 7))], list("abcd"))
+
+    path = write_coco(tmp_path / "coco")
+    write_png(tmp_path / "coco" / "im1.png", np.zeros((10, 12, 3), np.uint8))
+    data = json.loads(path.read_text())
+    del data["images"][1]["height"], data["images"][1]["width"]
+    path.write_text(json.dumps(data))
+    coco = ["data.name=coco", f"data.root={path}", "data.split.val=0", "data.split.test=0", "data.batch_size=2"]
+    with pytest.raises(DataError, match=r"^images\[1\] \(im1.png\): image is 10x12 but images\[0\] \(im0.png\) is "
+                                        r"20x24; set data.image_size"):
+        build_data(load_recipe(None, coco))
+    assert build_data(load_recipe(None, [*coco, "data.image_size=16", "data.channels=1"])).info.input_shape == (1, 16, 16)
+
+    seg = tmp_path / "seg"
+    for i, hw in enumerate([(16, 16), (16, 16), (12, 16)]):
+        write_png(seg / "images" / f"{i}.png", np.zeros((*hw, 3), np.uint8))
+        write_png(seg / "masks" / f"{i}.png", np.ones(hw, np.uint8))
+    recipe = ["data.name=segmentation", f"data.root={seg}", "data.split.val=0", "data.split.test=0",
+              "data.batch_size=2"]
+    with pytest.raises(DataError, match=r"2.png: image is 12x16 but .*0.png is 16x16; set data.image_size"):
+        build_data(load_recipe(None, [*recipe, "data.segmentation={classes: [bg, fg]}"]))
+    b = build_data(load_recipe(None, [*recipe, "data.segmentation={classes: [bg, fg]}", "data.image_size=[8, 4]"]))
+    assert b.info.input_shape == (3, 8, 4)

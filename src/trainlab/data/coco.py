@@ -25,7 +25,7 @@ import torch
 from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
-from .images import inspect_image, read_image
+from .images import common_shape, inspect_image, read_image
 from .samples import dominant_class, make_target
 
 
@@ -299,7 +299,7 @@ def coco(cfg, seed: int):
         record = {**ann, "class": class_of[ann["category_id"]], "where": f"annotations[{j}]"}
         by_image.setdefault(ann["image_id"], []).append(record)
     with_masks = bool(data["annotations"]) and all(a.get("segmentation") is not None for a in data["annotations"])
-    records, headers, skipped = [], [], 0
+    records, headers, where, skipped = [], [], [], 0
     for i, im in enumerate(data["images"]):
         file = folder / im["file_name"]
         if not file.is_file():
@@ -315,22 +315,11 @@ def coco(cfg, seed: int):
             continue
         label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor([_area(a) for a in anns]))
         records.append({"path": file, "annotations": anns, "label": label})
-        headers.append((mode, hw, i))
+        headers.append((mode, hw))
+        where.append(f"images[{i}] ({im['file_name']})")
     if len(records) < 2:
         raise DataError(f"{path}: {len(records)} image(s) have annotations; at least 2 are needed")
-    size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else (
-        tuple(cfg.image_size) if cfg.image_size else None)
-    if size is None:
-        sizes = {hw for _, hw, _ in headers}
-        if len(sizes) > 1:
-            first = headers[0]
-            odd = next(h for h in headers if h[1] != first[1])
-            raise DataError(
-                f"images[{odd[2]}]: {data['images'][odd[2]]['file_name']} is {odd[1][0]}x{odd[1][1]} but "
-                f"images[{first[2]}] is {first[1][0]}x{first[1][1]}; set data.image_size to resize all images"
-            )
-        size = headers[0][1]
-    channels = cfg.channels or (1 if all(m in ("L", "1", "I;16", "I") for m, _, _ in headers) else 3)
+    channels, size = common_shape(cfg.image_size, cfg.channels, headers, where)
     if skipped:
         print(f"data: skipped {skipped} image(s) without annotations in {path} (they have no class)", file=sys.stderr)
     info = DataInfo(

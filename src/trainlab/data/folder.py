@@ -19,7 +19,7 @@ import torch
 from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
-from .images import IMAGE_SUFFIXES, inspect_image, read_image
+from .images import IMAGE_SUFFIXES, common_shape, inspect_image, read_image
 
 
 class FileSource(SampleSource):
@@ -39,12 +39,6 @@ class FileSource(SampleSource):
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
-
-
-def _as_size(image_size) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
 
 
 def scan_folder(root: Path, skip_corrupt: bool) -> tuple[list[str], list[Path], list[int], list, int]:
@@ -95,18 +89,7 @@ def folder(cfg, seed: int):
         raise DataError("data.root: the folder data set needs data.root=<folder of class sub-folders>")
     root = Path(cfg.root).expanduser()
     classes, paths, labels, headers, skipped = scan_folder(root, cfg.skip_corrupt)
-    size = _as_size(cfg.image_size)
-    if size is None:
-        sizes = {hw for _, hw in headers}
-        if len(sizes) > 1:
-            first = headers[0][1]
-            odd = next(i for i, (_, hw) in enumerate(headers) if hw != first)
-            raise DataError(
-                f"{paths[odd]}: image is {headers[odd][1][0]}x{headers[odd][1][1]} but {paths[0]} is "
-                f"{first[0]}x{first[1]}; set data.image_size to resize all images to one size"
-            )
-        size = headers[0][1]
-    channels = cfg.channels or (1 if all(mode in ("L", "1", "I;16", "I") for mode, _ in headers) else 3)
+    channels, size = common_shape(cfg.image_size, cfg.channels, headers, paths)
     if skipped:
         print(f"data: skipped {skipped} unreadable image file(s) under {root} (data.skip_corrupt=true)",
               file=sys.stderr)

@@ -1,6 +1,7 @@
 """Reading image files into uint8 tensors, with errors that name the file."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from ..errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GRAY_MODES = ("L", "1", "I;16", "I")  # PIL modes of single-channel files
 
 
 def _to_array(im, channels: int) -> np.ndarray:
@@ -58,3 +60,27 @@ def inspect_image(path: str | Path) -> tuple[str, tuple[int, int]]:
         raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
+
+
+def common_shape(image_size, channels: int | None, headers: Sequence[tuple[str, tuple[int, int]]],
+                 names: Sequence[object]) -> tuple[int, tuple[int, int]]:
+    """(channels, (H, W)) that every image of a data set is loaded at.
+
+    ``headers`` holds each image's (PIL mode, (H, W)) from :func:`inspect_image` and ``names`` what
+    to call it in an error. ``image_size`` (``data.image_size``: an int, an (H, W) pair or None)
+    wins; without it all images must have the size of the first, else a DataError names the first
+    image that differs. ``channels`` (``data.channels``) wins too; without it the data set is
+    grayscale (1) when every file is, RGB (3) otherwise.
+    """
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    else:
+        size = headers[0][1]
+        odd = next((i for i, (_, hw) in enumerate(headers) if hw != size), None)
+        if odd is not None:
+            (h, w), (h0, w0) = headers[odd][1], size
+            raise DataError(f"{names[odd]}: image is {h}x{w} but {names[0]} is {h0}x{w0}; "
+                            "set data.image_size to resize all images to one size")
+    if channels is None:
+        channels = 1 if all(mode in GRAY_MODES for mode, _ in headers) else 3
+    return channels, size

@@ -21,7 +21,7 @@ import torch
 from ..errors import DataError
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
-from .images import IMAGE_SUFFIXES, inspect_image, read_image
+from .images import IMAGE_SUFFIXES, common_shape, inspect_image, read_image
 from .samples import make_target
 
 MASK_MODES = ("L", "P", "1")
@@ -126,18 +126,7 @@ def segmentation(cfg, seed: int):
     names = list(sc.classes) if sc.classes is not None else [f"class_{i}" for i in range(found)]
     if len(names) < 2:
         raise DataError(f"{root / 'masks'}: the masks hold only class 0; segmentation needs at least 2 classes")
-    size = (cfg.image_size, cfg.image_size) if isinstance(cfg.image_size, int) else (
-        tuple(cfg.image_size) if cfg.image_size else None)
-    if size is None:
-        first = headers[0][1]
-        odd = next((i for i, (_, hw) in enumerate(headers) if hw != first), None)
-        if odd is not None:
-            raise DataError(
-                f"{images[odd]}: image is {headers[odd][1][0]}x{headers[odd][1][1]} but {images[0]} is "
-                f"{first[0]}x{first[1]}; set data.image_size to resize all images"
-            )
-        size = first
-    channels = cfg.channels or (1 if all(m in ("L", "1", "I;16", "I") for m, _ in headers) else 3)
+    channels, size = common_shape(cfg.image_size, cfg.channels, headers, images)
     info = DataInfo(
         input_shape=(channels, size[0], size[1]),
         num_classes=len(names),
