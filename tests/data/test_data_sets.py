@@ -126,7 +126,14 @@ def test_coco_boxes_masks_and_dominant_label(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["annotations"][1].update(bbox=[1, 2, 3]), "annotations[1].bbox: expected 4 numbers"),
-    (lambda d: d["annotations"][0].update(image_id=99), "annotations[0].image_id: 99 is not the id of any image"),
+    (lambda d: d["annotations"][0].update(image_id=99),
+     "annotations[0].image_id: 99 is not the id of any entry in images"),
+    (lambda d: d["annotations"][1].update(bbox=[1, 2, float("inf"), 3]),
+     "annotations[1].bbox[2]: expected a finite number, got inf"),
+    (lambda d: d["annotations"][1].update(area=float("nan")), "annotations[1].area: expected a finite number, got nan"),
+    (lambda d: d["annotations"][0].update(segmentation=[[2, 2, 6, 2, float("-inf"), 6]]),
+     "annotations[0].segmentation[0]: expected a polygon"),
+    (lambda d: d["annotations"][1].update(id=1), "annotations[1].id: duplicate annotation id 1"),
     (lambda d: d["annotations"][2].update(category_id=5), "annotations[2].category_id"),
     (lambda d: d["annotations"][0].update(segmentation={"size": [20, 24], "counts": [5, 5]}),
      "annotations[0].segmentation.counts: run lengths sum to 10"),
@@ -135,14 +142,29 @@ def test_coco_boxes_masks_and_dominant_label(tmp_path):
     (lambda d: d["images"][0].update(file_name="missing.png"), "images[0].file_name: 'missing.png' not found"),
 ])
 def test_coco_errors_name_the_json_path(tmp_path, change, message):
-    """D10: a broken COCO file fails with the JSON path of the problem."""
+    """D10: a broken COCO file fails with the file and the JSON path of the problem; NaN and infinities
+    (which Python's json reads from NaN/Infinity) are refused as in the COCO evaluation (E3)."""
     path = write_coco(tmp_path)
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
     recipe = load_recipe(None, ["data.name=coco", f"data.root={path}"])
-    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
         build_data(recipe)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_coco_json_reading_errors(tmp_path):
+    """D10: the coco data set reads its file like `trainlab eval-detections` does: errors name the file."""
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [')
+    with pytest.raises(DataError, match=r"bad.json: not valid JSON \(line 1, column 13"):
+        build_data(load_recipe(None, ["data.name=coco", f"data.root={bad}"]))
+    bad.write_bytes(b'{"images": "\xff"}')
+    with pytest.raises(DataError, match=r"bad.json: not valid JSON \(not UTF-8 text\)"):
+        build_data(load_recipe(None, ["data.name=coco", f"data.root={bad}"]))
+    with pytest.raises(DataError, match=r"data.root: .* is not a file"):
+        build_data(load_recipe(None, ["data.name=coco", f"data.root={tmp_path}"]))
 
 
 def test_compressed_rle_decoder_matches_pycocotools():

@@ -238,3 +238,19 @@ def test_detection_on_unknown_image_is_a_data_error():
     bad[2]["image_id"] = 77
     with pytest.raises(DataError, match=r"^dets\.json: \[2\]\.image_id: 77 is not an image of gt\.json$"):
         evaluate_coco(gt, bad, gt_source="gt.json", dets_source="dets.json")
+
+
+@pytest.mark.parametrize("where, value, line", [
+    ("dets", float("inf"), r"^dets\.json: \[1\]\.bbox\[2\]: expected a finite number, got inf$"),
+    ("dets", float("nan"), r"^dets\.json: \[1\]\.bbox\[2\]: expected a finite number, got nan$"),
+    ("gt", float("-inf"), r"^gt\.json: annotations\[1\]\.bbox\[2\]: expected a finite number, got -inf$"),
+    ("gt", "wide", r'^gt\.json: annotations\[1\]\.bbox\[2\]: expected a number, got "wide"$'),
+])
+def test_non_finite_numbers_are_data_errors(where, value, line):
+    """E3: NaN and infinities (Python's json reads them from NaN/Infinity) are refused with the JSON path, in the
+    ground truth and in the detections, by the same check the coco data set uses (D10)."""
+    gt, dets = synthetic_coco(16, num_images=5, num_classes=3)
+    gt, dets = copy.deepcopy(gt), copy.deepcopy(dets)
+    (dets[1] if where == "dets" else gt["annotations"][1])["bbox"][2] = value
+    with pytest.raises(DataError, match=line):
+        evaluate_coco(gt, dets, gt_source="gt.json", dets_source="dets.json")

@@ -2,7 +2,7 @@
 
 ``data.root`` is the JSON file; image files are looked up by ``file_name`` in ``data.coco.images``
 (default: the JSON file's folder). The file is checked before anything runs, and every problem
-names its JSON path, e.g. ``annotations[3].bbox: expected 4 numbers [x, y, width, height]``.
+names the file and its JSON path, e.g. ``ann.json: annotations[3].bbox: expected 4 numbers, got 3``.
 
 Each sample carries the annotations as tv_tensors (see :mod:`trainlab.data.samples`): boxes
 (COCO's [x, y, w, h] becomes XYXY in the same pixel-edge coordinates), one label per box, instance
@@ -13,8 +13,6 @@ class; they are skipped and counted.
 """
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,108 +101,100 @@ def segmentation_to_mask(seg: Any, height: int, width: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ checks
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+# The reading of the file and the checks of each annotation (references, bbox, area, iscrowd) are
+# those of the COCO evaluation (trainlab.evaluate.coco_json); this module adds what training
+# needs besides: image file names and sizes, category names, unique ids and segmentations.
+def _check_segmentation(seg: Any, source: str, where: str, image: dict[str, Any]) -> None:
+    from ..evaluate.coco_json import is_int, is_number
 
+    def fail(path: str, problem: str) -> DataError:
+        return DataError(f"{source}: {path}: {problem}")
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_segmentation(seg: Any, where: str, image: dict[str, Any]) -> None:
     if isinstance(seg, list):
         if not seg:
-            raise DataError(f"{where}: empty polygon list (expected [[x1, y1, x2, y2, x3, y3, ...], ...])")
+            raise fail(where, "empty polygon list (expected [[x1, y1, x2, y2, x3, y3, ...], ...])")
         for j, poly in enumerate(seg):
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(_is_number(v) for v in poly):
-                raise DataError(f"{where}[{j}]: expected a polygon of at least 3 points [x1, y1, x2, y2, x3, y3, ...]")
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(is_number(v) for v in poly):
+                raise fail(f"{where}[{j}]", "expected a polygon of at least 3 points [x1, y1, x2, y2, x3, y3, ...]")
         return
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
-            raise DataError(f"{where}.size: expected [height, width] of the RLE mask")
+        if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and v > 0 for v in size)):
+            raise fail(f"{where}.size", "expected [height, width] of the RLE mask")
         if "height" in image and "width" in image and list(size) != [image["height"], image["width"]]:
-            raise DataError(
-                f"{where}.size: RLE is {size[0]}x{size[1]} but its image is {image['height']}x{image['width']}"
-            )
+            raise fail(f"{where}.size",
+                       f"RLE is {size[0]}x{size[1]} but its image is {image['height']}x{image['width']}")
         if isinstance(counts, str):
             try:
                 runs = rle_counts_from_string(counts)
             except ValueError as err:
-                raise DataError(f"{where}.counts: {err}") from None
-        elif isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
+                raise fail(f"{where}.counts", str(err)) from None
+        elif isinstance(counts, list) and all(is_int(v) and v >= 0 for v in counts):
             runs = counts
         else:
-            raise DataError(f"{where}.counts: expected an RLE string or a list of run lengths")
+            raise fail(f"{where}.counts", "expected an RLE string or a list of run lengths")
         if sum(runs) != size[0] * size[1]:
-            raise DataError(f"{where}.counts: run lengths sum to {sum(runs)}, expected {size[0] * size[1]}")
+            raise fail(f"{where}.counts", f"run lengths sum to {sum(runs)}, expected {size[0] * size[1]}")
         return
-    raise DataError(f"{where}: expected polygons (list of [x1, y1, ...]) or RLE {{size, counts}}")
+    raise fail(where, "expected polygons (list of [x1, y1, ...]) or RLE {size, counts}")
 
 
 def check_coco(data: Any, path: Path) -> None:
-    """Raise DataError naming the JSON path of the first problem in a COCO-style mapping."""
+    """Raise DataError naming the file and the JSON path of the first problem in a COCO-style mapping."""
+    from ..evaluate.coco_json import check_annotation, is_int
+
+    source = str(path)
+
+    def fail(where: str, problem: str) -> DataError:
+        return DataError(f"{source}: {where}: {problem}")
+
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object with images, annotations and categories")
+        raise DataError(f"{source}: expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise DataError(f"{path}: {key}: expected a list" + ("" if key in data else " (missing)"))
+            raise fail(key, "expected a list" + ("" if key in data else " (missing)"))
     if not data["images"]:
-        raise DataError(f"{path}: images: the list is empty")
+        raise fail("images", "the list is empty")
     if not data["categories"]:
-        raise DataError(f"{path}: categories: the list is empty")
+        raise fail("categories", "the list is empty")
     images: dict[int, dict[str, Any]] = {}
     for i, im in enumerate(data["images"]):
         where = f"images[{i}]"
         if not isinstance(im, dict):
-            raise DataError(f"{where}: expected an object with id and file_name")
-        if not _is_int(im.get("id")):
+            raise fail(where, "expected an object with id and file_name")
+        if not is_int(im.get("id")):
             got = " (missing)" if "id" not in im else f", got {im['id']!r}"
-            raise DataError(f"{where}.id: expected an integer{got}")
+            raise fail(f"{where}.id", f"expected an integer{got}")
         if im["id"] in images:
-            raise DataError(f"{where}.id: duplicate image id {im['id']}")
+            raise fail(f"{where}.id", f"duplicate image id {im['id']}")
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise DataError(f"{where}.file_name: expected a file name")
+            raise fail(f"{where}.file_name", "expected a file name")
         for key in ("width", "height"):
-            if key in im and not (_is_int(im[key]) and im[key] > 0):
-                raise DataError(f"{where}.{key}: expected a positive integer, got {im[key]!r}")
+            if key in im and not (is_int(im[key]) and im[key] > 0):
+                raise fail(f"{where}.{key}", f"expected a positive integer, got {im[key]!r}")
         images[im["id"]] = im
     cats: set[int] = set()
     for i, cat in enumerate(data["categories"]):
         where = f"categories[{i}]"
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise DataError(f"{where}.id: expected an integer")
+        if not isinstance(cat, dict) or not is_int(cat.get("id")):
+            raise fail(f"{where}.id", "expected an integer")
         if cat["id"] in cats:
-            raise DataError(f"{where}.id: duplicate category id {cat['id']}")
+            raise fail(f"{where}.id", f"duplicate category id {cat['id']}")
         if not isinstance(cat.get("name"), str) or not cat["name"]:
-            raise DataError(f"{where}.name: expected a name")
+            raise fail(f"{where}.name", "expected a name")
         cats.add(cat["id"])
     ids: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
+        check_annotation(source, i, ann, images, cats)
         where = f"annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise DataError(f"{where}: expected an object with image_id, category_id and bbox")
         if "id" in ann:
-            if not _is_int(ann["id"]):
-                raise DataError(f"{where}.id: expected an integer, got {ann['id']!r}")
+            if not is_int(ann["id"]):
+                raise fail(f"{where}.id", f"expected an integer, got {ann['id']!r}")
             if ann["id"] in ids:
-                raise DataError(f"{where}.id: duplicate annotation id {ann['id']}")
+                raise fail(f"{where}.id", f"duplicate annotation id {ann['id']}")
             ids.add(ann["id"])
-        if ann.get("image_id") not in images:
-            raise DataError(f"{where}.image_id: {ann.get('image_id')!r} is not the id of any image")
-        if ann.get("category_id") not in cats:
-            raise DataError(f"{where}.category_id: {ann.get('category_id')!r} is not the id of any category")
-        box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-            raise DataError(f"{where}.bbox: expected 4 numbers [x, y, width, height], got {box!r}")
-        if box[2] < 0 or box[3] < 0:
-            raise DataError(f"{where}.bbox: width and height must be >= 0, got {box!r}")
-        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
-            raise DataError(f"{where}.area: expected a number >= 0, got {ann['area']!r}")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
-            raise DataError(f"{where}.iscrowd: expected 0 or 1, got {ann['iscrowd']!r}")
         if ann.get("segmentation") is not None:
-            _check_segmentation(ann["segmentation"], f"{where}.segmentation", images[ann["image_id"]])
+            _check_segmentation(ann["segmentation"], source, f"{where}.segmentation", images[ann["image_id"]])
 
 
 # ------------------------------------------------------------------------------ source
@@ -273,18 +263,15 @@ def _area(ann: dict[str, Any]) -> float:
 def coco(cfg, seed: int):
     from ..recipe import CocoConfig
 
+    from ..evaluate.coco_json import read_json
+
     cc = cfg.coco or CocoConfig()
     if not cfg.root:
         raise DataError("data.root: the coco data set needs data.root=<annotations JSON file>")
     path = Path(cfg.root).expanduser()
     if not path.is_file():
         raise DataError(f"data.root: {str(path)!r} is not a file (expected a COCO-style JSON file)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    data = read_json(path)
     check_coco(data, path)
     folder = Path(cc.images).expanduser() if cc.images else path.parent
     if not folder.is_dir():
@@ -303,11 +290,12 @@ def coco(cfg, seed: int):
     for i, im in enumerate(data["images"]):
         file = folder / im["file_name"]
         if not file.is_file():
-            raise DataError(f"images[{i}].file_name: {im['file_name']!r} not found in {folder}")
+            raise DataError(f"{path}: images[{i}].file_name: {im['file_name']!r} not found in {folder}")
         mode, hw = inspect_image(file)
         if "height" in im and "width" in im and (im["height"], im["width"]) != hw:
             raise DataError(
-                f"images[{i}]: {file} is {hw[0]}x{hw[1]} but the JSON says height {im['height']}, width {im['width']}"
+                f"{path}: images[{i}]: {file} is {hw[0]}x{hw[1]} but the JSON says height {im['height']}, "
+                f"width {im['width']}"
             )
         anns = by_image.get(im["id"], [])
         if not anns:

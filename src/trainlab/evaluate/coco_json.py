@@ -70,12 +70,15 @@ def _kind(value) -> str:
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """A JSON integer (true and false are not)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def is_number(v) -> bool:
+    """A finite JSON number. Python's json reads the non-standard NaN and Infinity literals, and
+    no COCO field (coordinate, area, score) may hold them."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fail(source: str, path: str, problem: str) -> DataError:
@@ -92,16 +95,16 @@ def _need_int(source: str, path: str, item: dict, key: str) -> int:
     if key not in item:
         raise _fail(source, f"{path}.{key}", "missing")
     v = item[key]
-    if not _is_int(v):
+    if not is_int(v):
         raise _fail(source, f"{path}.{key}", f"expected an integer, got {_kind(v)}")
     return v
 
 
 def _need_number(source: str, path: str, v, what: str = "a number") -> float:
-    if not _is_number(v):
+    if not is_number(v):
+        if isinstance(v, float):  # NaN or an infinity
+            raise _fail(source, path, f"expected a finite number, got {v}")
         raise _fail(source, path, f"expected {what}, got {_kind(v)}")
-    if not math.isfinite(v):
-        raise _fail(source, path, f"expected a finite number, got {v}")
     return float(v)
 
 
@@ -124,7 +127,11 @@ def _check_ref(source: str, path: str, value: int, known: set, what: str) -> Non
         raise _fail(source, path, f"{value} is not the id of any entry in {what}")
 
 
-def _check_annotation(source, i, a, image_set, category_set) -> None:
+def check_annotation(source, i, a, image_set, category_set) -> None:
+    """Annotation ``i`` of a ground-truth file: an object whose image_id and category_id are
+    integers in ``image_set`` and ``category_set``, a bbox of 4 finite numbers with width and
+    height >= 0, an optional finite area >= 0 and an optional iscrowd of 0 or 1. Raises a
+    DataError ``{source}: annotations[i].field: problem``."""
     path = f"annotations[{i}]"
     a = _need_object(source, path, a)
     _check_ref(source, f"{path}.image_id", _need_int(source, path, a, "image_id"), image_set, "images")
@@ -248,7 +255,7 @@ def ground_truth_from_dict(data, source: str = "ground truth") -> GroundTruth:
         if not np.isfinite(area).all() or (area < 0).any():
             raise ValueError("area")
     except (KeyError, TypeError, AttributeError, ValueError, IndexError):
-        raise _slow_scan(_check_annotation, anns, source, set(image_ids.tolist()), set(category_ids.tolist())) from None
+        raise _slow_scan(check_annotation, anns, source, set(image_ids.tolist()), set(category_ids.tolist())) from None
     boxes = Boxes(image=img_idx, category=cat_idx, boxes=bbox, area=area, crowd=crowd)
     return GroundTruth(image_ids, category_ids, names, boxes, source)
 
