@@ -40,6 +40,28 @@ def test_fit_writes_the_run_directory(trained_run):
     assert "## Metrics" in report and "plots/loss.png" in report
 
 
+def test_evaluate_json_creates_missing_folders(trained_run, tmp_path, capsys, monkeypatch):
+    """E1: `trainlab evaluate RUN --json new/m.json` creates the missing folder (the output policy of
+    cli/outputs.py); a file where a folder should be is one line, exit 2, found before evaluating."""
+    from trainlab.run import Run
+
+    run, _ = trained_run
+    out = tmp_path / "new" / "m.json"
+    assert main(["evaluate", str(run), "--split", "val", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["split"] == "val" and len(data["confusion"]) == 10
+    assert f"written: {out}" in capsys.readouterr().out
+    (tmp_path / "a-file").write_text("not a folder")
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before the output path was checked")
+
+    monkeypatch.setattr(Run, "evaluate", no_evaluation)
+    assert main(["evaluate", str(run), "--json", str(tmp_path / "a-file" / "m.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'a-file' is a file, not a folder" in err[0].replace(str(tmp_path) + "/", "")
+
+
 def test_evaluate_and_predict(trained_run, tmp_path):
     """E1: evaluate prints metrics and a confusion matrix and writes JSON; predict prints top-k."""
     run, _ = trained_run

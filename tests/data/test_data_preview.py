@@ -8,7 +8,7 @@ import torch
 from conftest import FAST, assert_user_error, run_cli
 from helpers_data import shapes_recipe
 
-from trainlab.errors import RunError
+from trainlab.errors import TrainlabError
 
 
 def test_preview_draws_boxes_and_masks_over_augmented_samples(tmp_path):
@@ -27,7 +27,7 @@ def test_preview_draws_boxes_and_masks_over_augmented_samples(tmp_path):
     assert tile[:, y0, x0 + 1].tolist() == list(colour) or tile[:, y0 + 1, x0].tolist() == list(colour)
     grid = augment_grid(recipe, n=6)
     assert grid.size == (3 * (128 + 4) + 4, 2 * (128 + 14 + 4) + 4)
-    with pytest.raises(RunError, match="must be a .png"):
+    with pytest.raises(TrainlabError, match=r"^--out '.*grid.jpg': expected a .png file name$"):
         write_grid(recipe, tmp_path / "grid.jpg")
 
 

@@ -74,13 +74,14 @@ def test_rediagnosis_equals_the_run_and_thresholds_can_change(dead_run):
 
 
 def test_cli_prints_the_diagnosis_and_writes_json(dead_run, tmp_path):
-    """X3: `trainlab doctor RUN` re-reads a finished run and prints the same diagnosis."""
+    """X3: `trainlab doctor RUN` re-reads a finished run and prints the same diagnosis; --json creates
+    missing folders (the output policy of cli/outputs.py)."""
     run, _ = dead_run
-    proc = run_cli("doctor", run.dir, "--json", tmp_path / "f.json")
+    proc = run_cli("doctor", run.dir, "--json", tmp_path / "new" / "f.json")
     assert proc.returncode == 0, proc.stderr
     assert "dead_relu" in proc.stdout and "1 finding" in proc.stdout
     saved = json.loads((run.dir / "doctor.json").read_text())["findings"]
-    assert json.loads((tmp_path / "f.json").read_text())["findings"] == saved
+    assert json.loads((tmp_path / "new" / "f.json").read_text())["findings"] == saved
 
 
 def test_cli_run_without_doctor_json_is_a_user_error(dead_run, tmp_path):
@@ -151,14 +152,16 @@ def test_every_printed_finding_is_in_the_final_table_and_sequence_data_is_not_pe
     assert [f.to_dict() for f in diagnose_run(run.dir)[0]] == data["findings"]
 
 
-def test_cli_json_into_a_missing_folder_is_a_user_error(tmp_path, capsys):
-    """X3: `trainlab doctor RUN --json /missing/x.json` is one line and exit 2, checked before the
-    diagnosis (so the run need not even be read)."""
+def test_cli_json_that_cannot_be_written_is_a_user_error(tmp_path, capsys):
+    """X3: `trainlab doctor RUN --json a-file/x.json` (a file where a folder should be) is one line and
+    exit 2, checked before the diagnosis (so the run need not even be read); so is a folder."""
     from trainlab.cli import main
 
-    assert main(["doctor", str(tmp_path), "--json", str(tmp_path / "missing" / "x.json")]) == 2
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "a-file" / "x.json"
+    assert main(["doctor", str(tmp_path), "--json", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [(f"trainlab doctor: error: --json {tmp_path / 'missing' / 'x.json'}: folder "
-                    f"'{tmp_path / 'missing'}' does not exist (create it first)")]
+    assert err == [f"trainlab doctor: error: --json '{out}': '{tmp_path / 'a-file'}' is a file, not a folder"]
     assert main(["doctor", str(tmp_path), "--json", str(tmp_path)]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0]

@@ -6,7 +6,6 @@ draws the precision–recall curves. Malformed input exits 2 with one line namin
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import DataError
@@ -28,6 +27,7 @@ def _fmt(value) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import dumps, write_text
     from ..evaluate.coco_json import evaluate_files
     from .outputs import check_output, make_parent
 
@@ -49,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
               f"{_fmt(r['AR100'])}  {_fmt(r['AP50_voc'])} {r['num_gt']:>6} {r['num_det']:>6}")
     if args.json is not None:
         out = {"gt": str(args.gt), "detections": str(args.dets), **result.to_dict()}
-        make_parent(args.json, "--json")
         try:
-            args.json.write_text(json.dumps(out, indent=1) + "\n")
+            write_text(make_parent(args.json, "--json"), dumps(out, indent=1) + "\n")
         except OSError as err:
             raise DataError(f"{args.json}: cannot write ({err.strerror or err})") from None
         print(f"\nwrote {args.json}")

@@ -1,4 +1,5 @@
-"""Output paths of the commands that write one file (augment, schedule, lr-find, eval-detections).
+"""Output paths of the commands that write one file (augment, schedule, lr-find, eval-detections,
+evaluate --json, doctor --json).
 
 One policy for all of them: the path is checked before any work (its suffix, that it is not a
 folder, that no existing file stands where a folder should be), and missing folders are created

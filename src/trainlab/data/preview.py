@@ -127,19 +127,23 @@ def _grid(batch: dict[str, Any], info):
 
 def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> tuple[Path, int]:
     """Write the preview grid as a PNG file; returns its path and the number of samples drawn
-    (``n``, or the size of the training split if that is smaller)."""
-    path = Path(out)
-    if path.suffix.lower() != ".png":
-        raise RunError(f"--out: {str(path)!r} must be a .png file path")
-    if path.is_dir():
-        raise RunError(f"--out: {str(path)!r} is a folder; give a .png file path")
+    (``n``, or the size of the training split if that is smaller).
+
+    ``out`` follows the output policy of the CLI (:mod:`trainlab.cli.outputs`, errors name
+    ``--out``): it is checked before any work, missing folders are created, and the file is
+    written atomically.
+    """
+    import io
+
+    from ..atomic import write_bytes
+    from ..cli.outputs import check_output, make_parent
+
+    path = check_output(out, "--out")
     batch, info = augmented_batch(recipe, n, epoch)
-    image = _grid(batch, info)
+    image = io.BytesIO()
+    _grid(batch, info).save(image, format="PNG")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        image.save(tmp, format="PNG")
-        tmp.replace(path)
+        write_bytes(make_parent(path, "--out"), image.getvalue())
     except OSError as err:
         raise RunError(f"--out: cannot write {str(path)!r} ({err.strerror or err})") from None
     return path, len(batch["input"])

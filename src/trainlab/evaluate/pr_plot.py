@@ -5,10 +5,12 @@ matplotlib is imported inside the function, with the Agg backend, so that import
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_bytes
 from ..errors import DataError
 from .coco import CocoResult
 
@@ -53,8 +55,11 @@ def plot_pr_curves(result: CocoResult, path: str | Path, iou: float = 0.5) -> Pa
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     try:
+        # Rendered in memory, then written atomically: an interrupted write leaves no torn file.
+        image = io.BytesIO()
+        fig.savefig(image, format=path.suffix[1:].lower() or "png", dpi=110)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        write_bytes(path, image.getvalue())
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot write the plot ({err})") from None
     finally:
