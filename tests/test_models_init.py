@@ -289,3 +289,35 @@ def test_recipe_init_reaches_vit_and_swin_attention():
     for layer in qkv:
         c = layer.in_features
         assert chunk_stds_close(layer.weight, 3, math.sqrt(2 / (c + c)))
+
+
+def test_one_list_of_conv_and_linear_layers():
+    """L1, L4, I1, X3: the weight penalty, model.bias_init, model.init and the doctor's weight layers all
+    take the same conv and linear layers: every conv (transposed too, 1-3d), linear, bilinear and
+    torchvision's deformable conv; not norms, embeddings or recurrent layers (those only for init)."""
+    from torchvision.ops import DeformConv2d
+
+    from trainlab.losses import penalized_parameters, weight_penalty
+    from trainlab.models.layers import is_weight_layer
+    from trainlab.models.wrapper import init_biases
+
+    layers = [nn.Linear(3, 4), nn.Bilinear(2, 3, 4), nn.Conv1d(2, 3, 3), nn.Conv2d(2, 3, 3), nn.Conv3d(2, 3, 3),
+              nn.ConvTranspose1d(2, 3, 3), nn.ConvTranspose2d(2, 3, 3), nn.ConvTranspose3d(2, 3, 3),
+              DeformConv2d(2, 3, 3)]
+    others = [nn.BatchNorm2d(3), nn.LayerNorm(4), nn.Embedding(5, 4), nn.GRU(4, 4)]
+    net = nn.Sequential(*layers, *others)
+    expected = [m.weight for m in layers]
+    assert [id(w) for w in penalized_parameters(net)] == [id(w) for w in expected]
+    l1, l2 = 0.01, 0.1
+    total = sum(l1 * w.abs().sum() + 0.5 * l2 * (w**2).sum() for w in expected)
+    assert torch.allclose(weight_penalty(penalized_parameters(net), l1, l2), total)
+    assert [is_weight_layer(m) for m in net] == [True] * len(layers) + [False] * len(others)
+    init_biases(net, -3.0)
+    assert all(bool((m.bias == -3.0).all()) for m in layers)
+    assert not (others[0].bias == -3.0).any() and not (others[3].bias_ih_l0 == -3.0).any()
+    for m in layers:
+        nn.init.zeros_(m.weight)
+    table = others[2].weight.detach().clone()
+    assert init_weights(net, "kaiming_normal", math.sqrt(2.0)) == len(layers) + 1  # + the GRU
+    assert all(float(m.weight.abs().sum()) > 0 and not m.bias.any() for m in layers)
+    assert torch.equal(others[2].weight, table)  # the embedding keeps its own init

@@ -24,12 +24,11 @@ def cross_entropy(cfg, info):
 
 
 def penalized_parameters(model: nn.Module) -> list[torch.Tensor]:
-    """Weights of conv and linear layers: the parameters a weight penalty applies to."""
-    return [
-        m.weight
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d))
-    ]
+    """Weights of conv and linear layers (:func:`trainlab.models.layers.weight_layers`): the
+    parameters a weight penalty applies to. Biases, norms and embeddings are not penalized."""
+    from .models.layers import weight_layers
+
+    return [m.weight for m in weight_layers(model)]
 
 
 def weight_penalty(params: list[torch.Tensor], l1: float, l2: float) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..engine.callbacks import Callback
+from ..models.layers import is_weight_layer
 from .findings import Finding, sort_findings
 from .history import DoctorHistory
 from .rules import QUICK, gradient_spikes
@@ -41,8 +42,6 @@ LIVENESS = (nn.ReLU, nn.Hardtanh)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.RReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
                nn.Mish, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Softsign,
                nn.LogSigmoid, nn.Tanhshrink)
-WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
-                 nn.ConvTranspose2d, nn.ConvTranspose3d)
 MIXING = ("mixup", "cutmix")  # batch transforms that turn targets into blended soft labels
 
 
@@ -123,10 +122,6 @@ def mixed_labels(batch_augment) -> list[str]:
         if name in MIXING and float(opts.get("p", 1.0)) > 0 and name not in out:
             out.append(name)
     return out
-
-
-def _layer_kind(module: nn.Module) -> bool:
-    return isinstance(module, WEIGHT_LAYERS)
 
 
 # ------------------------------------------------------------------------------------ the callback
@@ -232,7 +227,7 @@ class Doctor(Callback):
                 params.append(p)
                 index.append(len(layers))
             layers.append({"name": name, "type": type(mod).__name__, "params": sum(p.numel() for p in own),
-                           "weight": _layer_kind(mod)})
+                           "weight": is_weight_layer(mod)})
         self._params = params
         self._group_index = index
         if not self.history.layers:

@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
+from .layers import is_weight_layer, weight_layer_types
 
 SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -65,12 +64,10 @@ def _kept(net: nn.Module) -> set[int]:
 
 
 def _weighted_layers(net: nn.Module):
-    """Every layer whose weights ``model.init`` draws: conv, linear, recurrent and attention layers
-    whose initial value is not deliberately special."""
-    # Only a network that already imported torchvision can hold its DeformConv2d: no import here.
-    deform = getattr(sys.modules.get("torchvision.ops"), "DeformConv2d", None)
-    types = (*CONVS, *TRANSPOSED, nn.Linear, nn.RNNBase, nn.MultiheadAttention)
-    types += (deform,) if deform is not None else ()
+    """Every layer whose weights ``model.init`` draws: conv and linear layers (the weight layers
+    of :mod:`trainlab.models.layers`), recurrent and attention layers, whose initial value is not
+    deliberately special."""
+    types = (*weight_layer_types(), nn.RNNBase, nn.MultiheadAttention)
     kept = _kept(net)
     for m in net.modules():
         if id(m) not in kept and isinstance(m, types):
@@ -167,7 +164,7 @@ def residual_branch_ends(net: nn.Module) -> list[nn.Module]:
 
     def last_of(layers: list[nn.Module], norm_first: bool = True) -> nn.Module | None:
         norms = [m for m in layers if isinstance(m, NORMS)]
-        weighted = [m for m in layers if isinstance(m, (*CONVS, nn.Linear))]
+        weighted = [m for m in layers if is_weight_layer(m)]
         if norm_first and norms:
             return norms[-1]
         return weighted[-1] if weighted else None

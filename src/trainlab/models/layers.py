@@ -6,7 +6,8 @@ BatchNorm for convolutional nets, GELU and LayerNorm for transformers, no norm f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -14,6 +15,35 @@ from torch import nn
 from ..errors import unknown_name
 
 NORMS = ("auto", "batch", "layer", "group", "none")
+
+# Conv and linear layers in all their forms: layers whose ``weight`` multiplies their input. One
+# list for everything that means "conv and linear layers": the L1/L2 weight penalty (L1, L4),
+# ``model.bias_init``, ``model.init`` (which adds recurrent and attention layers) and the doctor's
+# weight layers. torchvision's DeformConv2d is one too (see :func:`weight_layer_types`).
+WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
+def weight_layer_types() -> tuple[type[nn.Module], ...]:
+    """WEIGHT_LAYERS, plus torchvision's DeformConv2d once ``torchvision.ops`` is imported.
+
+    Only a network that already imported torchvision.ops can hold a DeformConv2d, so it is looked
+    up in ``sys.modules`` rather than imported (importing torchvision costs start-up).
+    """
+    deform = getattr(sys.modules.get("torchvision.ops"), "DeformConv2d", None)
+    return WEIGHT_LAYERS + ((deform,) if deform is not None else ())
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    return isinstance(module, weight_layer_types())
+
+
+def weight_layers(net: nn.Module) -> Iterator[nn.Module]:
+    """The conv and linear layers of ``net`` (see :data:`WEIGHT_LAYERS`), in module order."""
+    types = weight_layer_types()
+    return (m for m in net.modules() if isinstance(m, types))
 
 
 class ChannelMaxout(nn.Module):

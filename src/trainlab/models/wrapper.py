@@ -57,8 +57,10 @@ class TrainlabModel(nn.Module):
 
 def init_biases(net: nn.Module, value: float) -> None:
     """Set every conv and linear bias to ``value`` (a large negative value kills ReLU units, X3)."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and m.bias is not None:
+    from .layers import weight_layers
+
+    for m in weight_layers(net):
+        if m.bias is not None:
             nn.init.constant_(m.bias, value)
 
 
