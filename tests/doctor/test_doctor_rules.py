@@ -357,3 +357,29 @@ def test_dead_units_of_hardtanh_are_judged_against_its_floor():
     h.liveness = [{"epoch": 1, "batches": 2, "dead": [0.5]}]
     [f] = RULES["dead_relu"](h, [], CFG, False)
     assert f.message.startswith("50% of Hardtanh units in net.1 are dead: never above -1 (no gradient below it)")
+
+
+def test_one_divergence_test_for_the_rules_and_the_remedies():
+    """X6, X9: a loss has diverged when it exceeds diverge_factor x the initial loss (the first finite sampled
+    loss, else the first epoch's mean); a NaN/inf loss never passes, and without a positive finite initial
+    loss nothing counts as diverged. The lr_too_high rule and the remedies' choice of a state to keep
+    (a good epoch, a healthy sample) use this one test."""
+    from trainlab.doctor.remedies import Remedies
+    from trainlab.doctor.rules import initial_loss, within_divergence
+
+    cfg = DoctorConfig()  # diverge_factor 2
+    assert within_divergence(2.0, 1.0, cfg) and not within_divergence(2.01, 1.0, cfg)
+    assert not within_divergence(math.nan, 1.0, cfg) and not within_divergence(math.inf, None, cfg)
+    for init in (None, math.nan, math.inf, 0.0, -2.0):
+        assert within_divergence(1e6, init, cfg) and within_divergence(-1.0, init, cfg)
+
+    good = Remedies(cfg)._good_epoch
+    # Every sampled loss NaN (stored as None): the initial loss is the first epoch's mean.
+    h = add_steps(history(), [math.nan, math.nan])
+    assert initial_loss(h, epochs([1.0, 5.0])) == 1.0
+    assert not good(h, epochs([1.0, 5.0])) and good(h, epochs([1.0, 1.5]))
+    # A non-positive initial loss is no reference (the rule says the same: no divergence finding).
+    h = add_steps(history(), [-2.0, -3.0])
+    assert good(h, epochs([-1.0, -1.5]))
+    assert "lr_too_high" not in codes(diagnose(h, epochs([-1.0, -1.5]), cfg, done=True))
+    assert not good(h, epochs([-1.0, math.inf]))

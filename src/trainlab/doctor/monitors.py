@@ -30,7 +30,7 @@ from ..engine.callbacks import Callback
 from ..models.layers import is_weight_layer
 from .findings import Finding, sort_findings
 from .history import DoctorHistory
-from .rules import QUICK, gradient_spikes
+from .rules import QUICK, gradient_spikes, initial_loss, within_divergence
 
 WRITE_EVERY_S = 10.0
 # Activations whose units can die: the output is flat (zero gradient) everywhere below a floor, so a
@@ -423,8 +423,7 @@ class Doctor(Callback):
         healthy = not bad_grads and not bad_weights and math.isfinite(loss_value)
         if healthy and self.remedies is not None:
             # A finite state that has already diverged is no state to roll back to.
-            first = next((v for v in self.history.steps["loss"] if v is not None), None)
-            healthy = first is None or loss_value <= self.cfg.diverge_factor * first
+            healthy = within_divergence(loss_value, initial_loss(self.history, _epochs(trainer)), self.cfg)
         if self.remedies is not None and healthy:
             self.remedies.sampled(trainer)
         if len(self.history.nonfinite) != seen_nonfinite or (

@@ -21,12 +21,11 @@ doctor history.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
 
-from .rules import num, overfit_onset, plateau_window, plural
+from .rules import initial_loss, num, overfit_onset, plateau_window, plural, within_divergence
 
 ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")
 SGD_MOMENTUM = 0.9
@@ -236,11 +235,7 @@ class Remedies:
         """The epoch's mean training loss is finite and has not diverged from the initial loss."""
         if not epochs:
             return False
-        loss = epochs[-1].get("train_loss")
-        first = next((v for v in history.steps["loss"] if v is not None), None)
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
-            return False
-        return first is None or loss <= self.cfg.diverge_factor * first
+        return within_divergence(epochs[-1].get("train_loss"), initial_loss(history, epochs), self.cfg)
 
     def _stop_overfitting(self, trainer, history, onset: dict[str, Any]) -> None:
         st = trainer.state

@@ -71,6 +71,15 @@ def initial_loss(h: DoctorHistory, epochs: Epochs) -> float | None:
     return None
 
 
+def within_divergence(loss: float, init: float | None, cfg) -> bool:
+    """Whether ``loss`` has not diverged: it is at most ``cfg.diverge_factor`` × the initial loss
+    ``init`` (:func:`initial_loss`). With no usable initial loss (None, NaN/inf, or not positive)
+    there is nothing to diverge from and any loss passes; a NaN/inf ``loss`` never does."""
+    if not finite(init) or init <= 0:
+        return finite(loss)
+    return finite(loss) and loss <= cfg.diverge_factor * init
+
+
 def sample_ratio(h: DoctorHistory, i: int) -> float | None:
     """Median update/weight ratio over the weight layers at sample ``i`` (None if not finite)."""
     layers = h.weight_layers() or list(range(len(h.layers)))
@@ -400,10 +409,10 @@ def diverged(h: DoctorHistory, epochs: Epochs, cfg) -> dict[str, Any] | None:
     if not finite(init) or init <= 0:
         return None
     for s, e, v in zip(h.steps["step"], h.steps["epoch"], h.steps["loss"]):
-        if finite(v) and v > cfg.diverge_factor * init:
+        if finite(v) and not within_divergence(v, init, cfg):
             return {"step": s, "epoch": e, "loss": v, "initial_loss": init}
     for r in epochs:  # the epoch mean also covers the steps between samples
-        if finite(r.get("train_loss")) and r["train_loss"] > cfg.diverge_factor * init:
+        if finite(r.get("train_loss")) and not within_divergence(r["train_loss"], init, cfg):
             return {"step": r.get("step"), "epoch": r["epoch"], "loss": r["train_loss"], "initial_loss": init,
                     "epoch_mean": True}
     return None
