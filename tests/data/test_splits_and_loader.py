@@ -73,6 +73,33 @@ def test_build_data_without_statistics_keeps_the_splits(monkeypatch):
     assert bare.info == full.info
 
 
+def test_statistics_of_flat_and_streamed_sources_match_torch():
+    """D1: per-feature statistics of flat inputs, and per-channel statistics of a source streamed sample by
+    sample (the path of decoded images), equal torch's float64 mean and population std."""
+    from trainlab.data.bundle import SampleSource
+
+    class Streamed(SampleSource):  # loaded sample by sample, like decoded image files
+        def __init__(self, inputs):
+            self.inputs, self.targets = inputs, torch.zeros(len(inputs), dtype=torch.long)
+
+        def load(self, index):
+            return self.inputs[index], self.targets[index]
+
+        def subset(self, indices):
+            return Streamed(self.inputs[indices])
+
+    g = torch.Generator().manual_seed(0)
+    flat = torch.rand(300, 7, generator=g, dtype=torch.float64).float() * 16
+    mean, std = channel_stats(TensorSource(flat, torch.zeros(300, dtype=torch.long)), DataInfo((7,), 2, ["a", "b"],
+                                                                                               kind="flat"), 0)
+    assert torch.allclose(mean.double(), flat.double().mean(0), rtol=1e-6)
+    assert torch.allclose(std.double(), flat.double().std(0, unbiased=False), rtol=1e-6)
+    images = torch.randint(0, 256, (100, 3, 5, 4), generator=g, dtype=torch.uint8)
+    mean, std = channel_stats(Streamed(images), DataInfo((3, 5, 4), 2, ["a", "b"]), 0)
+    assert torch.allclose(mean.double(), images.double().mean((0, 2, 3)), rtol=1e-6)
+    assert torch.allclose(std.double(), images.double().std((0, 2, 3), unbiased=False), rtol=1e-6)
+
+
 def test_constant_channel_gets_unit_std():
     info = DataInfo((2, 4, 4), 2, ["a", "b"])
     x = torch.zeros(10, 2, 4, 4)

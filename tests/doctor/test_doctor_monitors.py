@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import trainlab
-from trainlab.doctor.monitors import channel_moments, group_norms, unit_alive
+from trainlab.data.statistics import channel_moments
+from trainlab.doctor.monitors import group_norms, unit_alive
 from trainlab.engine.callbacks import Callback
 from trainlab.registry import MODELS
 

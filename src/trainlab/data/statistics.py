@@ -9,6 +9,26 @@ from .bundle import DataInfo, SampleSource, TensorSource
 MAX_STAT_SAMPLES = 4096  # a random sample this large pins mean/std to ~1e-3 of a pixel's std
 
 
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """(sum (C,), sum of squares (C,), count per channel, min, max) of a (N, C, ...) batch in float64.
+
+    (N, F) vectors count each feature as a channel. Everything but the count stays a tensor on the
+    batch's device, so that summing over many batches costs no device sync until the end.
+    """
+    x = x.detach().double()
+    if x.dim() == 1:
+        x = x.unsqueeze(1)
+    dims = [0, *range(2, x.dim())]
+    count = x.numel() // x.shape[1]
+    return x.sum(dims), (x * x).sum(dims), count, x.min(), x.max()
+
+
+def mean_std(total: torch.Tensor, total_sq: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) standard deviation from the sums of :func:`channel_moments`."""
+    mean = total / count
+    return mean, (total_sq / count - mean * mean).clamp(min=0).sqrt()
+
+
 def channel_stats(source: SampleSource, info: DataInfo, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (images) or per-feature (flat) mean and standard deviation, in stored scale.
 
@@ -24,12 +44,10 @@ def channel_stats(source: SampleSource, info: DataInfo, seed: int) -> tuple[torc
         chunks = (torch.stack([source.load(i)[0] for i in pick[j : j + 64]]) for j in range(0, len(pick), 64))
     total = total_sq = count = 0
     for x in chunks:
-        x = x.double()
-        dims = [0] + list(range(2, x.dim())) if info.kind == "image" else [0]
-        total = total + x.sum(dim=dims)
-        total_sq = total_sq + x.square().sum(dim=dims)
-        count += x.numel() // x.shape[1] if info.kind == "image" else x.shape[0]
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp(min=0).sqrt()
+        if info.kind != "image":  # one row of features per sample
+            x = x.reshape(len(x), -1)
+        s, sq, c, _, _ = channel_moments(x)
+        total, total_sq, count = total + s, total_sq + sq, count + c
+    mean, std = mean_std(total, total_sq, count)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     return mean.float(), std.float()

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.statistics import channel_moments, mean_std
 from ..engine.callbacks import Callback
 from ..models.layers import is_weight_layer
 from .findings import Finding, sort_findings
@@ -95,20 +96,6 @@ def unit_alive(output: torch.Tensor) -> torch.Tensor:
     as alive: a network full of NaN has blown up (nan_loss), its ReLUs did not die.
     """
     return alive_from_peak(unit_peak(output))
-
-
-def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, torch.Tensor]:
-    """(sum (C,), sum of squares (C,), count per channel, min, max) of a (N, C, ...) batch in float64.
-
-    (N, F) vectors count each feature as a channel. Everything but the count stays a tensor on the
-    batch's device, so summarizing the first batches costs no device sync until the end.
-    """
-    x = x.detach().double()
-    if x.dim() == 1:
-        x = x.unsqueeze(1)
-    dims = [0, *range(2, x.dim())]
-    count = x.numel() // x.shape[1]
-    return x.sum(dims), (x * x).sum(dims), count, x.min(), x.max()
 
 
 def mixed_labels(batch_augment) -> list[str]:
@@ -302,8 +289,7 @@ class Doctor(Callback):
             return
         s, sq, n, lo, hi, batches = self._input_acc
         lo, hi = float(lo), float(hi)
-        mean = s / n
-        std = (sq / n - mean * mean).clamp_min(0).sqrt()
+        mean, std = mean_std(s, sq, n)
         total = n * len(mean)
         all_mean = float(s.sum() / total)
         all_std = math.sqrt(max(float(sq.sum() / total) - all_mean**2, 0.0))
