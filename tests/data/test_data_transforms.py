@@ -221,3 +221,31 @@ def test_bad_transform_options_name_the_field():
         build_transforms([{"name": "color_jitter", "hue": 0.9}], bundle.info)
     with pytest.raises(RecipeError, match=r"data.augment\[0\]: unknown transform 'blur'"):
         build_transforms(["blur"], bundle.info)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "random_erasing", "scale": [0.5, 0.2]}, "scale must be 0 < min <= max <= 1, got [0.5, 0.2]"),
+    ({"name": "random_erasing", "scale": [0.1, 1.5]}, "scale must be 0 < min <= max <= 1, got [0.1, 1.5]"),
+    ({"name": "random_erasing", "scale": [0.1, 0.2, 0.3]}, "scale must be [min, max], got [0.1, 0.2, 0.3]"),
+    ({"name": "random_erasing", "ratio": [0, 1]}, "ratio must be 0 < min <= max, got [0.0, 1.0]"),
+    ({"name": "random_erasing", "value": "noise"}, "value must be a fraction of the value range"),
+    ({"name": "cutout", "holes": 0}, "size must be > 0 and holes >= 1, got size=0.5, holes=0"),
+    ({"name": "cutout", "p": -0.1}, "p must be in [0, 1], got -0.1"),
+    ({"name": "hide_and_seek", "p_hide": 1.5}, "p_hide must be in [0, 1], got 1.5"),
+    ({"name": "hide_and_seek", "grid": 0}, "grid must be >= 1, got 0"),
+    ({"name": "gridmask", "d_min": 0.6, "d_max": 0.5}, "need 0 < d_min <= d_max <= 1"),
+    ({"name": "gridmask", "ratio": 1}, "ratio must be in (0, 1), got 1"),
+    ({"name": "gridmask", "value": 1.5}, "value must be a fraction of the value range"),
+])
+def test_occlusion_options_are_checked_alike_per_sample_and_per_batch(spec, message):
+    """D5: data.augment's occlusion transforms and data.batch_augment's occlusion ops refuse the same option
+    values with the same one-line RecipeError naming the field."""
+    import re
+
+    from trainlab.data.batch import build_batch_transforms
+    from trainlab.data.bundle import DataInfo
+
+    info = DataInfo((3, 8, 8), 2, ["a", "b"])
+    for field, build in (("data.augment", build_transforms), ("data.batch_augment", build_batch_transforms)):
+        with pytest.raises(RecipeError, match=rf"^{re.escape(field)}\[0\] \({spec['name']}\): {re.escape(message)}"):
+            build([spec], info)

@@ -29,7 +29,18 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import DataError
 from .color import affine_planes, color_affine
-from .occlusion import check_value, cutout_rects, erasing_rects, fill_rects_, gridmask_rects, hide_and_seek_rects
+from .occlusion import (
+    check_value,
+    cutout_options,
+    cutout_rects,
+    erasing_options,
+    erasing_rects,
+    fill_rects_,
+    gridmask_options,
+    gridmask_rects,
+    hide_and_seek_options,
+    hide_and_seek_rects,
+)
 from .samples import drop_small_boxes
 
 
@@ -320,12 +331,9 @@ class _Occlusion(SampleTransform):
 class RandomErasing(_Occlusion):
     def __init__(self, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"):
         super().__init__(p)
-        if not 0.0 < scale[0] <= scale[1] <= 1.0:
-            raise ValueError(f"scale must be 0 < min <= max <= 1, got {list(scale)}")
-        if not 0.0 < ratio[0] <= ratio[1]:
-            raise ValueError(f"ratio must be 0 < min <= max, got {list(ratio)}")
+        self.scale, self.ratio = erasing_options(scale, ratio)
         check_value(value)
-        self.scale, self.ratio, self.value = scale, ratio, value
+        self.value = value
 
     def rects(self, h, w):
         return erasing_rects(1, h, w, self.scale, self.ratio)
@@ -334,10 +342,9 @@ class RandomErasing(_Occlusion):
 class Cutout(_Occlusion):
     def __init__(self, size=0.5, holes=1, value=0.0, p=1.0):
         super().__init__(p)
-        if float(size) <= 0 or int(holes) < 1:
-            raise ValueError(f"size must be > 0 and holes >= 1, got size={size}, holes={holes}")
+        self.size, self.holes = cutout_options(size, holes)
         check_value(value)
-        self.size, self.holes, self.value = float(size), int(holes), value
+        self.value = value
 
     def rects(self, h, w):
         return cutout_rects(1, h, w, self.size, self.holes)
@@ -346,10 +353,9 @@ class Cutout(_Occlusion):
 class HideAndSeek(_Occlusion):
     def __init__(self, grid=4, p_hide=0.5, value=0.0, p=1.0):
         super().__init__(p)
-        if int(grid) < 1:
-            raise ValueError(f"grid must be >= 1, got {grid}")
+        self.grid, self.p_hide = hide_and_seek_options(grid, p_hide)
         check_value(value)
-        self.grid, self.p_hide, self.value = int(grid), float(p_hide), value
+        self.value = value
 
     def rects(self, h, w):
         return hide_and_seek_rects(1, h, w, self.grid, self.p_hide)
@@ -358,12 +364,9 @@ class HideAndSeek(_Occlusion):
 class GridMask(_Occlusion):
     def __init__(self, d_min=0.2, d_max=0.5, ratio=0.5, value=0.0, p=1.0):
         super().__init__(p)
-        if not 0.0 < float(d_min) <= float(d_max) <= 1.0:
-            raise ValueError(f"need 0 < d_min <= d_max <= 1 (fractions of the short side), got {d_min}, {d_max}")
-        if not 0.0 < float(ratio) < 1.0:
-            raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+        self.d_min, self.d_max, self.ratio = gridmask_options(d_min, d_max, ratio)
         check_value(value)
-        self.d_min, self.d_max, self.ratio, self.value = float(d_min), float(d_max), float(ratio), value
+        self.value = value
 
     def rects(self, h, w):
         return gridmask_rects(1, h, w, self.d_min, self.d_max, self.ratio)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..registry import BATCH_TRANSFORMS
 from . import occlusion
+from .occlusion import check_p
 from .mixing import cutmix as _cutmix
 from .mixing import mixup as _mixup
 from .transforms import build_op, parse_spec
@@ -35,61 +36,42 @@ def build_batch_transforms(specs, info, field: str = "data.batch_augment"):
     return apply
 
 
-def _p(p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    return float(p)
-
-
-def _range(name: str, pair) -> tuple[float, float]:
-    lo, hi = (float(v) for v in pair)
-    if not 0.0 < lo <= hi:
-        raise ValueError(f"{name} must be 0 < min <= max, got {list(pair)}")
-    return lo, hi
-
-
 @BATCH_TRANSFORMS.register("random_erasing", help="erase a random rectangle per image, on the whole batch (D5)")
 def random_erasing(*, info, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"):
-    scale, ratio = _range("scale", scale), _range("ratio", ratio)
-    if scale[1] > 1.0:
-        raise ValueError(f"scale must be at most 1, got {list(scale)}")
+    scale, ratio = occlusion.erasing_options(scale, ratio)
     return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.erasing_rects(n, h, w, scale, ratio, g, d), value, _p(p), info.max_value)
+        lambda n, h, w, g, d: occlusion.erasing_rects(n, h, w, scale, ratio, g, d), value, check_p(p), info.max_value)
 
 
 @BATCH_TRANSFORMS.register("cutout", help="zero squares of side `size` (fraction of the short side) (D5)")
 def cutout(*, info, size: float = 0.5, holes: int = 1, value: float = 0.0, p: float = 1.0):
-    if float(size) <= 0 or int(holes) < 1:
-        raise ValueError(f"size must be > 0 and holes >= 1, got size={size}, holes={holes}")
+    size, holes = occlusion.cutout_options(size, holes)
     return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.cutout_rects(n, h, w, float(size), int(holes), g, d),
-        value, _p(p), info.max_value)
+        lambda n, h, w, g, d: occlusion.cutout_rects(n, h, w, size, holes, g, d), value, check_p(p), info.max_value)
 
 
 @BATCH_TRANSFORMS.register("hide_and_seek", help="hide grid cells with probability p_hide, per image (D5)")
 def hide_and_seek(*, info, grid: int = 4, p_hide: float = 0.5, value: float = 0.0, p: float = 1.0):
-    if int(grid) < 1:
-        raise ValueError(f"grid must be >= 1, got {grid}")
+    grid, p_hide = occlusion.hide_and_seek_options(grid, p_hide)
     return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.hide_and_seek_rects(n, h, w, int(grid), _p(p_hide), g, d),
-        value, _p(p), info.max_value)
+        lambda n, h, w, g, d: occlusion.hide_and_seek_rects(n, h, w, grid, p_hide, g, d),
+        value, check_p(p), info.max_value)
 
 
 @BATCH_TRANSFORMS.register("gridmask", help="hide a regular grid of squares, random period/offset per image (D5)")
 def gridmask(*, info, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5, value: float = 0.0,
              p: float = 1.0):
-    if not 0.0 < float(d_min) <= float(d_max) <= 1.0 or not 0.0 < float(ratio) < 1.0:
-        raise ValueError(f"need 0 < d_min <= d_max <= 1 and 0 < ratio < 1, got {d_min}, {d_max}, {ratio}")
+    d_min, d_max, ratio = occlusion.gridmask_options(d_min, d_max, ratio)
     return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.gridmask_rects(n, h, w, float(d_min), float(d_max), float(ratio), g, d),
-        value, _p(p), info.max_value)
+        lambda n, h, w, g, d: occlusion.gridmask_rects(n, h, w, d_min, d_max, ratio, g, d),
+        value, check_p(p), info.max_value)
 
 
 @BATCH_TRANSFORMS.register("mixup", help="blend image pairs, lambda ~ Beta(alpha, alpha); soft targets (D6)")
 def mixup(*, info, alpha: float = 0.2, p: float = 1.0):
     if float(alpha) <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    p = _p(p)
+    p = check_p(p)
     return lambda batch, gen: _mixup(batch, gen, float(alpha), info.num_classes, p)
 
 
@@ -97,5 +79,5 @@ def mixup(*, info, alpha: float = 0.2, p: float = 1.0):
 def cutmix(*, info, alpha: float = 1.0, p: float = 1.0):
     if float(alpha) <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    p = _p(p)
+    p = check_p(p)
     return lambda batch, gen: _cutmix(batch, gen, float(alpha), info.num_classes, p)

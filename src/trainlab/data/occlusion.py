@@ -120,11 +120,62 @@ def fill_masked(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, ge
     return torch.where(mask, fill, x)
 
 
+# ------------------------------------------------------------------------------ option checks
+# The per-sample transforms (augment.py) and the batch operations (batch.py) take the same options
+# and check them here. A ValueError becomes one RecipeError line naming the recipe field
+# (transforms.build_op).
+def check_p(p: float, name: str = "p") -> float:
+    """``p`` as a float in [0, 1]: the probability option of every transform and batch operation."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {p}")
+    return float(p)
+
+
 def check_value(value) -> None:
     if value == "random":
         return
     if isinstance(value, str) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"value must be a fraction of the value range in [0, 1] or 'random', got {value!r}")
+
+
+def _pair(name: str, pair) -> tuple[float, float]:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        raise ValueError(f"{name} must be [min, max], got {list(pair) if isinstance(pair, tuple) else pair!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def erasing_options(scale, ratio) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(scale, ratio) of Random Erasing: area fractions 0 < min <= max <= 1, aspects 0 < min <= max."""
+    scale, ratio = _pair("scale", scale), _pair("ratio", ratio)
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must be 0 < min <= max <= 1, got {list(scale)}")
+    if not 0.0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must be 0 < min <= max, got {list(ratio)}")
+    return scale, ratio
+
+
+def cutout_options(size, holes) -> tuple[float, int]:
+    """(size, holes) of Cutout: a side > 0 (fraction of the short side, or pixels if > 1), holes >= 1."""
+    if float(size) <= 0 or int(holes) < 1:
+        raise ValueError(f"size must be > 0 and holes >= 1, got size={size}, holes={holes}")
+    return float(size), int(holes)
+
+
+def hide_and_seek_options(grid, p_hide) -> tuple[int, float]:
+    """(grid, p_hide) of Hide-and-Seek: grid >= 1 cells a side, each hidden with p_hide in [0, 1]."""
+    if int(grid) < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    return int(grid), check_p(p_hide, "p_hide")
+
+
+def gridmask_options(d_min, d_max, ratio) -> tuple[float, float, float]:
+    """(d_min, d_max, ratio) of GridMask: 0 < d_min <= d_max <= 1 (fractions of the short side) and
+    0 < ratio < 1."""
+    if not 0.0 < float(d_min) <= float(d_max) <= 1.0:
+        raise ValueError(f"need 0 < d_min <= d_max <= 1 (fractions of the short side), got {d_min}, {d_max}")
+    if not 0.0 < float(ratio) < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    return float(d_min), float(d_max), float(ratio)
 
 
 # --------------------------------------------------------------------------- batch operations

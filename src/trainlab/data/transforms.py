@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import RecipeError, closest
 from ..registry import BATCH_TRANSFORMS, TRANSFORMS
+from .occlusion import check_p
 
 _RULE = re.compile(r"^([a-z_]+)\s*>\s*([0-9]+(?:\.[0-9]*)?)$")
 
@@ -167,24 +168,18 @@ def build_transforms(specs, info, forbid=(), field: str = "data.augment", source
 
 
 # ------------------------------------------------------------------------------ the names
-def _p(p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    return float(p)
-
-
 @TRANSFORMS.register("hflip", help="mirror left-right with probability p (default 0.5)")
 def hflip(p: float = 0.5):
     from torchvision.transforms import v2
 
-    return v2.RandomHorizontalFlip(_p(p))
+    return v2.RandomHorizontalFlip(check_p(p))
 
 
 @TRANSFORMS.register("vflip", help="mirror top-bottom with probability p (default 0.5)")
 def vflip(p: float = 0.5):
     from torchvision.transforms import v2
 
-    return v2.RandomVerticalFlip(_p(p))
+    return v2.RandomVerticalFlip(check_p(p))
 
 
 @TRANSFORMS.register("rotate", help="rotate by a random angle in [-degrees, degrees] (default 15)",
@@ -195,7 +190,7 @@ def rotate(degrees: float | list[float] = 15.0, p: float = 1.0):
     from .augment import maybe
 
     # Bilinear for images; torchvision always resamples masks with nearest.
-    return maybe(v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR), _p(p))
+    return maybe(v2.RandomRotation(degrees, interpolation=v2.InterpolationMode.BILINEAR), check_p(p))
 
 
 @TRANSFORMS.register("affine", help="random rotation, translation, scale and shear (D3)",
@@ -210,7 +205,7 @@ def affine(degrees: float | list[float] = 0.0, translate: float | list[float] = 
                          interpolation=v2.InterpolationMode.BILINEAR)
     from .augment import maybe
 
-    return maybe(op, _p(p))
+    return maybe(op, check_p(p))
 
 
 @TRANSFORMS.register("random_resized_crop", help="crop a random area/aspect, resize back (size: input size)")
@@ -218,14 +213,14 @@ def random_resized_crop(size: int | list[int] | None = None, scale: list[float] 
                         ratio: list[float] = (3 / 4, 4 / 3), p: float = 1.0):
     from .augment import RandomResizedCrop
 
-    return RandomResizedCrop(size, tuple(scale), tuple(ratio), p=_p(p))
+    return RandomResizedCrop(size, tuple(scale), tuple(ratio), p=check_p(p))
 
 
 @TRANSFORMS.register("random_crop", help="pad by `padding` pixels and crop back to the input size")
 def random_crop(padding: int = 4, p: float = 1.0):
     from .augment import RandomCropPad
 
-    return RandomCropPad(padding, p=_p(p))
+    return RandomCropPad(padding, p=check_p(p))
 
 
 @TRANSFORMS.register("color_jitter", help="brightness, contrast, saturation, hue (HSV-style) in one pass (D4)")
@@ -233,21 +228,21 @@ def color_jitter(brightness: float = 0.4, contrast: float = 0.4, saturation: flo
                  p: float = 1.0):
     from .augment import ColorJitter
 
-    return ColorJitter(brightness, contrast, saturation, hue, p=_p(p))
+    return ColorJitter(brightness, contrast, saturation, hue, p=check_p(p))
 
 
 @TRANSFORMS.register("noise", help="additive Gaussian noise, std a fraction of the value range (D4)")
 def noise(std: float = 0.05, p: float = 1.0):
     from .augment import GaussianNoise
 
-    return GaussianNoise(std, p=_p(p))
+    return GaussianNoise(std, p=check_p(p))
 
 
 @TRANSFORMS.register("grayscale", help="convert to grey (channel count kept) with probability p")
 def grayscale(p: float = 0.1):
     from torchvision.transforms import v2
 
-    return v2.RandomGrayscale(_p(p))
+    return v2.RandomGrayscale(check_p(p))
 
 
 @TRANSFORMS.register("random_erasing", help="erase a random rectangle (area `scale`, aspect `ratio`) (D5)")
@@ -255,28 +250,28 @@ def random_erasing(p: float = 0.5, scale: list[float] = (0.02, 0.33), ratio: lis
                    value: float | str = "random"):
     from .augment import RandomErasing
 
-    return RandomErasing(_p(p), tuple(scale), tuple(ratio), value)
+    return RandomErasing(check_p(p), tuple(scale), tuple(ratio), value)
 
 
 @TRANSFORMS.register("cutout", help="zero a square of side `size` (fraction of the short side) (D5)")
 def cutout(size: float = 0.5, holes: int = 1, value: float = 0.0, p: float = 1.0):
     from .augment import Cutout
 
-    return Cutout(size, holes, value, p=_p(p))
+    return Cutout(size, holes, value, p=check_p(p))
 
 
 @TRANSFORMS.register("hide_and_seek", help="hide each cell of a grid x grid split with probability p_hide (D5)")
 def hide_and_seek(grid: int = 4, p_hide: float = 0.5, value: float = 0.0, p: float = 1.0):
     from .augment import HideAndSeek
 
-    return HideAndSeek(grid, _p(p_hide), value, p=_p(p))
+    return HideAndSeek(grid, p_hide, value, p=check_p(p))
 
 
 @TRANSFORMS.register("gridmask", help="hide a regular grid of squares, random period and offset (D5)")
 def gridmask(d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5, value: float = 0.0, p: float = 1.0):
     from .augment import GridMask
 
-    return GridMask(d_min, d_max, ratio, value, p=_p(p))
+    return GridMask(d_min, d_max, ratio, value, p=check_p(p))
 
 
 @TRANSFORMS.register("mosaic", help="tile 4 samples (3 drawn from the data set) into one, boxes kept (D6)",
@@ -285,4 +280,4 @@ def mosaic(center: list[float] = (0.25, 0.75), min_size: float = 2.0, min_visibi
            p: float = 1.0):
     from .mixing import Mosaic
 
-    return Mosaic(tuple(center), min_size, min_visibility, p=_p(p))
+    return Mosaic(tuple(center), min_size, min_visibility, p=check_p(p))
