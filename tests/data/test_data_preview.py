@@ -108,3 +108,31 @@ def test_shapes_cnn_recipe_trains():
         summary = run.summary()
     assert 0.0 <= summary["val"]["accuracy"] <= 1.0 and summary["epochs_run"] == 1
     assert torch.isfinite(torch.tensor(summary["val"]["loss"]))
+
+
+def test_preview_is_the_trainers_first_batch():
+    """D11, D8: with n = data.batch_size the preview's batch is the one the trainer computes its first loss on:
+    same samples, per-sample augmentation (load_sample, as in the loader) and batch ops (the training
+    device's generator seeded from (seed, epoch, batch 0))."""
+    from trainlab.api import build_components
+    from trainlab.data.preview import augmented_batch
+    from trainlab.recipe import load_recipe
+
+    recipe = load_recipe("digits-cnn", ["data.batch_size=8", "data.augment=[{name: rotate, degrees: 20}]",
+                                        "data.batch_augment=[{name: random_erasing, p: 1.0}, mixup]"])
+    trainer = build_components(recipe)
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def capture(batch):
+        seen.update(batch)
+        raise Seen
+
+    trainer.compute_loss = capture
+    with pytest.raises(Seen):
+        trainer.train_epoch()
+    batch, _ = augmented_batch(recipe, n=8)
+    assert torch.equal(batch["input"], seen["input"]) and torch.equal(batch["target"], seen["target"])
+    assert batch["target"].shape == (8, 10)  # mixup ran

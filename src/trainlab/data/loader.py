@@ -56,6 +56,16 @@ def sample_seed(seed: int, epoch: int, index: int):
             torch.set_num_threads(threads)
 
 
+def load_sample(source: SampleSource, transform: Transform | None, seed: int, epoch: int, index: int):
+    """Sample ``index`` of ``source`` as the loader yields it in ``epoch``: ``(x, y)`` loaded, then
+    put through ``transform`` with torch's generator seeded from (seed, epoch, index)."""
+    x, y = source.load(index)
+    if transform is not None:
+        with sample_seed(seed, epoch, index):
+            x, y = transform(x, y)
+    return x, y
+
+
 class _Keyed(torch.utils.data.Dataset):
     """Maps an (epoch, index) key to a transformed sample, seeding the transform from the key."""
 
@@ -69,11 +79,7 @@ class _Keyed(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
-        x, y = self.source.load(index)
-        if self.transform is not None:
-            with sample_seed(self.seed, epoch, index):
-                x, y = self.transform(x, y)
-        return x, y
+        return load_sample(self.source, self.transform, self.seed, epoch, index)
 
 
 class _KeyBatches:

@@ -1,10 +1,14 @@
 """Augmentation preview (D11): a grid of augmented training samples with boxes and masks drawn.
 
-The grid shows exactly what the first batch of an epoch sees: the samples of that epoch's order,
-each transformed with its own (seed, epoch, index) generator, then the batch transforms with the
-(seed, epoch, batch 0) generator. Each tile is captioned with its label (soft labels after mixing
-show their two largest weights); instance masks (or the semantic mask) are overlaid and boxes are
-drawn in the colour of their class.
+The grid shows what the first batch of an epoch sees: the samples of that epoch's order, each
+transformed with its own (seed, epoch, index) generator (:func:`trainlab.data.loader.load_sample`,
+as in the loader), then the batch transforms on the training device (``train.device``) with the
+(seed, epoch, batch 0) generator of that device, as the trainer applies them. With ``n`` equal to
+``data.batch_size`` it is exactly the trainer's first batch; with another ``n`` the per-sample
+transforms are the same but the batch transforms draw for a batch of ``n`` (other rectangles and
+mixing partners). Each tile is captioned with its label (soft labels after mixing show their two
+largest weights); instance masks (or the semantic mask) are overlaid and boxes are drawn in the
+colour of their class.
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
     Fewer than ``n`` when the training split is smaller. ``data.batch_size`` plays no part.
     """
     from ..engine.seeding import generator
+    from ..engine.trainer import resolve_device, to_device
     from . import build_data
     from .batch import build_batch_transforms
-    from .loader import epoch_order, sample_seed
+    from .loader import epoch_order, load_sample
     from .samples import collate
     from .transforms import build_transforms
 
@@ -42,19 +47,26 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
     source, info = bundle.train, bundle.info
     transform = build_transforms(recipe.data.augment, info, recipe.data.forbid, source=source)
     order = epoch_order(len(source), recipe.seed, epoch, shuffle=True)[: min(n, len(source))]
-    samples = []
-    for i in order.tolist():
-        x, y = source.load(i)
-        if transform is not None:
-            with sample_seed(recipe.seed, epoch, i):
-                x, y = transform(x, y)
-        samples.append((x, y))
-    batch = collate(samples)
+    batch = collate([load_sample(source, transform, recipe.seed, epoch, i) for i in order.tolist()])
     batch["input"] = batch["input"].clone()  # batch ops may write in place; sources may cache
     ops = build_batch_transforms(recipe.data.batch_augment, info)
     if ops is not None:
-        batch = ops(batch, generator(recipe.seed, "batch", epoch, 0))
+        # On the training device with that device's generator: a CUDA generator draws other
+        # numbers than a CPU one seeded alike, and the fills take another path there.
+        device = resolve_device(recipe.train.device)
+        batch = _to_cpu(ops(to_device(batch, device), generator(recipe.seed, "batch", epoch, 0, device=device)))
     return batch, info
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors anywhere in a batch (annotations included) moved to the CPU, to be drawn."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _caption(target: torch.Tensor, names: list[str]) -> str:
