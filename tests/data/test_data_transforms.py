@@ -154,11 +154,19 @@ def test_occlusion_regions():
     sq = occ.cutout_rects(200, h, w, size=20, holes=1, gen=g)
     inside = (sq[..., 0] > 0) & (sq[..., 2] < h) & (sq[..., 1] > 0) & (sq[..., 3] < w)
     assert bool(((sq[..., 2] - sq[..., 0])[inside] == 20).all())
-    mask = occ.hide_and_seek_mask(4, h, w, grid=4, p_hide=0.5, gen=g)[:, 0]
+
+    def hidden(rects):
+        """Pixels the ops hide: filled through slices on the CPU, one masked kernel elsewhere (both checked)."""
+        filled = occ.fill_rects_(torch.ones(len(rects), 1, h, w), rects, 0.0, 1.0)[:, 0] == 0
+        assert torch.equal(filled, occ.rect_mask(rects, h, w)[:, 0])
+        return filled
+
+    mask = hidden(occ.hide_and_seek_rects(4, h, w, grid=4, p_hide=0.5, gen=g))
     cells = mask.reshape(4, 4, h // 4, 4, w // 4)
     assert bool((cells.all(dim=(2, 4)) | ~cells.any(dim=(2, 4))).all())  # each cell all or nothing
+    assert 0 < int(cells.all(dim=(2, 4)).sum()) < 4 * 16
     for seed in range(5):
-        got = occ.gridmask_mask(3, h, w, 0.2, 0.5, 0.5, gen=torch.Generator().manual_seed(seed))[:, 0]
+        got = hidden(occ.gridmask_rects(3, h, w, 0.2, 0.5, 0.5, gen=torch.Generator().manual_seed(seed)))
         u = torch.rand((3, 3), generator=torch.Generator().manual_seed(seed))
         for i in range(3):
             d = max(2.0, round(min(h, w) * (0.2 + 0.3 * float(u[i, 0]))))

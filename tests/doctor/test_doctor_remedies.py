@@ -65,6 +65,10 @@ def test_nan_rolls_back_to_the_last_good_state_halves_the_lr_and_goes_on(tmp_pat
     assert all(r["lr"] == pytest.approx(0.025) for r in run.epochs())  # digits-mlp: step schedule, 15 epochs
     doctor = json.loads((run.dir / "doctor.json").read_text())
     assert doctor["history"]["actions"][0]["action"] == "rollback"
+    # The history's action carries what the logged event carries (one helper records both).
+    assert doctor["history"]["actions"][0] == {"action": "rollback", "step": 16, "epoch": rollback["epoch"],
+                                               "code": "nan_loss", "to_step": 10, "lr": rollback["lr"],
+                                               "cause": "loss"}
     nan = next(f for f in doctor["findings"] if f["code"] == "nan_loss")
     assert nan["step"] == 16 and "the doctor rolled back 1 time" in nan["message"]
     assert "doctor_rollback" in run.report_path.read_text()

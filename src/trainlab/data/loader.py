@@ -144,10 +144,6 @@ class BatchLoader:
     def __len__(self) -> int:
         return self._num_batches
 
-    @property
-    def num_samples(self) -> int:
-        return min(len(self.source), self._num_batches * self.batch_size)
-
     def index_batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
         order = epoch_order(len(self.source), self.seed, epoch, self.shuffle)
         bs = self.batch_size

@@ -74,11 +74,6 @@ def hide_and_seek_rects(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0
     return rects[None] * hidden[..., None]
 
 
-def hide_and_seek_mask(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0.5, gen=None, device="cpu"):
-    """(N, 1, H, W) bool: each of grid × grid cells hidden with probability ``p_hide``."""
-    return rect_mask(hide_and_seek_rects(n, h, w, grid, p_hide, gen, device), h, w)
-
-
 def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
                    gen=None, device="cpu"):
     """(N, K, 4) squares of side ratio·d repeated every d pixels (d drawn in [d_min, d_max] of the
@@ -98,12 +93,6 @@ def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.
     rects = torch.stack([y0[:, :, None].expand(-1, -1, kx), x0[:, None, :].expand(-1, ky, -1),
                          y1[:, :, None].expand(-1, -1, kx), x1[:, None, :].expand(-1, ky, -1)], -1)
     return rects.reshape(n, ky * kx, 4).long()
-
-
-def gridmask_mask(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
-                  gen=None, device="cpu"):
-    """(N, 1, H, W) bool mask of :func:`gridmask_rects`."""
-    return rect_mask(gridmask_rects(n, h, w, d_min, d_max, ratio, gen, device), h, w)
 
 
 def fill_masked(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:

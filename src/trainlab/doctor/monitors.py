@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data.statistics import channel_moments, mean_std
-from ..engine.callbacks import Callback
+from ..engine.callbacks import Callback, unprinted_events
 from ..models.layers import is_weight_layer
 from .findings import Finding, sort_findings
 from .history import DoctorHistory
@@ -451,11 +451,10 @@ class Doctor(Callback):
         # history from the checkpoint), so during training it is refreshed at most every WRITE_EVERY_S.
         if time.monotonic() - self._written >= WRITE_EVERY_S:
             self._write(trainer)
-        if not self.quiet:  # events logged by remedies after the progress row was printed
-            for event in trainer.state.history[trainer.printed_events:]:
-                if "event" in event:
-                    print(f"  {event['event']}: {event.get('message', '')}", file=self.stream, flush=True)
-        trainer.printed_events = len(trainer.state.history)
+        lines = unprinted_events(trainer)  # logged by remedies after the progress row was printed
+        if not self.quiet:
+            for line in lines:
+                print(line, file=self.stream, flush=True)
 
     def on_interrupt(self, trainer):
         self._disarm()

@@ -42,6 +42,13 @@ def scale_base_lr(optimizer: torch.optim.Optimizer, factor: float) -> tuple[floa
     return old, optimizer.param_groups[0]["initial_lr"]
 
 
+def _record(trainer, history, event: str, message: str, action: str, step: int, epoch: int, **data: Any) -> None:
+    """Log a remedy as a trainer event (metrics.jsonl, report.md) and in the doctor history
+    (``history.actions``: ``{"action", "step", "epoch", **data}``, which the rules read)."""
+    trainer.log_event(event, message, **data)
+    history.actions.append({"action": action, "step": step, "epoch": epoch, **data})
+
+
 def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -171,17 +178,15 @@ class Remedies:
                       f"(doctor.max_rollbacks={self.cfg.max_rollbacks}); restored the state of step {snap['step']} "
                       f"and stopped at step {step}")
             trainer.request_stop(reason)
-            trainer.log_event("doctor_stop", reason, code="nan_loss", to_step=snap["step"], cause=what)
-            history.actions.append({"action": "stop", "step": step, "epoch": st.epoch + 1, "code": "nan_loss",
-                                    "to_step": snap["step"], "cause": what})
+            _record(trainer, history, "doctor_stop", reason, "stop", step, st.epoch + 1, code="nan_loss",
+                    to_step=snap["step"], cause=what)
             return True
         self.rollbacks += 1
         message = (f"{what} non-finite {when or f'at step {step}'}: rolled back to the state of step "
                    f"{snap['step']}, base lr {num(old)} -> {num(new)} "
                    f"(rollback {self.rollbacks} of {self.cfg.max_rollbacks})")
-        trainer.log_event("doctor_rollback", message, code="nan_loss", to_step=snap["step"], lr=new, cause=what)
-        history.actions.append({"action": "rollback", "step": step, "epoch": st.epoch + 1, "to_step": snap["step"],
-                                "lr": new, "cause": what})
+        _record(trainer, history, "doctor_rollback", message, "rollback", step, st.epoch + 1, code="nan_loss",
+                to_step=snap["step"], lr=new, cause=what)
         return True
 
     def repair_weights(self, trainer, history, when: str) -> bool:
@@ -248,10 +253,8 @@ class Remedies:
                   f"{pct_rise(epochs_val(trainer, st.epoch), onset['best_val_loss'])} above its minimum at epoch "
                   f"{onset['best_epoch']}){restored}")
         trainer.request_stop(reason)
-        trainer.log_event("doctor_stop", reason, code="overfitting",
-                          restored_epoch=self._best["epoch"] if self._best else None)
-        history.actions.append({"action": "stop_restore_best", "step": st.step, "epoch": st.epoch,
-                                "code": "overfitting", "restored_epoch": self._best["epoch"] if self._best else None})
+        _record(trainer, history, "doctor_stop", reason, "stop_restore_best", st.step, st.epoch, code="overfitting",
+                restored_epoch=self._best["epoch"] if self._best else None)
 
     def _treat_plateau(self, trainer, history, window: dict[str, Any]) -> None:
         st = trainer.state
@@ -267,16 +270,14 @@ class Remedies:
             self.snapshot(trainer)  # a rollback must restore an SGD state from now on
             message = (f"{where} with {name}: switched to SGD (momentum {SGD_MOMENTUM}, base lr {num(lr)}) "
                        "to fine-tune, as the notes advise after Adam's fast start")
-            trainer.log_event("doctor_switch_optimizer", message, code="plateau", to="sgd", lr=lr)
-            history.actions.append({"action": "switch_optimizer", "step": st.step, "epoch": st.epoch, "to": "sgd",
-                                    "lr": lr, "code": "plateau"})
+            _record(trainer, history, "doctor_switch_optimizer", message, "switch_optimizer", st.step, st.epoch,
+                    code="plateau", to="sgd", lr=lr)
         else:
             old, new = scale_base_lr(opt, self.cfg.plateau_lr_factor)
             trainer.schedule.apply(opt, st.step)
             message = f"{where}: base lr {num(old)} -> {num(new)} (doctor.plateau_lr_factor={self.cfg.plateau_lr_factor})"
-            trainer.log_event("doctor_lr_decay", message, code="plateau", lr=new)
-            history.actions.append({"action": "lr_decay", "step": st.step, "epoch": st.epoch, "lr": new,
-                                    "code": "plateau"})
+            _record(trainer, history, "doctor_lr_decay", message, "lr_decay", st.step, st.epoch, code="plateau",
+                    lr=new)
         self.last_action_epoch = st.epoch
 
     # ----------------------------------------------------------------------------- resume
