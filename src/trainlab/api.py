@@ -64,7 +64,6 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
         cbs.append(OptimizerSwitch(recipe.optim.switch, recipe.optim.betas[1]))
     if recipe.train.early_stop is not None:
         cbs.append(EarlyStopping(recipe.train.early_stop.patience))
-    cbs.append(MetricsLogger(run.metrics_path))
     if not quiet:
         cbs.append(ProgressPrinter(live=recipe.train.progress))
     if recipe.run.tensorboard:
@@ -73,7 +72,10 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
         from .doctor import Doctor
 
         cbs.append(Doctor(recipe.doctor, run, quiet=quiet, plots=recipe.run.plots))
-    cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps))  # last: saves their state
+    # After every callback that may log an event (the doctor's remedies, even at fit end), so that
+    # metrics.jsonl holds them all; before the Checkpointer, which stays last to save their state.
+    cbs.append(MetricsLogger(run.metrics_path))
+    cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps))
     return cbs
 
 

@@ -96,13 +96,14 @@ def test_cli_run_without_doctor_json_is_a_user_error(dead_run, tmp_path):
 
 
 def test_doctor_runs_before_the_checkpointer_and_can_be_disabled(tmp_path):
-    """X1: the Doctor callback is on by default, before the Checkpointer (which stays last)."""
+    """X1/X9: the Doctor callback is on by default, before the metrics logger (so its remedies'
+    events, even those at fit end, land in metrics.jsonl) and the Checkpointer (which stays last)."""
     from trainlab.api import standard_callbacks
     from trainlab.recipe import load_recipe
     from trainlab.run import Run
 
     names = [cb.name for cb in standard_callbacks(load_recipe("digits-mlp"), Run(tmp_path), quiet=True)]
-    assert names[-2:] == ["doctor", "checkpoint"]
+    assert names[-3:] == ["doctor", "metrics", "checkpoint"]
     for off in ({"doctor.enabled": False}, {"doctor": None}):
         names = [cb.name for cb in standard_callbacks(load_recipe("digits-mlp", off), Run(tmp_path), quiet=True)]
         assert "doctor" not in names and names[-1] == "checkpoint"
