@@ -9,6 +9,7 @@ from trainlab.engine.checkpoint import (
     load_model_weights,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
+    safetensors_bytes,
     save_checkpoint,
 )
 from trainlab.errors import RunError
@@ -22,6 +23,36 @@ def test_round_trip_tensors_and_state(tmp_path):
     assert all(torch.equal(tensors[k], t2[k]) for k in tensors)
     assert s2["epoch"] == 3 and s2["history"] == state["history"] and s2["nan"] is None
     assert (tmp_path / "c.json").exists()
+
+
+def test_checkpoint_bytes_are_exactly_what_safetensors_writes():
+    """T3: the checkpoint writer's own serializer gives byte for byte what safetensors.torch.save
+    gives (the reference), for every dtype a checkpoint holds, 0-d and empty tensors, and
+    metadata with quotes, newlines, control and non-ASCII characters; the library loads it back."""
+    from safetensors.torch import load, save
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {
+        "model.conv.weight": torch.randn(4, 3, 3, 3, generator=gen),
+        "model.bn.num_batches_tracked": torch.tensor(12),
+        "optim.state.0.step": torch.tensor(3.0),
+        "rng.torch": torch.get_rng_state(),
+        "ema.half": torch.randn(5, generator=gen).half(),
+        "ema.bf16": torch.randn(2, 3, generator=gen).bfloat16(),
+        "x.double": torch.randn(3, generator=gen, dtype=torch.float64),
+        "x.int32": torch.arange(7, dtype=torch.int32),
+        "x.int16": torch.arange(3, dtype=torch.int16),
+        "x.int8": torch.arange(-3, 3, dtype=torch.int8),
+        "x.bool": torch.tensor([True, False, True]),
+        "x.empty": torch.zeros(0, 4),
+    }
+    metadata = {"trainlab_state": '{"a": "quote \\" newline \\n"} é ☃ \x01 tab\t'}
+    ours = safetensors_bytes(tensors, metadata)
+    assert ours == save(tensors, metadata=metadata)
+    back = load(ours)
+    assert set(back) == set(tensors)
+    assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in tensors.items())
+    assert safetensors_bytes({}, None) == save({})
 
 
 def test_optimizer_state_round_trip_continues_identically():
