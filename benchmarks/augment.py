@@ -11,7 +11,8 @@ timed as its loader runs it: each sample's generator seeded from (seed, epoch, i
 
 Part 2, batch ops: each occlusion and mixing op of ``data.batch_augment`` applied to a batch of
 224x224 uint8 images at once, against a Python loop applying the same op image by image (the
-per-sample transform for occlusion, pairwise blending/pasting for mixing).
+per-sample transform for occlusion, pairwise blending/pasting for mixing, with the batch op's
+output dtype).
 
 The last line is the headline: ``speed vs torchvision v2 = <trainlab img/s / torchvision img/s>``.
 """
@@ -115,14 +116,16 @@ def per_sample(n: int, rounds: int) -> dict[str, float]:
 # ------------------------------------------------------------------------------- batch ops
 def loop_mixup(batch, gen, alpha, num_classes):
     x, y = batch["input"], batch["target"]
-    out = torch.empty(x.shape, dtype=torch.float32)
+    # The batch op's output: uint8 images stay uint8 (rounded), other inputs become float32.
+    out = torch.empty(x.shape, dtype=torch.uint8 if x.dtype == torch.uint8 else torch.float32)
     soft = torch.zeros(len(x), num_classes)
     perm = torch.randperm(len(x), generator=gen)
     rng = np.random.default_rng(0)
     for i in range(len(x)):
         lam = float(rng.beta(alpha, alpha))
         j = int(perm[i])
-        out[i] = lam * x[i].float() + (1 - lam) * x[j].float()
+        mixed = lam * x[i].float() + (1 - lam) * x[j].float()
+        out[i] = mixed.round() if x.dtype == torch.uint8 else mixed
         soft[i, y[i]] += lam
         soft[i, y[j]] += 1 - lam
     return {"input": out, "target": soft}

@@ -21,20 +21,19 @@ def _batch(n=16, seed=0):
 
 
 def test_mixup_is_a_convex_blend_of_inputs_and_labels():
-    """D6, L3: x = λ·a + (1 − λ)·b for a partner b of the batch; the soft target is
-    λ·onehot(a) + (1 − λ)·onehot(b), so its rows sum to 1."""
+    """D6, L3: x = λ·a + (1 − λ)·b for a partner b of the batch (uint8 images stay uint8, rounded to
+    nearest); the soft target is λ·onehot(a) + (1 − λ)·onehot(b), so its rows sum to 1."""
     batch = _batch()
     x, y = batch["input"].float(), batch["target"]
     out = build_batch_transforms([{"name": "mixup", "alpha": 0.4}], INFO)(dict(batch), torch.Generator().manual_seed(3))
     lam = out["mix_lambda"]
-    assert out["input"].dtype == torch.float32 and out["target"].shape == (16, 5)
+    assert out["input"].dtype == torch.uint8 and out["target"].shape == (16, 5)
     assert torch.allclose(out["target"].sum(1), torch.ones(16))
     onehot = torch.nn.functional.one_hot(y, 5).float()
     for i in range(16):
         errors = [float((out["input"][i] - (lam[i] * x[i] + (1 - lam[i]) * x[j])).abs().max()) for j in range(16)]
-        j = min(range(16), key=errors.__getitem__)
-        assert errors[j] < 1e-3
-        assert torch.allclose(out["target"][i], lam[i] * onehot[i] + (1 - lam[i]) * onehot[j])
+        partners = [j for j in range(16) if errors[j] <= 0.5 + 1e-3]  # λ near 1: several fit the pixels
+        assert any(torch.allclose(out["target"][i], lam[i] * onehot[i] + (1 - lam[i]) * onehot[j]) for j in partners)
 
 
 def test_mixup_lambda_follows_beta():

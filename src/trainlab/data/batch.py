@@ -53,8 +53,8 @@ def cutout(*, info, size: float = 0.5, holes: int = 1, value: float = 0.0, p: fl
 @BATCH_TRANSFORMS.register("hide_and_seek", help="hide grid cells with probability p_hide, per image (D5)")
 def hide_and_seek(*, info, grid: int = 4, p_hide: float = 0.5, value: float = 0.0, p: float = 1.0):
     grid, p_hide = occlusion.hide_and_seek_options(grid, p_hide)
-    return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.hide_and_seek_rects(n, h, w, grid, p_hide, g, d),
+    return occlusion.mask_batch_op(
+        lambda n, h, w, g, d: occlusion.hide_and_seek_mask(n, h, w, grid, p_hide, g, d),
         value, check_p(p), info.max_value)
 
 
@@ -62,8 +62,8 @@ def hide_and_seek(*, info, grid: int = 4, p_hide: float = 0.5, value: float = 0.
 def gridmask(*, info, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5, value: float = 0.0,
              p: float = 1.0):
     d_min, d_max, ratio = occlusion.gridmask_options(d_min, d_max, ratio)
-    return occlusion.rect_batch_op(
-        lambda n, h, w, g, d: occlusion.gridmask_rects(n, h, w, d_min, d_max, ratio, g, d),
+    return occlusion.mask_batch_op(
+        lambda n, h, w, g, d: occlusion.gridmask_mask(n, h, w, d_min, d_max, ratio, g, d),
         value, check_p(p), info.max_value)
 
 

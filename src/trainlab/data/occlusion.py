@@ -1,10 +1,12 @@
 """Occlusion (D5): Random Erasing, Cutout, Hide-and-Seek and GridMask.
 
 The geometry of each method is a pure function that draws the hidden region of N images at once
-from a generator (None: torch's global generator, which the loader seeds per sample) and returns a
-boolean mask (N, 1, H, W). The same functions serve the per-sample transforms (N = 1, in the
-loader) and the batch operations (whole batch on the device, ``data.batch_augment``), so both
-hide exactly the same kind of region.
+from a generator (None: torch's global generator, which the loader seeds per sample) and returns
+rectangles (N, K, 4); Hide-and-Seek and GridMask, made of many small rectangles, also have a mask
+form (N, 1, H, W) built from the same draws, which their batch operations fill in one pass over
+the batch instead of one slice per rectangle. The same functions serve the per-sample transforms
+(N = 1, in the loader) and the batch operations (whole batch on the device,
+``data.batch_augment``), so both hide exactly the same kind of region.
 
 * Random Erasing: a rectangle of random area fraction ``scale`` and aspect (height / width)
   ``ratio``, clamped to fit, filled with random values (or a constant).
@@ -61,10 +63,15 @@ def rect_mask(rects: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return inside.any(1, keepdim=True)
 
 
+def _hidden_cells(n: int, grid: int, p_hide: float, gen, device) -> torch.Tensor:
+    """(N, grid²) bool: the Hide-and-Seek cells hidden, row-major."""
+    return _rand((n, grid * grid), gen, device) < p_hide
+
+
 def hide_and_seek_rects(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0.5, gen=None, device="cpu"):
     """(N, grid², 4) rectangles of the grid × grid cells, each hidden with probability ``p_hide``
     (a cell that stays visible is an empty rectangle). Pixel y lies in cell row ⌊y·grid/h⌋."""
-    hidden = _rand((n, grid * grid), gen, device) < p_hide
+    hidden = _hidden_cells(n, grid, p_hide, gen, device)
     cell = torch.arange(grid + 1, device=device)
     ys = (cell * h + grid - 1) // grid  # first pixel row of each cell, and h at the end
     xs = (cell * w + grid - 1) // grid
@@ -74,11 +81,22 @@ def hide_and_seek_rects(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0
     return rects[None] * hidden[..., None]
 
 
-def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
-                   gen=None, device="cpu"):
-    """(N, K, 4) squares of side ratio·d repeated every d pixels (d drawn in [d_min, d_max] of the
-    short side) at a random offset in [0, d) along each axis: pixel (y, x) is hidden when
-    (y + δy) mod d < side and (x + δx) mod d < side. Empty rectangles pad K."""
+def hide_and_seek_mask(n: int, h: int, w: int, grid: int = 4, p_hide: float = 0.5, gen=None, device="cpu"):
+    """(N, 1, H, W) bool: the pixels :func:`hide_and_seek_rects` hides, from the same draws.
+
+    Pixel (y, x) takes the flag of cell (⌊y·grid/h⌋, ⌊x·grid/w⌋): the cell flags are spread along
+    the columns, then whole rows of that are picked, all in uint8 (torch's bool kernels are
+    scalar loops on the CPU, several times slower).
+    """
+    cells = _hidden_cells(n, grid, p_hide, gen, device).to(torch.uint8).view(n, grid, grid)
+    row = torch.div(torch.arange(h, device=device) * grid, h, rounding_mode="floor")
+    col = torch.div(torch.arange(w, device=device) * grid, w, rounding_mode="floor")
+    return cells.index_select(2, col).index_select(1, row)[:, None].view(torch.bool)
+
+
+def _gridmask_bands(n: int, h: int, w: int, d_min: float, d_max: float, ratio: float, gen, device):
+    """GridMask's squares as row bands [y0, y1) (N, ky) and column bands [x0, x1) (N, kx), clipped
+    to the image (clipped-away bands are empty): a square is a row band × a column band."""
     u = _rand((n, 3), gen, device)
     short = min(h, w)
     d = (short * (d_min + (d_max - d_min) * u[:, 0])).round().clamp(min=2)
@@ -89,10 +107,55 @@ def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.
     y0 = torch.arange(ky, device=device)[None] * d[:, None] - dy[:, None]  # (N, ky)
     x0 = torch.arange(kx, device=device)[None] * d[:, None] - dx[:, None]
     y1, x1 = (y0 + side[:, None]).clamp(0, h), (x0 + side[:, None]).clamp(0, w)
-    y0, x0 = y0.clamp(0, h), x0.clamp(0, w)
+    return (y0.clamp(0, h), y1), (x0.clamp(0, w), x1)
+
+
+def gridmask_rects(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
+                   gen=None, device="cpu"):
+    """(N, K, 4) squares of side ratio·d repeated every d pixels (d drawn in [d_min, d_max] of the
+    short side) at a random offset in [0, d) along each axis: pixel (y, x) is hidden when
+    (y + δy) mod d < side and (x + δx) mod d < side. Empty rectangles pad K."""
+    (y0, y1), (x0, x1) = _gridmask_bands(n, h, w, d_min, d_max, ratio, gen, device)
+    ky, kx = y0.shape[1], x0.shape[1]
     rects = torch.stack([y0[:, :, None].expand(-1, -1, kx), x0[:, None, :].expand(-1, ky, -1),
                          y1[:, :, None].expand(-1, -1, kx), x1[:, None, :].expand(-1, ky, -1)], -1)
     return rects.reshape(n, ky * kx, 4).long()
+
+
+def _band_cover(lo: torch.Tensor, hi: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, size) uint8: 1 where the coordinate lies in one of the (N, K) bands [lo, hi)."""
+    at = torch.arange(size, device=lo.device)
+    return ((at >= lo[..., None]) & (at < hi[..., None])).any(1).to(torch.uint8)
+
+
+def gridmask_mask(n: int, h: int, w: int, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5,
+                  gen=None, device="cpu"):
+    """(N, 1, H, W) bool: the pixels :func:`gridmask_rects` hides, from the same draws.
+
+    The squares are the crossings of row bands and column bands, so the mask is the outer product
+    of a row mask and a column mask (computed in uint8: bool broadcasting is a scalar loop on the CPU).
+    """
+    (y0, y1), (x0, x1) = _gridmask_bands(n, h, w, d_min, d_max, ratio, gen, device)
+    rows, cols = _band_cover(y0, y1, h), _band_cover(x0, x1, w)
+    return (rows[:, None, :, None] * cols[:, None, None, :]).view(torch.bool)
+
+
+def random_bytes(n: int, gen=None, device="cpu") -> torch.Tensor:
+    """(n,) uint8 uniform random values, reproducible from ``gen``.
+
+    Drawn as ⌈n/8⌉ int64 words over the full 64-bit range (every bit uniform) and read as bytes:
+    ``torch.randint(0, 256, dtype=uint8)`` spends one 32-bit generator draw per byte, about six
+    times the work for the same distribution.
+    """
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=device)
+    return words.random_(-(2**63), None, generator=gen).view(torch.uint8)[:n]
+
+
+def random_values(n: int, dtype: torch.dtype, max_value: float, gen=None, device="cpu") -> torch.Tensor:
+    """(n,) uniform fill values in the stored scale: bytes for uint8, [0, max_value) otherwise."""
+    if dtype == torch.uint8:
+        return random_bytes(n, gen, device)
+    return torch.rand(n, generator=gen, device=device, dtype=dtype) * max_value
 
 
 def fill_masked(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
@@ -170,10 +233,36 @@ def gridmask_options(d_min, d_max, ratio) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------- batch operations
 def fill_masked_(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
     """In-place :func:`fill_masked`: one pass over ``x``, no new batch-sized tensor for constants."""
+    if x.device.type == "cpu" and x.dtype == torch.uint8:
+        return _fill_masked_uint8_(x, mask, value, max_value, gen)
     if value == "random":
         return torch.where(mask, fill_masked(x, mask, "random", max_value, gen), x, out=x)
     v = float(value) * max_value
     return x.masked_fill_(mask, round(v) if x.dtype == torch.uint8 else v)
+
+
+def _fill_masked_uint8_(x: torch.Tensor, mask: torch.Tensor, value, max_value: float, gen) -> torch.Tensor:
+    """:func:`fill_masked_` of a uint8 ``x`` on the CPU as x·keep + hide·fill with 0/1 byte masks.
+
+    torch's masked_fill_ and where run a scalar loop for uint8 on the CPU; these vectorized
+    multiplies are about ten times faster. Exact: one of the two terms is 0, the other <= 255.
+    """
+    hide = mask.view(torch.uint8)  # a bool tensor holds 0/1 bytes
+    x.mul_(hide ^ 1)
+    if value == "random":
+        return x.add_(random_bytes(x.numel(), gen).view(x.shape).mul_(hide))
+    v = round(float(value) * max_value)
+    return x.add_(hide * v) if v else x
+
+
+def sliceable(x: torch.Tensor):
+    """A CPU tensor as an array to read and write small slices of: a numpy array sharing its memory
+    (numpy's indexing costs a fraction of torch's per call, which dominates when many small
+    rectangles are copied or filled), or the tensor itself for dtypes numpy lacks (bfloat16)."""
+    try:
+        return x.numpy()
+    except (TypeError, RuntimeError):
+        return x
 
 
 def fill_rects_(x: torch.Tensor, rects: torch.Tensor, value, max_value: float, gen=None) -> torch.Tensor:
@@ -184,18 +273,21 @@ def fill_rects_(x: torch.Tensor, rects: torch.Tensor, value, max_value: float, g
     """
     if x.device.type != "cpu":
         return fill_masked_(x, rect_mask(rects, x.shape[-2], x.shape[-1]), value, max_value, gen)
-    const = None if value == "random" else float(value) * max_value
-    for i, boxes in enumerate(rects.tolist()):
-        for y0, x0, y1, x1 in boxes:
-            if y1 <= y0 or x1 <= x0:
-                continue
-            region = x[i, :, y0:y1, x0:x1]
-            if const is not None:
-                region.fill_(round(const) if x.dtype == torch.uint8 else const)
-            elif x.dtype == torch.uint8:
-                region.copy_(torch.randint(0, 256, region.shape, dtype=torch.uint8, generator=gen))
-            else:
-                region.copy_(torch.rand(region.shape, generator=gen, dtype=x.dtype) * max_value)
+    c, pixels = x.shape[1], sliceable(x)
+    boxes = [(i, y0, x0, y1, x1) for i, per_image in enumerate(rects.tolist())
+             for y0, x0, y1, x1 in per_image if y1 > y0 and x1 > x0]
+    if value != "random":
+        v = float(value) * max_value
+        v = round(v) if x.dtype == torch.uint8 else v
+        for i, y0, x0, y1, x1 in boxes:
+            pixels[i, :, y0:y1, x0:x1] = v
+        return x
+    # One draw for all rectangles: a generator call per rectangle costs more than its values.
+    sizes = [c * (y1 - y0) * (x1 - x0) for _, y0, x0, y1, x1 in boxes]
+    noise, start = sliceable(random_values(sum(sizes), x.dtype, max_value, gen)), 0
+    for (i, y0, x0, y1, x1), size in zip(boxes, sizes):
+        pixels[i, :, y0:y1, x0:x1] = noise[start:start + size].reshape(c, y1 - y0, x1 - x0)
+        start += size
     return x
 
 
@@ -206,7 +298,8 @@ def _applied(n: int, p: float, gen, device) -> torch.Tensor | None:
 
 def rect_batch_op(make_rects, value, p: float, max_value: float):
     """A ``(batch, generator) -> batch`` op filling ``make_rects(n, h, w, gen, device)`` rectangles
-    of each image (each image independently with probability ``p``), in place."""
+    of each image (each image independently with probability ``p``), in place. For occlusions of a
+    few large rectangles (Random Erasing, Cutout): on the CPU only their pixels are touched."""
     check_value(value)
 
     def op(batch, gen):
@@ -217,5 +310,24 @@ def rect_batch_op(make_rects, value, p: float, max_value: float):
         if applied is not None:
             rects = rects * applied[:, None, None]  # an all-zero rectangle is empty
         return {**batch, "input": fill_rects_(x, rects, value, max_value, gen)}
+
+    return op
+
+
+def mask_batch_op(make_mask, value, p: float, max_value: float):
+    """A ``(batch, generator) -> batch`` op filling the (N, 1, H, W) mask ``make_mask(n, h, w, gen,
+    device)`` (each image independently with probability ``p``), in place. For occlusions of many
+    small rectangles (Hide-and-Seek, GridMask): one vectorized pass over the batch costs less than
+    a slice per rectangle, on the CPU as on an accelerator."""
+    check_value(value)
+
+    def op(batch, gen):
+        x = batch["input"]
+        n, _, h, w = x.shape
+        mask = make_mask(n, h, w, gen, x.device)
+        applied = _applied(n, p, gen, x.device)
+        if applied is not None:
+            mask[~applied] = False
+        return {**batch, "input": fill_masked_(x, mask, value, max_value, gen)}
 
     return op
