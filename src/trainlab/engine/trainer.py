@@ -311,7 +311,8 @@ class Trainer:
         self._track_best(record)
         self.schedule.observe(st.epoch, record)
         self.schedule.apply(self.optimizer, st.step)  # a reactive schedule's decision takes effect now
-        self._emit("on_epoch_end", record)
+        with self.writer.holding():  # the files of this epoch go to disk after every snapshot is taken
+            self._emit("on_epoch_end", record)
         return record
 
     def _track_best(self, record: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ waits for everything handed over so far; a failed write is raised there (or at t
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -24,6 +25,7 @@ class DurableWriter:
         self._error: BaseException | None = None
         self._failed: Path | None = None
         self._thread: threading.Thread | None = None
+        self._held: list[tuple[Path, bytes | Callable[[], bytes]]] | None = None
 
     def _run(self) -> None:
         while True:
@@ -50,12 +52,40 @@ class DurableWriter:
     def submit(self, path: str | Path, data: bytes | Callable[[], bytes]) -> None:
         """Queue ``data`` (bytes, or a function making them from an immutable snapshot) for ``path``."""
         self._raise()
+        if self._held is not None:
+            self._held.append((Path(path), data))
+            return
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="trainlab-writer", daemon=True)
             self._thread.start()
         self._queue.put((Path(path), data))
 
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        for path, data in held or ():
+            self.submit(path, data)
+
+    @contextlib.contextmanager
+    def holding(self):
+        """Keep what is submitted in the block and hand it over, in order, when the block ends.
+
+        The epoch-end callbacks each submit a file (metrics, best and last checkpoints); started
+        at the first submit, the writer thread would compete for the GIL with the snapshots the
+        next callbacks take, which measured 2.5 ms of a digits epoch's 4 ms of checkpointing.
+        """
+        if self._held is not None:  # nested: the outer block hands everything over
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            self._release()
+
     def flush(self) -> None:
+        if self._held:  # inside holding(): what is held must be on disk too, and holding goes on
+            self._release()
+            self._held = []
         if self._thread is not None:
             self._queue.join()
         self._raise()
