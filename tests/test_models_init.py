@@ -319,5 +319,5 @@ def test_one_list_of_conv_and_linear_layers():
         nn.init.zeros_(m.weight)
     table = others[2].weight.detach().clone()
     assert init_weights(net, "kaiming_normal", math.sqrt(2.0)) == len(layers) + 1  # + the GRU
-    assert all(float(m.weight.abs().sum()) > 0 and not m.bias.any() for m in layers)
+    assert all(float(m.weight.detach().abs().sum()) > 0 and not m.bias.any() for m in layers)
     assert torch.equal(others[2].weight, table)  # the embedding keeps its own init
