@@ -170,16 +170,16 @@ def build_transforms(specs, info, forbid=(), field: str = "data.augment", source
 # ------------------------------------------------------------------------------ the names
 @TRANSFORMS.register("hflip", help="mirror left-right with probability p (default 0.5)")
 def hflip(p: float = 0.5):
-    from torchvision.transforms import v2
+    from .augment import RandomFlip
 
-    return v2.RandomHorizontalFlip(check_p(p))
+    return RandomFlip(check_p(p))
 
 
 @TRANSFORMS.register("vflip", help="mirror top-bottom with probability p (default 0.5)")
 def vflip(p: float = 0.5):
-    from torchvision.transforms import v2
+    from .augment import RandomFlip
 
-    return v2.RandomVerticalFlip(check_p(p))
+    return RandomFlip(check_p(p), vertical=True)
 
 
 @TRANSFORMS.register("rotate", help="rotate by a random angle in [-degrees, degrees] (default 15)",
