@@ -323,9 +323,14 @@ class ColorJitter(SampleTransform):
             return inpt
         image = inpt.as_subclass(torch.Tensor)
         max_value = 255.0 if image.dtype == torch.uint8 else 1.0
-        planes = image.float()  # converted once: the contrast pivot and the colour map share it
-        # A sum over the float planes: 6 us on a 160 x 160 crop, where numpy's mean takes 18.
-        means = (planes.sum(dim=(1, 2)) / (planes.shape[1] * planes.shape[2])).tolist()
+        # Converted once, to a contiguous (C, H, W) float32 copy whatever the input's layout
+        # (a crop view, or the channels-last result of a resize): the contrast pivot and the
+        # colour map share it.
+        planes = image.to(torch.float32, memory_format=torch.contiguous_format)
+        # One row sum over the (contiguous) float planes, divided in Python: 7 us on a 160 x 160
+        # crop, where numpy's mean takes 18.
+        pixels = planes.shape[1] * planes.shape[2]
+        means = [v / pixels for v in planes.reshape(planes.shape[0], pixels).sum(1).tolist()]
         a, b = color_affine(means, params["brightness"], params["contrast"], params["saturation"],
                             params["hue"], params["order"])
         return as_image(affine_planes(planes, a, b, max_value, image.dtype))

@@ -139,8 +139,8 @@ def affine_planes(planes: torch.Tensor, a, b, max_value: float, dtype: torch.dty
             # rounded to the nearest integer (ties to even) and that integer is the low byte of its
             # bit pattern, which the int32 -> uint8 assignment keeps. Written channel by channel
             # into the (H, W, C) buffer: cheaper than a rounding cast followed by a transposing copy.
-            np.clip(y, 0.0, 255.0, out=y)
-            y += np.float32(12582912.0)
+            # The clamp is torch's (in place, on the same memory): half the time of np.clip.
+            torch.from_numpy(y).clamp_(0.0, 255.0).add_(12582912.0)
             words = y.view(np.int32).reshape(c, h, w)
             out = np.empty((h, w, c), dtype=np.uint8)
             for i in range(c):
