@@ -14,6 +14,12 @@ Speed (the figure is ``benchmarks/augment.py``). Images stay uint8 end to end, a
   ``random_resized_crop`` run on the crop *before* it is resized (on average about half the
   pixels). Flips commute exactly; colour jitter takes its contrast mean over the crop at its own
   resolution instead of the resized one, a difference of interpolation rounding.
+
+Inside those paths the work per sample is kept to a few passes over the pixels: flips are one
+``flip`` (no v2 dispatch), colour jitter writes its uint8 result channels-last, the layout torch's
+uint8 resize kernel runs fastest on (:func:`channels_last_uint8` makes that copy otherwise, in
+numpy), and small parameter arithmetic (the 3 x 3 colour map, the erasing rectangle) runs on
+Python floats rather than on tensors whose dispatch would cost more than the arithmetic.
 """
 from __future__ import annotations
 
