@@ -184,3 +184,11 @@ def test_standard_pipeline_is_reproducible_uint8_and_same_as_structured_path():
         assert outs[0].dtype == torch.uint8 and outs[0].shape == x.shape
         assert torch.equal(outs[0], outs[1])
         assert torch.equal(outs[0], structured)
+
+
+def test_color_affine_refuses_channel_counts_it_has_no_colour_model_for():
+    """D4: colour jitter is defined for grayscale (1) and RGB (3) images; 2 or 4 channels are a
+    clear error, not a silent 1 x 1 map built from the first channel."""
+    for c in (2, 4):
+        with pytest.raises(ValueError, match=f"1 or 3 channels, got {c}"):
+            color_affine([10.0] * c, 1.2, 1.0, 1.0, 0.0, (0, 1))

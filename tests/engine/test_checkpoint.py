@@ -53,6 +53,7 @@ def test_checkpoint_bytes_are_exactly_what_safetensors_writes():
     assert set(back) == set(tensors)
     assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in tensors.items())
     assert safetensors_bytes({}, None) == save({})
+    assert safetensors_bytes({"a": torch.zeros(2)}, {}) == save({"a": torch.zeros(2)}, metadata={})
 
 
 def test_optimizer_state_round_trip_continues_identically():

@@ -93,3 +93,25 @@ def test_a_failed_write_is_raised_naming_the_file(tmp_path):
     with pytest.raises(RunError, match="could not write .*missing-folder/last.json"):
         w.flush()
     w.close()
+
+
+def test_a_callback_error_in_the_block_is_not_masked_by_an_earlier_write_error(tmp_path):
+    """T3: a callback raising inside holding() surfaces as itself even when a background write
+    failed meanwhile; that write error is raised at the next flush."""
+    go = threading.Event()
+
+    def slow_blob():
+        go.wait(5)
+        return b"{}"
+
+    w = DurableWriter()
+    w.submit(tmp_path / "missing-folder" / "old.json", slow_blob)
+    with pytest.raises(KeyError, match="callback bug"):
+        with w.holding():
+            w.submit(tmp_path / "metrics.jsonl", b"m")  # held: the failure is not recorded yet
+            go.set()
+            w._queue.join()  # now it is
+            raise KeyError("callback bug")
+    with pytest.raises(RunError, match="missing-folder/old.json"):
+        w.flush()
+    w.close()

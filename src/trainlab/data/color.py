@@ -65,7 +65,9 @@ def color_affine(
     and b; saturation mixes each row with the luma row wᵀA; only hue is a full 3 x 3 product.
     """
     mu = np.asarray(channel_means, dtype=np.float64).reshape(-1).tolist()
-    if len(mu) != 3:
+    if len(mu) not in (1, 3):
+        raise ValueError(f"colour jitter needs images with 1 or 3 channels, got {len(mu)}")
+    if len(mu) == 1:
         k, o = 1.0, 0.0  # one channel: x -> k x + o
         for step in order:
             if step in (0, 1):
@@ -150,5 +152,5 @@ def affine_planes(planes: torch.Tensor, a, b, max_value: float, dtype: torch.dty
         return torch.from_numpy(y).view(c, h, w).to(dtype)
     y = torch.addmm(torch.from_numpy(b32).to(x.device), torch.from_numpy(a32).to(x.device), x)
     if dtype == torch.uint8:
-        return y.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).view(c, h, w)
+        return y.clamp_(0.0, 255.0).round_().to(torch.uint8).view(c, h, w)  # ties to even, as on the CPU
     return y.clamp_(0.0, max_value).view(c, h, w).to(dtype)

@@ -291,6 +291,7 @@ def fill_rects_(x: torch.Tensor, rects: torch.Tensor, value, max_value: float, g
     accelerator one masked kernel over the batch is cheaper than a launch per rectangle.
     """
     if x.device.type != "cpu":
+        rects = torch.as_tensor(rects, dtype=torch.long, device=x.device)  # the per-sample ops pass lists
         return fill_masked_(x, rect_mask(rects, x.shape[-2], x.shape[-1]), value, max_value, gen)
     c, pixels = x.shape[1], sliceable(x)
     rects = rects.tolist() if isinstance(rects, torch.Tensor) else rects

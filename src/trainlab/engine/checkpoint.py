@@ -53,7 +53,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
         return save(tensors, metadata=metadata)
     names = sorted(tensors, key=lambda k: (_RANK[tensors[k].dtype], k))
-    header: dict = {"__metadata__": metadata} if metadata else {}
+    header: dict = {} if metadata is None else {"__metadata__": metadata}
     start, parts = 0, []
     for name in names:
         t = tensors[name]

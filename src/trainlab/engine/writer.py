@@ -54,16 +54,22 @@ class DurableWriter:
         self._raise()
         if self._held is not None:
             self._held.append((Path(path), data))
-            return
+        else:
+            self._put(Path(path), data)
+
+    def _put(self, path: Path, data: bytes | Callable[[], bytes]) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="trainlab-writer", daemon=True)
             self._thread.start()
-        self._queue.put((Path(path), data))
+        self._queue.put((path, data))
 
-    def _release(self) -> None:
+    def _release(self, check: bool = True) -> None:
+        """Hand the held files over; with ``check``, an earlier failed write is raised first."""
         held, self._held = self._held, None
         for path, data in held or ():
-            self.submit(path, data)
+            if check:
+                self._raise()
+            self._put(path, data)
 
     @contextlib.contextmanager
     def holding(self):
@@ -79,8 +85,10 @@ class DurableWriter:
         self._held = []
         try:
             yield
-        finally:
-            self._release()
+        except BaseException:
+            self._release(check=False)  # the block's own error is the one to see; a write error waits
+            raise
+        self._release()
 
     def flush(self) -> None:
         if self._held:  # inside holding(): what is held must be on disk too, and holding goes on
