@@ -78,10 +78,9 @@ def test_holding_hands_files_over_only_when_the_block_ends(tmp_path, monkeypatch
 def test_held_files_are_written_even_when_the_block_fails(tmp_path):
     """T3: a callback raising at epoch end does not lose the checkpoint submitted before it."""
     w = DurableWriter()
-    with pytest.raises(KeyboardInterrupt):
-        with w.holding():
-            w.submit(tmp_path / "last.safetensors", b"saved")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), w.holding():
+        w.submit(tmp_path / "last.safetensors", b"saved")
+        raise KeyboardInterrupt
     w.close()
     assert (tmp_path / "last.safetensors").read_bytes() == b"saved"
 
@@ -106,12 +105,11 @@ def test_a_callback_error_in_the_block_is_not_masked_by_an_earlier_write_error(t
 
     w = DurableWriter()
     w.submit(tmp_path / "missing-folder" / "old.json", slow_blob)
-    with pytest.raises(KeyError, match="callback bug"):
-        with w.holding():
-            w.submit(tmp_path / "metrics.jsonl", b"m")  # held: the failure is not recorded yet
-            go.set()
-            w._queue.join()  # now it is
-            raise KeyError("callback bug")
+    with pytest.raises(KeyError, match="callback bug"), w.holding():
+        w.submit(tmp_path / "metrics.jsonl", b"m")  # held: the failure is not recorded yet
+        go.set()
+        w._queue.join()  # now it is
+        raise KeyError("callback bug")
     with pytest.raises(RunError, match="missing-folder/old.json"):
         w.flush()
     w.close()
