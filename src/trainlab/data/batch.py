@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from ..registry import BATCH_TRANSFORMS
 from . import occlusion
-from .occlusion import check_p
 from .mixing import cutmix as _cutmix
 from .mixing import mixup as _mixup
+from .occlusion import check_p
 from .transforms import build_op, parse_spec
 
 
@@ -67,17 +67,19 @@ def gridmask(*, info, d_min: float = 0.2, d_max: float = 0.5, ratio: float = 0.5
         value, check_p(p), info.max_value)
 
 
-@BATCH_TRANSFORMS.register("mixup", help="blend image pairs, lambda ~ Beta(alpha, alpha); soft targets (D6)")
-def mixup(*, info, alpha: float = 0.2, p: float = 1.0):
+def _mixing_op(mix, info, alpha: float, p: float):
+    """A ``(batch, generator) -> batch`` op of ``mix`` (mixup or cutmix) with checked options."""
     if float(alpha) <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     p = check_p(p)
-    return lambda batch, gen: _mixup(batch, gen, float(alpha), info.num_classes, p)
+    return lambda batch, gen: mix(batch, gen, float(alpha), info.num_classes, p)
+
+
+@BATCH_TRANSFORMS.register("mixup", help="blend image pairs, lambda ~ Beta(alpha, alpha); soft targets (D6)")
+def mixup(*, info, alpha: float = 0.2, p: float = 1.0):
+    return _mixing_op(_mixup, info, alpha, p)
 
 
 @BATCH_TRANSFORMS.register("cutmix", help="paste a partner's rectangle, labels by area, boxes of both kept (D6)")
 def cutmix(*, info, alpha: float = 1.0, p: float = 1.0):
-    if float(alpha) <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    p = check_p(p)
-    return lambda batch, gen: _cutmix(batch, gen, float(alpha), info.num_classes, p)
+    return _mixing_op(_cutmix, info, alpha, p)

@@ -32,14 +32,18 @@ class ResNet(tvm.ResNet):
         return self.fc(x)
 
 
-class SEBasicBlock(BasicBlock):
-    """ResNet basic block with squeeze-and-excitation on the residual branch, before the addition."""
+class _SqueezeExcite:
+    """Adds ``self.se``, an SE block over the block's output channels, to a ResNet block."""
 
     se_reduction = 16
 
     def __init__(self, inplanes, planes, *args, **kwargs):
         super().__init__(inplanes, planes, *args, **kwargs)
         self.se = SEBlock(planes * self.expansion, self.se_reduction, min_hidden=1)
+
+
+class SEBasicBlock(_SqueezeExcite, BasicBlock):
+    """ResNet basic block with squeeze-and-excitation on the residual branch, before the addition."""
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -48,14 +52,8 @@ class SEBasicBlock(BasicBlock):
         return self.relu(out + identity)
 
 
-class SEBottleneck(Bottleneck):
+class SEBottleneck(_SqueezeExcite, Bottleneck):
     """ResNet bottleneck block with squeeze-and-excitation on the residual branch."""
-
-    se_reduction = 16
-
-    def __init__(self, inplanes, planes, *args, **kwargs):
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = SEBlock(planes * self.expansion, self.se_reduction, min_hidden=1)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
