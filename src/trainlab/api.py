@@ -39,7 +39,7 @@ def build_components(recipe: Recipe, callbacks=()):
     import torch
 
     from .data import build_data
-    from .engine.seeding import seed_everything
+    from .rng import seed_everything
     from .engine.trainer import Trainer
     from .models import build_model
     from .tasks import build_task

@@ -41,7 +41,7 @@ class ExportResult:
 
 def example_batch(model, info, batch: int, seed: int = 0) -> torch.Tensor:
     """Inputs in the data's stored scale: token ids for text, mean + std·noise around the statistics otherwise."""
-    from .engine.seeding import generator
+    from .rng import generator
 
     g = generator("export", seed)
     if info.kind == "sequence" and len(info.input_shape) == 1:

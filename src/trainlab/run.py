@@ -132,7 +132,8 @@ class Run:
         from .atomic import write_json
         from .data import build_data
         from .data.loader import BatchLoader
-        from .engine.trainer import EVAL_BATCH, evaluate_split, resolve_device
+        from .device import resolve_device
+        from .engine.trainer import EVAL_BATCH, evaluate_split
 
         if split not in ("train", "val", "test"):
             raise RunError(f"split: expected train, val or test, got {split!r}")

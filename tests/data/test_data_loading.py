@@ -9,7 +9,7 @@ from trainlab.data import build_data
 from trainlab.data.batch import build_batch_transforms
 from trainlab.data.loader import BatchLoader
 from trainlab.data.transforms import build_transforms
-from trainlab.engine.seeding import generator
+from trainlab.rng import generator
 from trainlab.recipe import load_recipe
 
 

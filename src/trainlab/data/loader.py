@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..engine.seeding import derive_seed, generator
+from ..rng import derive_seed, generator
 from ..errors import TrainlabError
 from .bundle import SampleSource, TensorSource
 from .samples import collate

@@ -30,8 +30,8 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
 
     Fewer than ``n`` when the training split is smaller. ``data.batch_size`` plays no part.
     """
-    from ..engine.seeding import generator
-    from ..engine.trainer import resolve_device, to_device
+    from ..rng import generator
+    from ..device import resolve_device, to_device
     from . import build_data
     from .batch import build_batch_transforms
     from .loader import epoch_order, load_sample

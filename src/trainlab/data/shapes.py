@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.seeding import derive_seed
+from ..rng import derive_seed
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
 from .samples import make_target

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.seeding import generator
+from ..rng import generator
 
 
 def stratified_order(targets: torch.Tensor, seed: int, salt: str = "split") -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.seeding import generator
+from ..rng import generator
 from .bundle import DataInfo, SampleSource, TensorSource
 
 MAX_STAT_SAMPLES = 4096  # a random sample this large pins mean/std to ~1e-3 of a pixel's std

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..engine.seeding import generator
+from ..rng import generator
 from ..errors import RecipeError
 from .bundle import DataInfo, SampleSource, TensorSource
 

@@ -1,1 +1,1 @@
-"""The training engine: trainer loop, callbacks, checkpoints, seeding, devices."""
+"""The training engine: trainer loop, callbacks, checkpoints and the durable writer."""

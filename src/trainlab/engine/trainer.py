@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..data.batch import build_batch_transforms
+from ..device import autocast, resolve_device, to_device
 from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
 from ..errors import RecipeError, RunError
@@ -31,7 +32,7 @@ from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule, optimizer_steps_per_epoch
 from . import checkpoint as ckpt
 from .callbacks import EVENTS, Callback, overrides
-from .seeding import generator, rng_state, set_rng_state
+from ..rng import generator, rng_state, set_rng_state
 from .writer import DurableWriter
 
 EVAL_BATCH = 512
@@ -53,18 +54,6 @@ class TrainState:
     best_epoch: int | None = None
     improved: bool = False
     stop_reason: str | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RecipeError(f"train.device: {name!r} requested but no CUDA device is available (use auto or cpu)")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise RecipeError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise RecipeError("train.device: 'mps' requested but MPS is not available (use auto or cpu)")
-    return torch.device(name)
 
 
 def check_watched_metric(field: str, name: str, task, has_val: bool, split: str | None = None) -> None:
@@ -471,19 +460,6 @@ class Trainer:
             if loader is not None:
                 loader.close()
         self.writer.close()
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; full precision elsewhere."""
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    if device.type == "cpu":
-        return batch
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 @torch.no_grad()

@@ -72,7 +72,7 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
 
     ``trainer`` comes from :func:`trainlab.api.build_components`; nothing is written to disk.
     """
-    from ..engine.seeding import generator
+    from ..rng import generator
     from .optimizers import build_optimizer
 
     check_range_test_options(start_lr, end_lr, steps, smoothing, diverge)

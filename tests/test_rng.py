@@ -7,7 +7,7 @@ import struct
 
 import torch
 
-from trainlab.engine.seeding import derive_seed, generator
+from trainlab.rng import derive_seed, generator
 
 
 def test_generator_is_seeded_from_the_derived_seed_on_the_device():
