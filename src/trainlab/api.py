@@ -50,7 +50,7 @@ def build_components(recipe: Recipe, callbacks=()):
     seed_everything(recipe.seed)
     bundle = build_data(recipe)
     task = build_task(recipe, bundle.info)
-    model = build_model(recipe, bundle.info, bundle.mean, bundle.std, whiten=bundle.whiten)
+    model = build_model(recipe, task.model_info(bundle.info), bundle.mean, bundle.std, whiten=bundle.whiten)
     return Trainer(recipe, bundle, task, model, list(callbacks))
 
 
@@ -59,7 +59,7 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
 
     cbs = []
     if recipe.optim.switch is not None:
-        from .optim.switch import OptimizerSwitch
+        from .engine.optimizer_switch import OptimizerSwitch
 
         cbs.append(OptimizerSwitch(recipe.optim.switch, recipe.optim.betas[1]))
     if recipe.train.early_stop is not None:
@@ -159,8 +159,8 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
         which, use_ema = "best", False  # best.safetensors already holds the evaluation weights
     else:
         use_ema = None
-    val = trainer.evaluate(trainer.val_loader, use_ema) if trainer.val_loader else None
-    test = trainer.evaluate(trainer.test_loader, use_ema) if trainer.test_loader else None
+    val = trainer.evaluate("val", use_ema) if trainer.val_loader else None
+    test = trainer.evaluate("test", use_ema) if trainer.test_loader else None
     st = trainer.state
     history = jsonable(st.history)  # what metrics.jsonl holds: non-finite values as None
     epochs = [r for r in history if "event" not in r]
@@ -175,7 +175,7 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
         "checkpoint": which,
         "wall_s": round(wall_s, 3),
         "train_time_s": round(sum(r.get("time_s", 0.0) for r in epochs), 3),
-        "class_names": trainer.bundle.info.class_names,
+        "class_names": trainer.task.model_info(trainer.bundle.info).class_names,
         "val": val,
         "test": test,
     }
@@ -183,10 +183,15 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
     if recipe.run.plots:
         from .report.plots import plot_run
 
-        plot_run(run, summary, epochs)
+        plot_run(run, summary, epochs, trainer.task)
     from .report.markdown import write_report
 
-    write_report(run, summary, recipe, history)
+    sections = []
+    if (run.dir / "doctor.json").exists():
+        from .doctor.report import markdown_section
+
+        sections = markdown_section(run)
+    write_report(run, summary, recipe, history, trainer.task, sections)
     if not quiet:
         for name, m in (("val", val), ("test", test)):
             if m:

@@ -37,7 +37,7 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
     recipe and listing the known ones.
     """
     from .data import build_data
-    from .engine.trainer import check_watched_metric, metric_mode
+    from .engine.trainer import check_watched_metric
     from .tasks import build_task
 
     task = build_task(recipe, build_data(recipe, statistics=False).info)
@@ -45,7 +45,7 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
         check_watched_metric("--metric", metric, task, has_val=True, split="val")
     except RecipeError as err:
         raise RecipeError(f"{err} (recipe {name!r}, task {recipe.task!r})") from None
-    return metric_mode(f"val_{metric}", "auto")
+    return task.metric_mode(metric)
 
 
 def cross_validate(

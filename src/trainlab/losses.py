@@ -13,12 +13,22 @@ from torch import nn
 from .registry import LOSSES
 
 
-@LOSSES.register("cross_entropy", help="softmax + cross-entropy, optional label smoothing; soft targets too")
+@LOSSES.register("cross_entropy", help="softmax + cross-entropy, optional label smoothing, class weights and an "
+                 "ignored target value; soft targets too; per pixel for (N, C, H, W) scores")
 def cross_entropy(cfg, info):
+    """Cross-entropy of class scores (N, C) or (N, C, H, W) against class indices (N) / (N, H, W)
+    or soft targets of the scores' shape (L1, L3, L7). ``loss.class_weights`` weights each class's
+    terms (the mean is over the weights of the counted targets, as torch defines it);
+    ``loss.ignore_index`` (default: the data set's, ``info.extra["ignore_index"]``) marks targets
+    that add nothing: the unlabelled pixels of a segmentation mask."""
     smoothing = cfg.label_smoothing
+    ignore = cfg.ignore_index if cfg.ignore_index is not None else info.extra.get("ignore_index")
+    ignore = -100 if ignore is None else int(ignore)  # torch's "nothing ignored"
+    weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+        w = None if weight is None else weight.to(logits.device)
+        return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore, label_smoothing=smoothing)
 
     return loss
 

@@ -54,7 +54,7 @@ def gather_inputs(inputs, info, names: list[str] | None = None) -> tuple[torch.T
             else:
                 from .data.images import read_image
 
-                if info.kind != "image" or not info.extra.get("image_files"):
+                if info.kind != "image" or (not info.extra.get("image_files") and info.max_value != 255):
                     # e.g. digits: trained on arrays of values 0..16; a PNG's 0..255 would be misread
                     raise DataError(f"{path}: this run was trained on arrays, not image files; "
                                     f"give .npy arrays of shape {list(shape)}")

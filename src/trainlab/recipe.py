@@ -177,6 +177,10 @@ class ModelConfig(Section):
 class LossConfig(Section):
     name: str = Field("cross_entropy", description="loss in the registry")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    ignore_index: int | None = Field(None, ge=0, description="target value that adds nothing to the loss (unlabelled "
+                                     "pixels); default: the data set's (data.segmentation.ignore_index)")
+    class_weights: list[Annotated[float, Field(gt=0.0)]] | None = Field(None, min_length=2, description="per-class loss weights, class 0 "
+                                              "first (rare classes weigh more)")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
     l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
 

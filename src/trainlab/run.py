@@ -88,6 +88,30 @@ class Run:
             raise RunError(f"run {self.dir} has no summary.json (did training finish?)")
         return json.loads(self.summary_path.read_text())
 
+    def info(self, recipe=None):
+        """The DataInfo the run trained on: from the JSON state beside its checkpoints, or, for a
+        run without one yet, from its data set (sizes and names only, no statistics); ``recipe``
+        stands for the run's recipe.yaml when given."""
+        from .data.bundle import DataInfo
+
+        for name in ("last.json", "best.json"):
+            path = self.checkpoints / name
+            if path.is_file():
+                try:
+                    return DataInfo.from_dict(json.loads(path.read_text())["info"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        from .data import build_data
+
+        return build_data(self.recipe() if recipe is None else recipe, statistics=False).info
+
+    def task(self, recipe=None):
+        """The run's task, rebuilt from its recipe (or ``recipe``) and :meth:`info`."""
+        from .tasks import build_task
+
+        recipe = self.recipe() if recipe is None else recipe
+        return build_task(recipe, self.info(recipe))
+
     # ---------------------------------------------------------------------------- creating
     @classmethod
     def create(cls, recipe, path: str | Path | None = None, force: bool = False) -> Run:
@@ -120,10 +144,11 @@ class Run:
         path = self.checkpoint(checkpoint)
         tensors, state = load_checkpoint(path)
         info = DataInfo.from_dict(state["info"])
-        model = build_model(recipe, info, load_weights=False)  # the checkpoint replaces model.weights
+        task = build_task(recipe, info)
+        model = build_model(recipe, task.model_info(info), load_weights=False)  # the checkpoint replaces model.weights
         load_model_weights(model, split_prefix(tensors, "model"), str(path))
         model.eval()
-        return model, build_task(recipe, info), recipe, info, state
+        return model, task, recipe, info, state
 
     def evaluate(self, split: str = "test", checkpoint: str = "best", write: bool = True) -> dict[str, Any]:
         """Metrics of ``checkpoint`` on ``split`` (rebuilt from the recipe and seed); writes JSON."""
@@ -131,28 +156,37 @@ class Run:
 
         from .atomic import write_json
         from .data import build_data
-        from .data.loader import BatchLoader
         from .device import resolve_device
-        from .engine.trainer import EVAL_BATCH, evaluate_split
+        from .engine.trainer import EVAL_BATCH, eval_loader
 
         if split not in ("train", "val", "test"):
             raise RunError(f"split: expected train, val or test, got {split!r}")
         model, task, recipe, info, state = self.load_model(checkpoint)
         # The model's input stage (normalization, whitening) comes from the checkpoint.
-        source = build_data(recipe, statistics=False).split(split)
+        bundle = build_data(recipe, statistics=False)
         device = resolve_device(recipe.train.device)
         model.to(device)
-        loader = BatchLoader(source, EVAL_BATCH, seed=recipe.seed, shuffle=False, drop_singleton=False)
+        loaders = {name: eval_loader(bundle.split(name), EVAL_BATCH, recipe, device, task)
+                   for name in task.eval_splits(split)}
         with torch.no_grad():
-            metrics = evaluate_split(model, task, loader, device, recipe.train.amp)
+            metrics = task.evaluate(model, loaders, split, device, recipe.train.amp)
         metrics["split"], metrics["checkpoint"], metrics["epoch"] = split, checkpoint, state.get("epoch")
-        metrics["class_names"] = info.class_names
+        metrics["class_names"] = task.model_info(info).class_names
         if write:
             write_json(self.dir / f"eval-{split}-{checkpoint}.json", metrics)
         return metrics
 
     def predict(self, inputs, checkpoint: str = "best", names: list[str] | None = None):
-        """Class probabilities (N, C) for arrays, tensors or file paths (images or .npy)."""
+        """(predictions, one label per input, class names) for arrays, tensors or file paths
+        (images or .npy): class probabilities (N, C) for classification, per-pixel class
+        probabilities (N, K, H, W) for segmentation."""
+        p = self.prediction(inputs, checkpoint, names)
+        return p["probs"], p["labels"], p["classes"]
+
+    def prediction(self, inputs, checkpoint: str = "best", names: list[str] | None = None) -> dict[str, Any]:
+        """What :meth:`predict` returns, with the input batch and the task's pictures of the
+        predictions (``task.prediction_images``: a mask and an overlay per image for
+        segmentation; None where predictions are printed)."""
         import torch
 
         from .predict import gather_inputs
@@ -161,7 +195,8 @@ class Run:
         x, labels = gather_inputs(inputs, info, names)
         with torch.no_grad():
             probs = task.predict(model(x))
-        return probs, labels, info.class_names
+        return {"inputs": x, "probs": probs, "labels": labels, "classes": task.model_info(info).class_names,
+                "images": task.prediction_images(x, probs, info)}
 
 
 def default_dir(recipe) -> Path:

@@ -73,7 +73,44 @@ def npy_bytes(arr) -> bytes:
     return buf.getvalue()
 
 
+def seg_tree(root: Path, n: int = 6, size=(10, 10)) -> Path:
+    """A segmentation folder: images/ and single-channel index masks/ (ids 0 and 1)."""
+    for sub in ("images", "masks"):
+        (root / "seg" / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / "seg" / "images" / f"{i}.png").write_bytes(image_bytes(size, seed=i))
+        mask = np.zeros(size, dtype=np.uint8)
+        mask[2:6, 3:7] = 1
+        buf = io.BytesIO()
+        Image.fromarray(mask, "L").save(buf, "PNG")
+        (root / "seg" / "masks" / f"{i}.png").write_bytes(buf.getvalue())
+    return root / "seg"
+
+
+def mask_bytes(array: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+SEG = ["task=segmentation", "data.name=segmentation", "data.root=seg", "data.batch_size=2", "model.name=unet",
+       "model.width=4", "model.depth=1", *FAST, "train.epochs=1", "run.dir=out"]
+
 CASES = [
+    # ------------------------------------------------------- segmentation masks (issue 14)
+    Case("a mask whose size differs from its image",
+         put("seg/masks/3.png", mask_bytes(np.zeros((10, 12), np.uint8), "L"), base=seg_tree),
+         ["fit", *SEG], ["seg/masks/3.png", "10x12", "seg/images/3.png", "10x10"]),
+    Case("a class id outside the declared classes",
+         put("seg/masks/2.png", mask_bytes(np.full((10, 10), 7, np.uint8), "L"), base=seg_tree),
+         ["fit", *SEG, "data.segmentation.classes=[bg, thing]"], ["seg/masks/2.png", "class id 7", "ids 0..1"]),
+    Case("a mask that is not single-channel",
+         put("seg/masks/1.png", mask_bytes(np.zeros((10, 10, 3), np.uint8), "RGB"), base=seg_tree),
+         ["fit", *SEG], ["seg/masks/1.png", "mode RGB", "single-channel"]),
+    Case("an image without its mask", lambda root: (seg_tree(root), (root / "seg/masks/4.png").unlink()),
+         ["fit", *SEG], ["seg/images/4.png", "no mask"]),
+    Case("a segmentation folder trains", seg_tree, ["fit", *SEG], code=0),
+
     # ---------------------------------------------------------------- image files (folder data set)
     Case("corrupt image", put("data/a/bad.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4),
          ["fit", *FOLDER], ["bad.png", "image"]),

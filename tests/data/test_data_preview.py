@@ -14,7 +14,8 @@ from trainlab.errors import TrainlabError
 def test_preview_draws_boxes_and_masks_over_augmented_samples(tmp_path):
     """D11: the grid has one tile per sample, captions, box outlines in the class colour, and it is
     what the first batch sees (mosaic and cutmix included)."""
-    from trainlab.data.preview import PALETTE, augment_grid, augmented_batch, render_tile, write_grid
+    from trainlab.cli.augment import write_grid
+    from trainlab.data.preview import PALETTE, augment_grid, augmented_batch, render_tile
 
     recipe = shapes_recipe("data.augment=[mosaic, hflip]", "data.batch_augment=[cutmix]", count=30, size=32)
     batch, info = augmented_batch(recipe, n=6)

@@ -60,17 +60,17 @@ def test_rediagnosis_equals_the_run_and_thresholds_can_change(dead_run):
     """X3: the rules applied again to the saved history give doctor.json's findings; doctor.*
     overrides judge the same numbers differently; other overrides are refused."""
     run, _ = dead_run
-    findings, history = diagnose_run(run.dir)
+    findings, history = diagnose_run(run)
     saved = json.loads((run.dir / "doctor.json").read_text())["findings"]
     assert [f.to_dict() for f in findings] == saved
     dead = saved[0]["evidence"]["dead"]["net.3"]
     # Judged with a higher threshold the units are no longer dead; what training printed stays
     # listed, as an info finding marked resolved.
-    [again] = diagnose_run(run.dir, [f"doctor.dead_fraction={dead + 0.01}"])[0]
+    [again] = diagnose_run(run, [f"doctor.dead_fraction={dead + 0.01}"])[0]
     assert again.code == "dead_relu" and again.severity == "info" and again.evidence["resolved"] is True
     assert again.message.startswith("resolved (reported as warning in epoch 1 of training, not found at epoch 6)")
     with pytest.raises(RecipeError, match="only doctor"):
-        diagnose_run(run.dir, ["optim.lr=0.1"])
+        diagnose_run(run, ["optim.lr=0.1"])
 
 
 def test_cli_prints_the_diagnosis_and_writes_json(dead_run, tmp_path):
@@ -91,8 +91,8 @@ def test_cli_run_without_doctor_json_is_a_user_error(dead_run, tmp_path):
     shutil.copytree(run.dir, copy)
     (copy / "doctor.json").unlink()
     assert_user_error(run_cli("doctor", copy), "no doctor.json", "doctor.enabled=false")
-    with pytest.raises(RunError, match="not a run directory"):
-        diagnose_run(tmp_path)
+    with pytest.raises(RunError, match="no doctor.json"):
+        diagnose_run(trainlab.open_run(copy))
 
 
 def test_doctor_runs_before_the_checkpointer_and_can_be_disabled(tmp_path):
@@ -150,7 +150,7 @@ def test_every_printed_finding_is_in_the_final_table_and_sequence_data_is_not_pe
     assert data["history"]["data"]["task"] == "sequence"
     assert [r["code"] for r in data["history"]["reported"]] == [code for _, code in printed]
     assert "small_dataset" not in rows and "class_imbalance" not in rows
-    assert [f.to_dict() for f in diagnose_run(run.dir)[0]] == data["findings"]
+    assert [f.to_dict() for f in diagnose_run(run)[0]] == data["findings"]
 
 
 def test_cli_json_that_cannot_be_written_is_a_user_error(tmp_path, capsys):

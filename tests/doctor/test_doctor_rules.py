@@ -327,6 +327,25 @@ def test_sequence_data_skips_the_per_class_rules_and_the_accuracy_bar():
     h.data["task"] = "classification"  # the same numbers for a classifier
     assert codes(diagnose(h, [], CFG)) == {"small_dataset", "class_imbalance"}
     assert "training accuracy 60%" in RULES["underfitting"](h, ep[:2], CFG, True)[0].message
+    # what the task declares wins over its name (issue 14: the doctor names no task)
+    h.data.update(labels_per_sample=False, quality_judges_fit=False)
+    assert RULES["small_dataset"](h, [], CFG, False) == [] and RULES["underfitting"](h, ep[:2], CFG, True) == []
+
+
+def test_a_segmentation_history_is_judged_by_its_declared_score():
+    """X4/X5/K3 (issue 14): a task without classification columns is judged by the score it
+    declares (mIoU): under-fitting from a low training mIoU, variance from the train/val gap."""
+    h = add_steps(history(), [1.6])
+    h.data.update(task="segmentation", quality="miou", quality_words="mIoU", quality_judges_fit=True,
+                  labels_per_sample=False, train_samples=20, num_classes=5, class_counts=[19, 1, 0, 0, 0])
+    ep = epochs([1.0, 0.6, 0.5], val=[1.0, 0.7, 0.6])
+    for r, tr, va in zip(ep, [0.3, 0.5, 0.6], [0.3, 0.45, 0.4]):
+        r.update(train_miou=tr, val_miou=va)
+    [under] = RULES["underfitting"](h, ep, CFG, True)
+    assert "training mIoU 60%" in under.message and "accuracy" not in under.message
+    [var] = RULES["high_variance"](h, ep, CFG, True)
+    assert "training mIoU 60% vs validation 40%" in var.message and var.evidence["gap"] == pytest.approx(0.2)
+    assert RULES["small_dataset"](h, [], CFG, False) == [] and RULES["class_imbalance"](h, [], CFG, False) == []
 
 
 def test_findings_reported_during_training_stay_in_the_diagnosis_marked_resolved():

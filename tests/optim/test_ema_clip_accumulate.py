@@ -51,14 +51,14 @@ def test_evaluation_uses_the_ema_weights_and_restores_the_model():
     trainer = tiny_trainer("train.epochs=1", "train.ema={decay: 0.9}")
     trainer.fit()
     raw = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    got = trainer.evaluate(trainer.val_loader)
+    got = trainer.evaluate("val")
     twin = copy.deepcopy(trainer.model)
     with torch.no_grad():
         for k, p in twin.named_parameters():
             p.copy_(trainer.ema.averaged()[k])
     expect = evaluate_split(twin, trainer.task, trainer.val_loader, trainer.device, False)
     assert got["loss"] == pytest.approx(expect["loss"], rel=1e-6)
-    plain = trainer.evaluate(trainer.val_loader, use_ema=False)
+    plain = trainer.evaluate("val", use_ema=False)
     assert plain["loss"] != pytest.approx(got["loss"], rel=1e-4)
     assert all(torch.equal(raw[k], v) for k, v in trainer.model.state_dict().items())
 

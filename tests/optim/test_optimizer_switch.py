@@ -11,7 +11,7 @@ from trainlab.engine.callbacks import Callback
 from trainlab.engine.checkpoint import load_checkpoint
 from trainlab.engine.trainer import Interrupted
 from trainlab.errors import RecipeError
-from trainlab.optim.switch import OptimizerSwitch
+from trainlab.engine.optimizer_switch import OptimizerSwitch
 from trainlab.recipe import SwitchConfig, load_recipe
 
 RUN = ["data.subset=192", "data.batch_size=32", "model.width=16", "model.depth=1", "train.early_stop=null",

@@ -173,7 +173,7 @@ def test_plateau_matches_torch_reduce_on_plateau_and_resumes():
     """O6: on-plateau: γ·lr after more than `patience` epochs without a relative improvement."""
     metrics = [1.0, 0.9, 0.95, 0.9, 0.91, 0.85, 0.86, 0.86, 0.8500001, 0.87, 0.7, 0.71, 0.72, 0.73, 0.74]
     cfg = ScheduleConfig(name="plateau", patience=2, gamma=0.5, cooldown=1, min_lr=0.02, threshold=1e-3)
-    sched = build_schedule(cfg, BASE, SPE, len(metrics))
+    sched = build_schedule(cfg, BASE, SPE, len(metrics), monitor_mode="min")
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=BASE)
     ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1, min_lr=0.02,
@@ -186,21 +186,22 @@ def test_plateau_matches_torch_reduce_on_plateau_and_resumes():
         assert math.isclose(seen[-1], opt.param_groups[0]["lr"], rel_tol=1e-12), epoch
         if epoch == 7:  # checkpoint through JSON mid-run; the resumed schedule decides the same
             state = json.loads(json.dumps(sched.state_dict()))
-            sched = build_schedule(cfg, BASE, SPE, len(metrics))
+            sched = build_schedule(cfg, BASE, SPE, len(metrics), monitor_mode="min")
             sched.load_state_dict(state)
     assert len(set(seen)) >= 3 and min(seen) == 0.02  # decayed twice and hit the floor
 
 
 def test_plateau_in_max_mode_and_missing_monitor():
     """O6: an accuracy monitor is maximized; a monitor absent from the record is a one-line error."""
-    sched = build_schedule(ScheduleConfig(name="plateau", monitor="val_accuracy", patience=0), BASE, SPE, 5)
+    sched = build_schedule(ScheduleConfig(name="plateau", monitor="val_accuracy", patience=0), BASE, SPE, 5,
+                           monitor_mode="max")
     sched.observe(1, {"val_accuracy": 0.5})
     sched.observe(2, {"val_accuracy": 0.6})
     assert sched.factor(0) == 1.0
     sched.observe(3, {"val_accuracy": 0.55})
     assert math.isclose(sched.factor(0), 0.1)
     with pytest.raises(RecipeError, match="schedule.monitor: 'val_f1' is not in the epoch record"):
-        build_schedule(ScheduleConfig(name="plateau", monitor="val_f1"), BASE, SPE, 5).observe(1, {"val_loss": 1.0})
+        build_schedule(ScheduleConfig(name="plateau", monitor="val_f1"), BASE, SPE, 5, monitor_mode="max").observe(1, {"val_loss": 1.0})
 
 
 @pytest.mark.parametrize("mode", ["linear", "exponential"])
@@ -222,7 +223,7 @@ def test_warmup_composes_with_any_schedule(mode):
 def test_every_schedule_has_working_defaults():
     """O6: each registered schedule builds from defaults and gives a finite positive LR at every step."""
     for name in SCHEDULES.names():
-        sched = build_schedule(ScheduleConfig(name=name), BASE, SPE, EPOCHS)
+        sched = build_schedule(ScheduleConfig(name=name), BASE, SPE, EPOCHS, monitor_mode="min")
         curve = schedule_curve(sched, BASE, TOTAL, monitor="val_loss")
         assert all(math.isfinite(v) and v >= 0 for v in curve["lr"]), name
         assert max(curve["lr"]) <= BASE * (1 + 1e-9), name
@@ -231,7 +232,7 @@ def test_every_schedule_has_working_defaults():
 
 def test_plateau_is_drawn_with_a_flat_metric():
     """O6: drawing plateau assumes the metric never improves: first decay after patience + 1 epochs."""
-    sched = build_schedule(ScheduleConfig(name="plateau", patience=2), BASE, SPE, EPOCHS)
+    sched = build_schedule(ScheduleConfig(name="plateau", patience=2), BASE, SPE, EPOCHS, monitor_mode="min")
     assert isinstance(sched, ReduceOnPlateau) and sched.reactive
     lrs = schedule_curve(sched, BASE, TOTAL, monitor="val_loss")["lr"]
     assert lrs[4 * SPE - 1] == BASE and math.isclose(lrs[4 * SPE], BASE * 0.1)

@@ -73,7 +73,7 @@ def test_scenario(name, results):
     assert expect <= serious, f"{name}: missing {expect - serious}"
     assert serious <= expect | accept, f"{name}: unexpected {serious - expect - accept}"
     # `trainlab doctor RUN` gives the same diagnosis from the recorded numbers.
-    assert [f.to_dict() for f in diagnose_run(run.dir)[0]] == findings
+    assert [f.to_dict() for f in diagnose_run(run)[0]] == findings
 
 
 def test_precision_and_recall_over_the_suite(results):

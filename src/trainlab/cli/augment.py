@@ -1,5 +1,12 @@
-"""trainlab augment [RECIPE] [key=value ...] [--n 16] [--epoch 0] --out grid.png"""
+"""trainlab augment [RECIPE] [key=value ...] [--n 16] [--epoch 0] --out grid.png
+
+The library (:mod:`trainlab.data.preview`) builds the batch and draws the grid in memory; writing
+the file (PNG encoding, the ``--out`` policy, the atomic write and its error) happens here, in the
+CLI, so that the data layer never imports the CLI.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 
 def add_arguments(p):
@@ -12,8 +19,33 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="PNG file to write; missing folders are created")
 
 
+def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> tuple[Path, int]:
+    """Write the preview grid as a PNG file; returns its path and the number of samples drawn
+    (``n``, or the size of the training split if that is smaller).
+
+    ``out`` follows the output policy of the CLI (:mod:`trainlab.cli.outputs`, errors name
+    ``--out``): it is checked before any work, missing folders are created, and the file is
+    written atomically.
+    """
+    import io
+
+    from ..atomic import write_bytes
+    from ..data.preview import augmented_batch, grid_image
+    from ..errors import RunError
+    from .outputs import check_output, make_parent
+
+    path = check_output(out, "--out")
+    batch, info = augmented_batch(recipe, n, epoch)
+    image = io.BytesIO()
+    grid_image(batch, info).save(image, format="PNG")
+    try:
+        write_bytes(make_parent(path, "--out"), image.getvalue())
+    except OSError as err:
+        raise RunError(f"--out: cannot write {str(path)!r} ({err.strerror or err})") from None
+    return path, len(batch["input"])
+
+
 def run(args) -> int:
-    from ..data.preview import write_grid
     from ..errors import RecipeError
     from ..recipe import check_names, load_recipe
     from .fit import split_recipe_and_overrides

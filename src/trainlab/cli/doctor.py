@@ -13,11 +13,12 @@ def add_arguments(p):
 def run(args) -> int:
     from ..atomic import write_json
     from ..doctor.report import diagnose_run, format_table
+    from ..run import open_run
     from .outputs import check_output, make_parent
 
     # Checked before the diagnosis, so a typo costs no work and ends in one line, not a traceback.
     out = check_output(args.json, "--json", suffix=None) if args.json else None
-    findings, history = diagnose_run(args.run, args.overrides)
+    findings, history = diagnose_run(open_run(args.run), args.overrides)
     state = "" if history.finished else " (training did not finish: whole-run rules skipped)"
     print(format_table(findings, title=f"doctor: {args.run}{state}"))
     if out is not None:

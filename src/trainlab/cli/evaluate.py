@@ -18,21 +18,12 @@ def run(args) -> int:
     # Checked before the evaluation, which rebuilds the data and runs the model over a split.
     out = check_output(args.json, "--json", suffix=None) if args.json else None
     m = run.evaluate(args.split, args.checkpoint)
-    names = m["class_names"]
     print(f"{args.split} split, {args.checkpoint} checkpoint (epoch {m.get('epoch')}), {m['n']} samples")
     for key, value in m.items():
         if isinstance(value, float):
             print(f"  {key:<18} {value:.4f}")
-    if "per_class" in m:  # tasks without a class table (sequence): the scalars above are all
-        pc = m["per_class"]
-        width = max(5, max(len(n) for n in names))
-        print(f"\n  {'class':<{width}} precision  recall      F1  support")
-        for i, name in enumerate(names):
-            print(f"  {name:<{width}} {pc['precision'][i]:9.4f} {pc['recall'][i]:7.4f} {pc['f1'][i]:7.4f} "
-                  f"{pc['support'][i]:8d}")
-        print("\nconfusion matrix (rows true, columns predicted):")
-        for name, row in zip(names, m["confusion"]):
-            print(f"  {name:<{width}} " + " ".join(f"{v:4d}" for v in row))
+    for line in run.task().describe_metrics(m):  # the task's per-class tables
+        print(line)
     if out is not None:
         write_json(make_parent(out, "--json"), m)
     print(f"\nwritten: {args.json or run.dir / f'eval-{args.split}-{args.checkpoint}.json'}")

@@ -1,22 +1,74 @@
-"""trainlab predict RUN FILE... [--topk K]: top-k classes with softmax probabilities."""
+"""trainlab predict RUN FILE... [--topk K] [--out DIR]: top-k classes with softmax probabilities;
+for a segmentation run, each image's predicted mask and an overlay as PNG files."""
 from __future__ import annotations
 
 
 def add_arguments(p):
     p.add_argument("run", help="run directory written by trainlab fit")
-    p.add_argument("files", nargs="+", help="image files (folder runs) or .npy arrays")
+    p.add_argument("files", nargs="+", help="image files (image runs) or .npy arrays")
     p.add_argument("--topk", type=int, default=3, help="classes to print per input (default 3)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--out", metavar="DIR",
+                   help="segmentation: folder for <name>.mask.png and <name>.overlay.png (default RUN/predictions)")
+
+
+def _names(labels: list[str]) -> list[str]:
+    """A file stem per input, unique: 'a.png' -> 'a'; repeats get -2, -3..."""
+    from pathlib import Path
+
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        base, _, index = label.partition("[")  # 'batch.npy[3]' is sample 3 of an array file
+        stem = Path(base).stem + (f"-{index.rstrip(']')}" if index else "")
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
+def _write_pictures(folder, labels, pictures, probs, classes) -> None:
+    """Each picture of each input as <name>.<picture>.png, written atomically, and one line per input."""
+    import io
+
+    from PIL import Image
+
+    from ..atomic import write_bytes
+    from ..errors import TrainlabError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrainlabError(f"--out {str(folder)!r}: cannot create the folder ({err.strerror or err})") from None
+    for label, name, pics, p in zip(labels, _names(labels), pictures, probs):
+        written = []
+        for kind, array in pics.items():
+            buf = io.BytesIO()
+            Image.fromarray(array).save(buf, format="PNG")
+            path = folder / f"{name}.{kind}.png"
+            write_bytes(path, buf.getvalue())
+            written.append(str(path))
+        share = p.argmax(0).flatten().bincount(minlength=len(classes)).double() / p[0].numel()
+        top = ", ".join(f"{classes[i]} {100 * float(share[i]):.1f}%" for i in share.argsort(descending=True).tolist()
+                        if share[i] > 0)
+        print(f"{label}: {top}; written: {', '.join(written)}")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..errors import TrainlabError
     from ..run import open_run
 
     if args.topk < 1:
         raise TrainlabError(f"--topk: expected a positive number, got {args.topk}")
     run = open_run(args.run)
-    probs, labels, classes = run.predict(args.files, args.checkpoint)
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TrainlabError(f"--out {args.out!r}: is a file; expected a folder")
+    p = run.prediction(args.files, args.checkpoint)
+    probs, labels, classes = p["probs"], p["labels"], p["classes"]
+    if p["images"] is not None:
+        _write_pictures(Path(args.out) if args.out else run.dir / "predictions", labels, p["images"], probs, classes)
+        return 0
     k = min(args.topk, probs.shape[1])
     top = probs.topk(k, dim=1)
     for label, values, idx in zip(labels, top.values.tolist(), top.indices.tolist()):

@@ -12,7 +12,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..data import build_data
-    from ..engine.trainer import check_watched_metrics
+    from ..engine.trainer import check_watched_metrics, schedule_monitor_mode
     from ..optim.schedules import build_schedule, optimizer_steps_per_epoch, schedule_curve
     from ..recipe import check_names, load_recipe
     from ..report.optim_plots import plot_schedule
@@ -28,11 +28,12 @@ def run(args) -> int:
     n_train = len(bundle.train)  # the split sizes fix steps per epoch; no model is built
     # the same check as fit's, so both accept the same recipes
     has_val = bundle.val is not None and len(bundle.val) > 0
-    check_watched_metrics(recipe, build_task(recipe, bundle.info), has_val)
+    task = build_task(recipe, bundle.info)
+    check_watched_metrics(recipe, task, has_val)
     spe = optimizer_steps_per_epoch(recipe, n_train)
     epochs = recipe.train.epochs
     sched_cfg, optim = recipe.schedule, recipe.optim
-    sched = build_schedule(sched_cfg, optim.lr, spe, epochs)
+    sched = build_schedule(sched_cfg, optim.lr, spe, epochs, monitor_mode=schedule_monitor_mode(recipe, task))
     total = spe * epochs
     curve = schedule_curve(sched, optim.lr, total, monitor=sched_cfg.monitor)
 

@@ -22,6 +22,8 @@ from .bundle import SampleSource, TensorSource
 from .samples import collate
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
+Collate = Callable[[list[tuple[Any, Any]]], dict[str, Any]]
+Order = Callable[[int, int, int, bool], torch.Tensor]  # (n, seed, epoch, shuffle) -> sample order
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -104,11 +106,16 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 class BatchLoader:
-    """Iterates a split in batches of ``{"input": x, "target": y}``.
+    """Iterates a split in batches (``{"input": x, "target": y}`` by default).
 
     ``batch_size`` of 1 gives single-sample SGD, the split size gives full-batch GD (D8). A trailing
     batch of a single sample is dropped when batches are larger, because BatchNorm cannot compute
     statistics over one sample.
+
+    The task decides what a batch is and which samples form it: ``collate`` turns a list of
+    samples into a batch (default :func:`~trainlab.data.samples.collate`), ``order`` gives an
+    epoch's sample order from (n, seed, epoch, shuffle) (default :func:`epoch_order`); batches are
+    consecutive runs of that order. The in-memory fast path applies to the default collate only.
     """
 
     def __init__(
@@ -123,6 +130,8 @@ class BatchLoader:
         pin_memory: bool = False,
         drop_singleton: bool = True,
         device: torch.device | None = None,
+        collate_fn: Collate | None = None,
+        order: Order | None = None,
     ):
         self.source = source
         self.batch_size = min(batch_size, len(source))
@@ -133,7 +142,9 @@ class BatchLoader:
         self.workers = workers
         self.pin_memory = pin_memory
         self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
-        self._fast = isinstance(source, TensorSource) and transform is None
+        self.collate_fn = collate_fn or collate
+        self.order = order or epoch_order
+        self._fast = isinstance(source, TensorSource) and transform is None and collate_fn is None
         if self._fast:
             # An in-memory split moves to the device once; batches are then gathered there.
             dev = device or torch.device("cpu")
@@ -145,7 +156,7 @@ class BatchLoader:
         return self._num_batches
 
     def index_batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        order = epoch_order(len(self.source), self.seed, epoch, self.shuffle)
+        order = self.order(len(self.source), self.seed, epoch, self.shuffle)
         bs = self.batch_size
         for b in range(start, self._num_batches):
             yield order[b * bs : (b + 1) * bs]
@@ -163,7 +174,7 @@ class BatchLoader:
                 _Keyed(self.source, self.transform, self.seed),
                 batch_sampler=self._sampler,
                 num_workers=self.workers,
-                collate_fn=collate,
+                collate_fn=self.collate_fn,
                 pin_memory=self.pin_memory,
                 persistent_workers=self.workers > 0,
                 worker_init_fn=_ignore_sigint if self.workers > 0 else None,

@@ -9,16 +9,17 @@ transforms are the same but the batch transforms draw for a batch of ``n`` (othe
 mixing partners). Each tile is captioned with its label (soft labels after mixing show their two
 largest weights); instance masks (or the semantic mask) are overlaid and boxes are drawn in the
 colour of their class.
+
+This module builds the batch and draws the grid as an in-memory PIL image; writing it to a file
+(PNG encoding, the ``--out`` policy, the atomic write) is the CLI's job
+(:func:`trainlab.cli.augment.write_grid`): data sits below the CLI and never imports it.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
-
-from ..errors import RunError
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
@@ -112,10 +113,10 @@ def render_tile(image: torch.Tensor, ann: dict[str, Any] | None, semantic: torch
 
 def augment_grid(recipe, n: int = 16, epoch: int = 0):
     """A PIL image: the grid of :func:`augmented_batch` with captions."""
-    return _grid(*augmented_batch(recipe, n, epoch))
+    return grid_image(*augmented_batch(recipe, n, epoch))
 
 
-def _grid(batch: dict[str, Any], info):
+def grid_image(batch: dict[str, Any], info):
     """The captioned grid image (PIL) of a batch from :func:`augmented_batch`."""
     from PIL import Image, ImageDraw
 
@@ -135,27 +136,3 @@ def _grid(batch: dict[str, Any], info):
         grid.paste(Image.fromarray(tile.permute(1, 2, 0).numpy()), (x0, y0))
         draw.text((x0 + 2, y0 + th + 1), _caption(batch["target"][i], info.class_names), fill=(235, 235, 235))
     return grid
-
-
-def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> tuple[Path, int]:
-    """Write the preview grid as a PNG file; returns its path and the number of samples drawn
-    (``n``, or the size of the training split if that is smaller).
-
-    ``out`` follows the output policy of the CLI (:mod:`trainlab.cli.outputs`, errors name
-    ``--out``): it is checked before any work, missing folders are created, and the file is
-    written atomically.
-    """
-    import io
-
-    from ..atomic import write_bytes
-    from ..cli.outputs import check_output, make_parent
-
-    path = check_output(out, "--out")
-    batch, info = augmented_batch(recipe, n, epoch)
-    image = io.BytesIO()
-    _grid(batch, info).save(image, format="PNG")
-    try:
-        write_bytes(make_parent(path, "--out"), image.getvalue())
-    except OSError as err:
-        raise RunError(f"--out: cannot write {str(path)!r} ({err.strerror or err})") from None
-    return path, len(batch["input"])

@@ -111,6 +111,23 @@ def dominant_class(labels: torch.Tensor, areas: torch.Tensor, fallback: int = 0)
     return int(totals.argmax())
 
 
+def pad_stack(tensors: list[torch.Tensor], fill: float) -> torch.Tensor:
+    """Stack tensors (..., H, W) of possibly different sizes into (N, ..., H_max, W_max), each
+    placed at the top left and the rest filled with ``fill`` (a plain stack when sizes agree)."""
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) == 1:
+        return torch.stack(tensors)
+    lead = {t.shape[:-2] for t in tensors}
+    if len(lead) != 1:
+        raise ValueError(f"cannot batch tensors whose leading dims differ: {sorted(tuple(x) for x in lead)}")
+    h = max(t.shape[-2] for t in tensors)
+    w = max(t.shape[-1] for t in tensors)
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], h, w), fill)
+    for i, t in enumerate(tensors):
+        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
+    return out
+
+
 def collate(samples: list[tuple[torch.Tensor, Any]]) -> dict[str, Any]:
     """Stack samples into a batch dict (see the module docstring)."""
     xs, ys = zip(*samples)

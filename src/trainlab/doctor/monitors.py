@@ -188,12 +188,16 @@ class Doctor(Callback):
         train = trainer.bundle.train
         facts: dict[str, Any] = {
             "task": trainer.recipe.task, "mixed_labels": mixed_labels(trainer.recipe.data.batch_augment),
+            # the score the rules judge fit and variance by, as the task declares it
+            "quality": trainer.task.quality or "accuracy", "quality_words": trainer.task.quality_words,
+            "quality_judges_fit": trainer.task.quality_judges_fit,
+            "labels_per_sample": trainer.task.labels_per_sample,
             "train_samples": len(train), "num_classes": info.num_classes, "class_names": list(info.class_names),
             "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "batch_size": trainer.train_loader.batch_size, "steps_per_epoch": trainer.steps_per_epoch,
         }
         targets = getattr(train, "targets", None)
-        if isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point():
+        if trainer.task.labels_per_sample and isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point():
             counts = torch.bincount(targets.long().cpu(), minlength=info.num_classes)
             facts["class_counts"] = counts.tolist()
         return facts

@@ -50,17 +50,16 @@ def read_doctor_file(run) -> dict[str, Any]:
     return data
 
 
-def diagnose_run(path, overrides: list[str] | dict[str, Any] | None = None) -> tuple[list[Finding], DoctorHistory]:
-    """Apply the rules again to a finished (or interrupted) run's recorded numbers.
+def diagnose_run(run, overrides: list[str] | dict[str, Any] | None = None) -> tuple[list[Finding], DoctorHistory]:
+    """Apply the rules again to a finished (or interrupted) run's recorded numbers; ``run`` is an
+    opened run directory (:func:`trainlab.open_run`).
 
     ``overrides`` may change ``doctor.*`` thresholds (``["doctor.dead_fraction=0.1"]``) to see the
     same numbers judged differently; nothing in the run is modified.
     """
     from ..recipe import DoctorConfig, load_recipe, parse_override
-    from ..run import open_run
     from .rules import diagnose
 
-    run = open_run(path)
     data = read_doctor_file(run)
     history = DoctorHistory.from_dict(data["history"], str(Path(run.dir) / "doctor.json"))
     pairs: dict[str, Any] = {}

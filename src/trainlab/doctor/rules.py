@@ -99,10 +99,30 @@ def update_ratio(h: DoctorHistory, epochs_from: int = 1, epochs_to: int | None =
     return (median(vals) if vals else None), len(vals)
 
 
-def classification(h: DoctorHistory) -> bool:
-    """One label per sample from a fixed set of classes. Histories written before the task was
-    recorded are classification runs."""
+def one_label_per_sample(h: DoctorHistory) -> bool:
+    """Each sample has one label from a fixed set of classes, so per-class counts and the
+    per-class rules apply (the task declares it: ``Task.labels_per_sample``). Histories written
+    before that was recorded say it by their task's name."""
+    if "labels_per_sample" in h.data:
+        return bool(h.data["labels_per_sample"])
     return h.data.get("task", "classification") == "classification"
+
+
+def score(h: DoctorHistory | None) -> tuple[str, str]:
+    """(metric, words) of the task's headline score that the rules compare between splits and
+    against thresholds: ("accuracy", "accuracy") for classification, ("miou", "mIoU") for
+    segmentation, as the task declares it (``Task.quality``). Histories written before the
+    task's score was recorded are judged by accuracy."""
+    data = h.data if h is not None else {}
+    return data.get("quality", "accuracy"), data.get("quality_words", "accuracy")
+
+
+def score_judges_fit(h: DoctorHistory | None) -> bool:
+    """Whether a score below ``doctor.underfit_accuracy`` means under-fitting (a classifier at 60%
+    does; a next-character model at 60% is not biased). The task declares it."""
+    if h is None:
+        return True
+    return h.data.get("quality_judges_fit", one_label_per_sample(h))
 
 
 def fit_basis(h: DoctorHistory) -> str:
@@ -114,13 +134,13 @@ def fit_basis(h: DoctorHistory) -> str:
 
 
 def not_converged(record: dict[str, Any], init: float | None, cfg, h: DoctorHistory | None = None) -> bool:
-    """The curve is still where an under-fitting model sits (see :func:`underfitting`): accuracy
-    below ``underfit_accuracy`` (classification only: a next-character model at 60% is not
-    biased) or loss at or above ``underfit_loss_ratio`` × the initial loss, on the split of
-    :func:`fit_basis`."""
+    """The curve is still where an under-fitting model sits (see :func:`underfitting`): the task's
+    score (:func:`score`: accuracy, mIoU) below ``underfit_accuracy`` where the task says it judges
+    fit (:func:`score_judges_fit`), or loss at or above ``underfit_loss_ratio`` × the initial
+    loss, on the split of :func:`fit_basis`."""
     basis = fit_basis(h) if h is not None else "train"
-    acc = record.get(f"{basis}_accuracy")
-    if (h is None or classification(h)) and finite(acc) and acc < cfg.underfit_accuracy:
+    acc = record.get(f"{basis}_{score(h)[0]}")
+    if score_judges_fit(h) and finite(acc) and acc < cfg.underfit_accuracy:
         return True
     loss = record.get(f"{basis}_loss")
     return finite(loss) and finite(init) and init > 0 and loss >= cfg.underfit_loss_ratio * init
@@ -330,8 +350,9 @@ def overfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findi
     msg = (f"overfitting from epoch {o['onset']}: validation loss rose from {num(o['best_val_loss'])} (epoch "
            f"{o['best_epoch']}, its minimum) to {num(end['val_loss'])} (epoch {end['epoch']}, +{pct(rise)}) while "
            f"training loss fell from {num(o['train_loss_at_best'])} to {num(end['train_loss'])}")
-    if finite(end.get("train_accuracy")) and finite(end.get("val_accuracy")):
-        msg += f"; accuracy train {pct(end['train_accuracy'])} vs validation {pct(end['val_accuracy'])}"
+    q, words = score(h)
+    if finite(end.get(f"train_{q}")) and finite(end.get(f"val_{q}")):
+        msg += f"; {words} train {pct(end[f'train_{q}'])} vs validation {pct(end[f'val_{q}'])}"
     ev = {**o, "val_loss": end["val_loss"], "train_loss": end["train_loss"], "at_epoch": end["epoch"], "rise": rise}
     return [finding("overfitting", "warning", msg, epoch=o["onset"], evidence=ev)]
 
@@ -340,7 +361,8 @@ def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Find
     if not done:
         return []
     basis = fit_basis(h)
-    loss_key, acc_key = f"{basis}_loss", f"{basis}_accuracy"
+    q, words = score(h)
+    loss_key, acc_key = f"{basis}_loss", f"{basis}_{q}"
     word = {"train": "training", "val": "validation"}[basis]
     pts = [r for r in epochs if finite(r.get(loss_key))]
     init = initial_loss(h, epochs)
@@ -349,10 +371,10 @@ def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Find
     last = pts[-1]
     if not not_converged(last, init, cfg, h):
         return []
-    acc = last.get(acc_key) if classification(h) else None
+    acc = last.get(acc_key) if score_judges_fit(h) else None
     parts = []
     if finite(acc):
-        parts.append(f"{word} accuracy {pct(acc)} after {plural(last['epoch'], 'epoch')}")
+        parts.append(f"{word} {words} {pct(acc)} after {plural(last['epoch'], 'epoch')}")
     share = last[loss_key] / init
     start = "at the start" if basis == "train" else "(training) at the start"
     parts.append(f"{word} loss {num(last[loss_key])} vs {num(init)} {start} "
@@ -376,19 +398,21 @@ def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Find
 def high_variance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     if not done:
         return []
-    pts = [r for r in epochs if finite(r.get("train_accuracy")) and finite(r.get("val_accuracy"))]
+    q, words = score(h)
+    tr, va = f"train_{q}", f"val_{q}"
+    pts = [r for r in epochs if finite(r.get(tr)) and finite(r.get(va))]
     if not pts:
         return []
     last = pts[-1]
-    gap = last["train_accuracy"] - last["val_accuracy"]
+    gap = last[tr] - last[va]
     if gap < cfg.variance_gap:
         return []
-    msg = (f"high variance: training accuracy {pct(last['train_accuracy'])} vs validation "
-           f"{pct(last['val_accuracy'])} at epoch {last['epoch']} (gap {100 * gap:.0f} points)")
+    msg = (f"high variance: training {words} {pct(last[tr])} vs validation "
+           f"{pct(last[va])} at epoch {last['epoch']} (gap {100 * gap:.0f} points)")
     n = h.data.get("train_samples")
     if n:
         msg += f", from {n} training samples"
-    ev = {"train_accuracy": last["train_accuracy"], "val_accuracy": last["val_accuracy"], "gap": gap,
+    ev = {tr: last[tr], va: last[va], "gap": gap,
           "epoch": last["epoch"], "train_samples": n}
     return [finding("high_variance", "warning", msg, epoch=last["epoch"], evidence=ev)]
 
@@ -502,7 +526,8 @@ def plateau_window(h: DoctorHistory, epochs: Epochs, cfg, after_epoch: int = 0) 
             if ratio is not None and ratio < cfg.lr_low_ratio:
                 continue
             return {"first_epoch": first, "last_epoch": last, "best_before": before, "best_recent": recent,
-                    "train_loss": pts[end]["train_loss"], "train_accuracy": pts[end].get("train_accuracy"),
+                    "train_loss": pts[end]["train_loss"], "score": score(h)[1],
+                    "train_score": pts[end].get(f"train_{score(h)[0]}"),
                     "update_ratio": ratio}
     return None
 
@@ -515,8 +540,8 @@ def plateau(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     msg = (f"plateau: the training loss stayed at {num(w['best_recent'])} from epoch {w['first_epoch']} to "
            f"{w['last_epoch']} ({pct(change) if change > 0 else 'no'} improvement on {num(w['best_before'])}, "
            f"needs {pct(cfg.plateau_delta)})")
-    if finite(w.get("train_accuracy")):
-        msg += f" with training accuracy {pct(w['train_accuracy'])}"
+    if finite(w.get("train_score")):
+        msg += f" with training {w['score']} {pct(w['train_score'])}"
     actions = [a for a in h.actions if a.get("action") in ("lr_decay", "switch_optimizer")]
     if actions:
         msg += f"; the doctor acted {plural(len(actions), 'time')} ({', '.join(a['action'] for a in actions)})"
@@ -551,7 +576,7 @@ def unnormalized_inputs(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> li
 
 def class_imbalance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     counts = h.data.get("class_counts")
-    if not classification(h) or not counts or len(counts) < 2:
+    if not one_label_per_sample(h) or not counts or len(counts) < 2:
         return []
     names = h.data.get("class_names") or [str(i) for i in range(len(counts))]
     present = [(c, n) for c, n in enumerate(counts)]
@@ -566,12 +591,13 @@ def class_imbalance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[F
     msg = (f"class imbalance: the largest training class {names[big[0]]!r} has {big[1]} samples, the smallest "
            f"{names[small[0]]!r} {small[1]} ({num(ratio)}×; limit {num(cfg.imbalance_ratio)}×)")
     ev: dict[str, Any] = {"class_counts": counts, "ratio": ratio if finite(ratio) else None}
+    # the score that counts every sample alike flatters the large classes; macro recall does not
+    q, words = score(h)
     last = next((r for r in reversed(epochs) if finite(r.get("val_macro_recall"))), None)
-    if last is not None and finite(last.get("val_accuracy")) and \
-            last["val_accuracy"] - last["val_macro_recall"] >= 0.02:
-        msg += (f"; validation accuracy {pct(last['val_accuracy'])} vs macro recall "
+    if last is not None and finite(last.get(f"val_{q}")) and last[f"val_{q}"] - last["val_macro_recall"] >= 0.02:
+        msg += (f"; validation {words} {pct(last[f'val_{q}'])} vs macro recall "
                 f"{pct(last['val_macro_recall'])} at epoch {last['epoch']}")
-        ev.update(val_accuracy=last["val_accuracy"], val_macro_recall=last["val_macro_recall"])
+        ev.update({f"val_{q}": last[f"val_{q}"], "val_macro_recall": last["val_macro_recall"]})
     return [finding("class_imbalance", "warning", msg, epoch=1, evidence=ev)]
 
 
@@ -579,7 +605,7 @@ def small_dataset(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Fin
     n, c = h.data.get("train_samples"), h.data.get("num_classes")
     # Per-class counts mean one label per sample: a sequence window holds T targets over a
     # vocabulary, and its "classes" are tokens, so the per-class rule does not apply there.
-    if not classification(h) or not n or not c or n >= cfg.small_dataset_per_class * c:
+    if not one_label_per_sample(h) or not n or not c or n >= cfg.small_dataset_per_class * c:
         return []
     params = h.data.get("parameters")
     msg = (f"small dataset: {n} training samples for {c} classes ({n / c:.1f} per class; fewer than "

@@ -129,9 +129,6 @@ class ProgressPrinter(Callback):
     """A live progress bar (terminals only) and one table row per epoch (T1)."""
 
     name = "progress"
-    COLUMNS = (("epoch", 5), ("train_loss", 10), ("train_acc", 9), ("val_loss", 9), ("val_acc", 8),
-               ("lr", 9), ("time_s", 7))
-    KEYS = {"train_acc": "train_accuracy", "val_acc": "val_accuracy"}
 
     def __init__(self, live: bool, stream=None):
         self.stream = stream or sys.stdout
@@ -146,7 +143,10 @@ class ProgressPrinter(Callback):
             print(text, file=self.stream, flush=True)
 
     def on_fit_start(self, trainer):
-        header = " ".join(name.rjust(w) for name, w in self.COLUMNS)
+        # (record key, header, width): the epoch, the task's columns, the LR and the time
+        cols = [("epoch", "epoch")] + trainer.task.table_columns() + [("lr", "lr"), ("time_s", "time_s")]
+        self.columns = [(key, head, max(len(head), 6) + 1) for key, head in cols]
+        header = " ".join(head.rjust(w) for _, head, w in self.columns)
         print(header, file=self.stream, flush=True)
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -177,7 +177,7 @@ class ProgressPrinter(Callback):
         self._bar.update(self._task, completed=done, loss=f"{float(loss):.4f}", rate=f"{rate:,.0f}")
 
     def on_epoch_end(self, trainer, record):
-        row = " ".join(_fmt(record.get(self.KEYS.get(name, name)), w) for name, w in self.COLUMNS)
+        row = " ".join(_fmt(record.get(key), w) for key, _, w in self.columns)
         self._print(row)
         for line in unprinted_events(trainer):
             self._print(line)

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from ..data.batch import build_batch_transforms
-from ..device import autocast, resolve_device, to_device
+from ..device import autocast, resolve_device
 from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
 from ..errors import RecipeError, RunError
 from ..losses import penalized_parameters, weight_penalty
-from ..tasks.base import metric_mode, scalar_metrics
+from ..tasks.base import Task, scalar_metrics
 from ..optim.ema import WeightEMA
 from ..optim.optimizers import build_optimizer, train_batch_size
 from ..optim.schedules import build_schedule, optimizer_steps_per_epoch
@@ -76,6 +76,12 @@ def check_watched_metric(field: str, name: str, task, has_val: bool, split: str 
         raise RecipeError(f"{field}: {name!r} needs a validation split (data.split.val > 0), or watch a train_ metric")
 
 
+def schedule_monitor_mode(recipe, task) -> str | None:
+    """The direction of a plateau schedule's monitor, as the task declares it (None otherwise)."""
+    sched = recipe.schedule
+    return task.metric_mode(sched.monitor) if sched.name == "plateau" else None
+
+
 def default_monitor(task, has_val: bool) -> str:
     """The metric the best checkpoint follows without early stopping: the task's, on the training
     split when there is no validation split."""
@@ -97,13 +103,24 @@ def check_watched_metrics(recipe, task, has_val: bool) -> None:
         check_watched_metric(key, name, task, has_val)
 
 
-def eval_loader(source, batch_size: int, recipe, device: torch.device) -> BatchLoader | None:
+def loader_hooks(task) -> dict[str, Any]:
+    """The BatchLoader hooks (collate, sample order) ``task`` overrides; the defaults are left to
+    the loader, which keeps its in-memory fast path for them."""
+    hooks: dict[str, Any] = {}
+    if type(task).collate is not Task.collate:
+        hooks["collate_fn"] = task.collate
+    if type(task).order is not Task.order:
+        hooks["order"] = task.order
+    return hooks
+
+
+def eval_loader(source, batch_size: int, recipe, device: torch.device, task=None) -> BatchLoader | None:
     """Batches of an evaluation split in a fixed order, every sample kept; None for an absent or
     empty split. (An in-memory split is gathered on ``device`` without workers, see BatchLoader.)"""
     if source is None or len(source) == 0:
         return None
     return BatchLoader(source, batch_size, seed=recipe.seed, shuffle=False, workers=recipe.data.workers,
-                       drop_singleton=False, device=device)
+                       drop_singleton=False, device=device, **(loader_hooks(task) if task is not None else {}))
 
 
 class Trainer:
@@ -121,7 +138,7 @@ class Trainer:
         self.train_loader = BatchLoader(
             bundle.train, batch_size, seed=recipe.seed, shuffle=True,
             transform=build_transforms(data.augment, bundle.info, data.forbid),
-            workers=data.workers, pin_memory=cuda, device=self.device,
+            workers=data.workers, pin_memory=cuda, device=self.device, **loader_hooks(task),
         )
         if self.train_loader.batch_size == 1 and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
@@ -130,15 +147,19 @@ class Trainer:
                 "data.batch_size: BatchNorm cannot train on batches of one sample; "
                 "use model.norm=layer, group or none for single-sample SGD"
             )
-        eval_bs = max(batch_size, EVAL_BATCH)
-        self.val_loader = eval_loader(bundle.val, eval_bs, recipe, self.device)
-        self.test_loader = eval_loader(bundle.test, eval_bs, recipe, self.device)
+        self.eval_batch_size = max(batch_size, EVAL_BATCH)
+        self.eval_loaders: dict[str, BatchLoader | None] = {
+            name: eval_loader(getattr(bundle, name), self.eval_batch_size, recipe, self.device, task)
+            for name in ("val", "test")
+        }
         self.batch_transform = build_batch_transforms(data.batch_augment, bundle.info)
 
         self.accumulate = train.accumulate
         self.steps_per_epoch = optimizer_steps_per_epoch(recipe, len(bundle.train))
         self.optimizer = build_optimizer(recipe.optim, self.model)
-        self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs)
+        self._check_monitor()  # before anything asks the task for a watched metric's direction
+        self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs,
+                                       monitor_mode=schedule_monitor_mode(recipe, task))
         self.ema = WeightEMA(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
         loss = recipe.loss
         self.penalty_params = penalized_parameters(self.model) if (loss.l1 or loss.l2) else None
@@ -146,9 +167,8 @@ class Trainer:
 
         stop = train.early_stop
         self.monitor = stop.monitor if stop else default_monitor(task, self.val_loader is not None)
-        self.monitor_mode = metric_mode(self.monitor, stop.mode if stop else "auto")
+        self.monitor_mode = task.metric_mode(self.monitor, stop.mode if stop else "auto")
         self.min_delta = stop.min_delta if stop else 0.0
-        self._check_monitor()
 
         self.state = TrainState()
         self.meter = task.train_meter()
@@ -250,8 +270,7 @@ class Trainer:
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """(outputs, task loss, loss + weight penalty) of one batch, under autocast."""
         with self.autocast():
-            outputs = self.task.forward(self.forward_model, batch)
-            loss = self.task.loss(outputs, batch)
+            outputs, loss = self.task.step(self.forward_model, batch)
         total = loss
         if self.penalty_params is not None:
             total = loss + weight_penalty(self.penalty_params, self.recipe.loss.l1, self.recipe.loss.l2)
@@ -290,7 +309,7 @@ class Trainer:
             record["partial"] = True
         record.update({f"train_{k}": v for k, v in train.items()})
         if self.val_loader is not None:
-            val = self.evaluate(self.val_loader)
+            val = self.evaluate("val")
             self._emit("on_validation_end", val)
             record.update({f"val_{k}": v for k, v in scalar_metrics(val).items() if k != "n"})
         record["time_s"] = round(time.perf_counter() - self._epoch_t0, 4)
@@ -319,11 +338,28 @@ class Trainer:
             st.best_value, st.best_epoch, st.improved = value, record["epoch"], True
 
     # ---------------------------------------------------------------------------- evaluation
-    def evaluate(self, loader: BatchLoader, use_ema: bool | None = None) -> dict[str, Any]:
-        """Metrics of ``loader``'s split (EMA weights if configured), see :func:`evaluate_split`."""
+    @property
+    def val_loader(self) -> BatchLoader | None:
+        return self.eval_loaders["val"]
+
+    @property
+    def test_loader(self) -> BatchLoader | None:
+        return self.eval_loaders["test"]
+
+    def split_loader(self, split: str) -> BatchLoader | None:
+        """The evaluation loader of ``split``; a training split read for evaluation (a gallery)
+        gets one without augmentation, made when first asked for."""
+        if split not in self.eval_loaders:
+            self.eval_loaders[split] = eval_loader(getattr(self.bundle, split), self.eval_batch_size, self.recipe,
+                                                   self.device, self.task)
+        return self.eval_loaders[split]
+
+    def evaluate(self, split: str, use_ema: bool | None = None) -> dict[str, Any]:
+        """The task's metrics of ``split`` (EMA weights if configured), see :meth:`Task.evaluate`."""
         use_ema = self.ema is not None and self.recipe.train.ema.evaluate if use_ema is None else use_ema
+        loaders = {name: self.split_loader(name) for name in self.task.eval_splits(split)}
         with self.ema_weights() if use_ema else contextlib.nullcontext():
-            return evaluate_split(self.model, self.task, loader, self.device, self.recipe.train.amp)
+            return self.task.evaluate(self.model, loaders, split, self.device, self.recipe.train.amp)
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -342,7 +378,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- devices
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return to_device(batch, self.device)
+        return self.task.to_device(batch, self.device)
 
     def autocast(self):
         return autocast(self.device, self.recipe.train.amp)
@@ -456,25 +492,12 @@ class Trainer:
 
     def close(self) -> None:
         """Stop loader workers and wait until every file handed to the writer is on disk."""
-        for loader in (self.train_loader, self.val_loader, self.test_loader):
+        for loader in (self.train_loader, *self.eval_loaders.values()):
             if loader is not None:
                 loader.close()
         self.writer.close()
 
 
-@torch.no_grad()
 def evaluate_split(model, task, loader: BatchLoader, device: torch.device, amp: bool) -> dict[str, Any]:
-    """The task's metrics over every batch of ``loader``, in eval mode under no_grad."""
-    was_training = model.training
-    model.eval()
-    try:
-        meter = task.eval_meter()
-        for batch in loader.batches(0):
-            batch = to_device(batch, device)
-            with autocast(device, amp):
-                outputs = task.forward(model, batch)
-                loss = task.loss(outputs, batch)
-            meter.update(outputs, batch, loss)
-        return meter.compute()
-    finally:
-        model.train(was_training)
+    """The task's metrics over every batch of ``loader`` (a one-split :meth:`Task.evaluate`)."""
+    return task.evaluate(model, {"eval": loader}, "eval", device, amp)

@@ -159,10 +159,16 @@ class ReduceOnPlateau(LRSchedule):
             self.bad_epochs, self.cooldown_left = state["bad_epochs"], state["cooldown_left"]
 
 
-def build_schedule(cfg, base_lr: float, steps_per_epoch: int, epochs: int) -> LRSchedule:
-    """The recipe's schedule for a run of ``epochs`` × ``steps_per_epoch`` optimizer steps."""
+def build_schedule(cfg, base_lr: float, steps_per_epoch: int, epochs: int,
+                   monitor_mode: str | None = None) -> LRSchedule:
+    """The recipe's schedule for a run of ``epochs`` × ``steps_per_epoch`` optimizer steps.
+
+    ``monitor_mode`` ('min' or 'max') is the direction of a plateau schedule's monitor, as the
+    task declares it (``Task.metric_mode``); the other schedules ignore it.
+    """
     entry = SCHEDULES.get(cfg.name, "schedule.name")
-    sched = entry.fn(cfg, base_lr, max(1, steps_per_epoch), epochs)
+    watch = {"monitor_mode": monitor_mode} if entry.meta.get("watches") else {}
+    sched = entry.fn(cfg, base_lr, max(1, steps_per_epoch), epochs, **watch)
     if cfg.warmup is not None:
         steps = cfg.warmup.steps or int(round(cfg.warmup.epochs * steps_per_epoch))
         if steps > 0:
@@ -344,14 +350,15 @@ def _linear_anneal(start: float, end: float, pct: float) -> float:
     return start + (end - start) * pct
 
 
-@SCHEDULES.register("plateau", help="per epoch: multiply by gamma (0.1) when schedule.monitor stalls for patience epochs")
-def plateau(cfg, base_lr, spe, epochs):
-    from ..tasks.base import metric_mode
-
+@SCHEDULES.register("plateau", help="per epoch: multiply by gamma (0.1) when schedule.monitor stalls for patience epochs",
+                    watches=True)
+def plateau(cfg, base_lr, spe, epochs, monitor_mode=None):
+    if monitor_mode not in ("min", "max"):
+        raise ValueError("a plateau schedule needs the direction of its monitor (the task declares it)")
     gamma = _gamma(cfg, 0.1)
     if gamma >= 1:
         raise RecipeError(f"schedule.gamma: {gamma} must be below 1 for plateau (it multiplies the LR on a stall)")
     return ReduceOnPlateau(
-        spe, cfg.monitor, metric_mode(cfg.monitor, "auto"), gamma, cfg.patience,
+        spe, cfg.monitor, monitor_mode, gamma, cfg.patience,
         cfg.threshold, cfg.cooldown, _floor(cfg, base_lr), base_lr,
     )

@@ -1,4 +1,4 @@
-"""Adam → SGD during training (O5), as a callback.
+"""Adam → SGD during training (O5): the SWATS estimate and the switch decision.
 
 The notes (S0 Q13, S2 §7) advise starting with Adam, which converges fast, and finishing with
 SGD + momentum, which tends to generalize better. ``optim.switch`` makes the switch either before
@@ -17,21 +17,27 @@ gradient, lr/(1 − ρ), equals Λ, as in the paper. With ``switch.lr`` given th
 instead; with ``at_epoch`` and no ``lr`` the SWATS estimate tracked so far is used. Either way the
 LR is the new base that the schedule keeps multiplying.
 
-The switch is logged with ``trainer.log_event``; the callback's state (switched or not, λ, k) is
-checkpointed, and ``Trainer.restore`` rebuilds the switched optimizer, so a resumed run continues
-exactly.
+This module is the pure part: :class:`Swats` holds the estimate (λ, k), the criterion and the
+choice of the LR, and its state; it touches no trainer. The callback that feeds it Adam's steps,
+switches the trainer's optimizer, logs the switch (``trainer.log_event``) and checkpoints this state
+under the name ``optimizer_switch`` is :class:`trainlab.engine.optimizer_switch.OptimizerSwitch`:
+optim sits below the engine and does not import it. ``Trainer.restore`` rebuilds the switched
+optimizer, so a resumed run continues exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ..engine.callbacks import Callback
 
+class Swats:
+    """The SWATS estimate of an SGD learning rate from Adam's steps, and when to switch to it.
 
-class OptimizerSwitch(Callback):
-    name = "optimizer_switch"
+    ``cfg`` is the recipe's ``optim.switch`` section (:class:`trainlab.recipe.SwitchConfig`),
+    ``beta2`` Adam's second-moment decay, which also averages γ_k.
+    """
 
     def __init__(self, cfg, beta2: float):
         self.cfg = cfg
@@ -42,14 +48,7 @@ class OptimizerSwitch(Callback):
         self.k = 0
         self.last_gamma: float | None = None
         self.track = cfg.auto or cfg.lr is None
-        # Copies taken before each Adam step (reused buffers, filled by one fused copy per step):
-        # the parameters that have a gradient, their gradients and their values.
-        self._params: list[torch.Tensor] | None = None
-        self._grads: list[torch.Tensor] | None = None
-        self._before: list[torch.Tensor] | None = None
-        self._pending = False
 
-    # ---------------------------------------------------------------------------- SWATS estimate
     def estimate(self) -> float | None:
         """Λ_k, the bias-corrected running average of γ_k (None before the first usable step)."""
         if self.k == 0:
@@ -76,63 +75,20 @@ class OptimizerSwitch(Callback):
         big = self.estimate()
         return self.k >= self.cfg.min_steps and abs(big - gamma) < self.cfg.tolerance * big
 
-    # -------------------------------------------------------------------------------- events
-    def on_after_backward(self, trainer) -> None:
-        if self.switched or not self.track:
-            return
-        # Adam leaves a parameter without gradient unchanged, so it adds nothing to either product.
-        params = [p for p in trainer.params if p.grad is not None]
-        if self._params is None or len(params) != len(self._params) or any(
-            a is not b for a, b in zip(params, self._params)
-        ):
-            self._params = params
-            self._grads = [torch.empty_like(p.grad) for p in params]
-            self._before = [torch.empty_like(p) for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_(self._grads + self._before, [p.grad for p in params] + [p.detach() for p in params])
-        self._pending = True
-
-    def on_batch_end(self, trainer, batch, outputs, loss) -> None:
-        if not self._pending or not trainer.at_step_boundary:
-            return
-        self._pending = False
-        with torch.no_grad():
-            update = torch._foreach_sub([p.detach() for p in self._params], self._before)
-        gamma = self.observe_step(update, self._grads)
-        if self.cfg.auto and gamma is not None and self.criterion(gamma):
-            self.switch(trainer, "SWATS criterion")
-
-    def on_epoch_start(self, trainer) -> None:
-        at = self.cfg.at_epoch
-        if not self.switched and at is not None and trainer.state.epoch + 1 >= at:
-            self.switch(trainer, f"epoch {at}" + (" (auto criterion had not fired)" if self.cfg.auto else ""))
-
-    # -------------------------------------------------------------------------------- switch
-    def switch(self, trainer, reason: str) -> None:
+    def switch_lr(self, schedule_factor: Callable[[], float], base_lr: float) -> tuple[float, str]:
+        """The SGD LR to switch to and where it comes from: ``switch.lr`` if given, else (1 − ρ)·Λ
+        divided by the schedule's current factor (``schedule_factor()``, asked only then: the LR is
+        the new base that the schedule keeps multiplying), else ``base_lr`` (``optim.lr``) when no
+        step has been estimated yet."""
         cfg = self.cfg
         estimate = self.estimate()
         if cfg.lr is not None:
-            lr, source = cfg.lr, "optim.switch.lr"
-        elif estimate is not None:
-            factor = trainer.schedule.factor(trainer.state.step)
-            lr = (1 - cfg.momentum) * estimate / (factor if factor > 1e-12 else 1.0)
-            source = "SWATS estimate"
-        else:
-            lr, source = trainer.recipe.optim.lr, "optim.lr (no SWATS estimate yet)"
-        old = getattr(trainer.optimizer, "trainlab_name", trainer.recipe.optim.name)
-        trainer.switch_optimizer(cfg.to, lr, cfg.momentum)
-        self.switched, self.lr = True, lr
-        self._params = self._grads = self._before = None
-        self._pending = False
-        trainer.log_event(
-            "optimizer_switch",
-            f"{old} -> {cfg.to} at epoch {trainer.state.epoch + 1}, step {trainer.state.step} ({reason}); "
-            f"lr {lr:.4g} from {source}, momentum {cfg.momentum}",
-            **{"from": old, "to": cfg.to, "lr": lr, "momentum": cfg.momentum, "reason": reason,
-               "lr_source": source, "swats_estimate": estimate, "swats_steps": self.k},
-        )
+            return cfg.lr, "optim.switch.lr"
+        if estimate is not None:
+            factor = schedule_factor()
+            return (1 - cfg.momentum) * estimate / (factor if factor > 1e-12 else 1.0), "SWATS estimate"
+        return base_lr, "optim.lr (no SWATS estimate yet)"
 
-    # --------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {"switched": self.switched, "lr": self.lr, "lam": self.lam, "k": self.k,
                 "last_gamma": self.last_gamma}

@@ -5,6 +5,7 @@ from typing import Any
 
 from ..atomic import write_text
 from ..tasks.base import scalar_metrics
+from .plots import plot_names
 
 
 def _num(v: Any) -> str:
@@ -26,21 +27,13 @@ def metrics_table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def per_class_table(metrics: dict[str, Any], names: list[str]) -> str:
-    pc = metrics.get("per_class")
-    if not pc:
-        return ""
-    rows = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for i, name in enumerate(names):
-        rows.append(f"| {name} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | "
-                    f"{pc['support'][i]} |")
-    return "\n".join(rows)
-
-
-def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[str, Any]] | None = None) -> None:
-    """Write report.md. ``recipe`` and ``history`` (epoch records and events, as metrics.jsonl
-    holds them) are read from the run directory when not given."""
+def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[str, Any]] | None = None,
+                 task=None, sections: list[str] = ()) -> None:
+    """Write report.md. ``recipe``, ``history`` (epoch records and events, as metrics.jsonl
+    holds them) and the run's ``task`` are read from the run directory when not given.
+    ``sections``: Markdown lines of other stages (the doctor's) placed after the plots."""
     recipe = run.recipe() if recipe is None else recipe
+    task = run.task(recipe) if task is None else task
     lines = [
         f"# Run report: {recipe.name}",
         "",
@@ -55,18 +48,12 @@ def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[s
     if summary.get("stop_reason"):
         lines.append(f"- stopped: {summary['stop_reason']}")
     lines += ["", "## Metrics", "", metrics_table(summary), ""]
-    final = summary.get("test") or summary.get("val")
-    if final:
-        table = per_class_table(final, summary.get("class_names", []))
-        if table:
-            lines += [f"## Per class ({'test' if summary.get('test') else 'val'})", "", table, ""]
-    plots = [p for p in ("loss", "accuracy", "lr", "confusion") if (run.plots / f"{p}.png").exists()]
+    lines += task.report_sections(summary)
+    names = [*plot_names(task), *[f.name for f in task.figures(summary)]]
+    plots = [p for p in names if (run.plots / f"{p}.png").exists()]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}](plots/{p}.png)" for p in plots] + [""]
-    if (run.dir / "doctor.json").exists():
-        from ..doctor.report import markdown_section
-
-        lines += markdown_section(run)
+    lines += list(sections)
     events = [r for r in (run.metrics() if history is None else history) if "event" in r]
     if events:
         lines += ["## Actions taken during training", ""]

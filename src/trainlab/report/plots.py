@@ -76,23 +76,55 @@ def confusion_figure(cm: list[list[int]], class_names: list[str], title: str = "
     return fig
 
 
-def plot_run(run, summary: dict[str, Any], epochs: list[dict[str, Any]] | None = None) -> list[Path]:
-    """The standard plots of a run: loss, accuracy, LR, test confusion matrix.
+def plot_bars(values: list[float], labels: list[str], path: Path, title: str) -> Path:
+    """One bar per label on a 0..1 axis, its value written above it (per-class IoU, recall)."""
+    with gc_paused():
+        n = len(labels)
+        fig, ax = new_axes(min(max(4.0, 0.6 * n + 2), 16), 4)
+        bars = ax.bar(range(n), values, color="tab:blue")
+        for rect, v in zip(bars, values):
+            ax.text(rect.get_x() + rect.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(n), labels, rotation=90 if n > 10 else 0)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis="y")
+        finish(fig, ax)
+        return save(fig, path)
+
+
+def draw_figure(figure, folder: Path) -> Path:
+    """A task's :class:`~trainlab.tasks.base.Figure` as ``folder/<name>.png``."""
+    path = folder / f"{figure.name}.png"
+    if figure.kind == "matrix":
+        return plot_confusion(figure.data["matrix"], figure.data["labels"], path, figure.title)
+    if figure.kind == "bars":
+        return plot_bars(figure.data["values"], figure.data["labels"], path, figure.title)
+    raise ValueError(f"figure {figure.name!r}: unknown kind {figure.kind!r} (matrix or bars)")
+
+
+def plot_run(run, summary: dict[str, Any], epochs: list[dict[str, Any]] | None = None, task=None) -> list[Path]:
+    """The plots of a run: loss and LR for every task, then the task's own curves and figures
+    (accuracy and the confusion matrix for classification, mIoU and per-class IoU for
+    segmentation).
 
     ``epochs``: the epoch records as metrics.jsonl holds them (non-finite values as None); read
-    from the run directory when not given.
+    from the run directory when not given. ``task``: the run's task (rebuilt from the run when
+    not given).
     """
     run.plots.mkdir(parents=True, exist_ok=True)
     epochs = run.epochs() if epochs is None else epochs
+    task = run.task() if task is None else task
     best = summary.get("best_epoch")
     out = [
         plot_curves(epochs, ["train_loss", "val_loss"], "loss", "loss", run.plots / "loss.png", mark_epoch=best),
-        plot_curves(epochs, ["train_accuracy", "val_accuracy"], "accuracy", "accuracy",
-                    run.plots / "accuracy.png", mark_epoch=best),
         plot_curves(epochs, ["lr"], "learning rate (end of epoch)", "lr", run.plots / "lr.png", logy=True),
     ]
-    final = summary.get("test") or summary.get("val") or {}
-    if "confusion" in final:
-        out.append(plot_confusion(final["confusion"], summary.get("class_names", []), run.plots / "confusion.png",
-                                  f"confusion matrix ({'test' if summary.get('test') else 'val'})"))
+    out += [plot_curves(epochs, keys, name, name, run.plots / f"{name}.png", mark_epoch=best)
+            for name, keys in task.curves()]
+    out += [draw_figure(f, run.plots) for f in task.figures(summary)]
     return [p for p in out if p is not None]
+
+
+def plot_names(task) -> list[str]:
+    """The plot files of a run of ``task``, in report order (without .png)."""
+    return ["loss", *[name for name, _ in task.curves()], "lr"]

@@ -5,7 +5,7 @@ import torch
 
 from ..evaluate.classification import ClassificationMeter
 from ..registry import LOSSES, TASKS
-from .base import Task, TrainMeter
+from .base import Figure, Task, TrainMeter
 
 
 class _EvalMeter:
@@ -24,11 +24,15 @@ class ClassificationTask(Task):
     monitor = "val_loss"
 
     train_metrics = ("loss", "accuracy")
+    quality = "accuracy"
+    quality_judges_fit = True
+    labels_per_sample = True
 
     def __init__(self, recipe, info):
         super().__init__(recipe, info)
         k = recipe.eval.topk
         self.val_metrics = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", f"top{k}_accuracy")
+        self.metrics = {"loss": "min", **{m: "max" for m in self.val_metrics[1:]}}
         self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
 
     def loss(self, outputs, batch):
@@ -52,6 +56,38 @@ class ClassificationTask(Task):
 
     def predict(self, outputs):
         return torch.softmax(outputs.float(), dim=1)
+
+    def figures(self, summary):
+        split = "test" if summary.get("test") else "val"
+        final = summary.get(split) or {}
+        if "confusion" not in final:
+            return []
+        return [Figure("confusion", "matrix", f"confusion matrix ({split})",
+                       {"matrix": final["confusion"], "labels": summary.get("class_names", [])})]
+
+    def report_sections(self, summary):
+        split = "test" if summary.get("test") else "val"
+        pc = (summary.get(split) or {}).get("per_class")
+        if not pc:
+            return []
+        rows = [f"## Per class ({split})", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for i, name in enumerate(summary.get("class_names", [])):
+            rows.append(f"| {name} | {pc['precision'][i]:.3f} | {pc['recall'][i]:.3f} | {pc['f1'][i]:.3f} | "
+                        f"{pc['support'][i]} |")
+        return rows + [""]
+
+    def describe_metrics(self, m):
+        pc, names = m.get("per_class"), m.get("class_names", [])
+        if not pc:
+            return []
+        width = max(5, max(len(n) for n in names))
+        lines = ["", f"  {'class':<{width}} precision  recall      F1  support"]
+        for i, name in enumerate(names):
+            lines.append(f"  {name:<{width}} {pc['precision'][i]:9.4f} {pc['recall'][i]:7.4f} {pc['f1'][i]:7.4f} "
+                         f"{pc['support'][i]:8d}")
+        lines += ["", "confusion matrix (rows true, columns predicted):"]
+        lines += [f"  {name:<{width}} " + " ".join(f"{v:4d}" for v in row) for name, row in zip(names, m["confusion"])]
+        return lines
 
 
 @TASKS.register("classification", help="image classification: class logits, cross-entropy, accuracy/F1")

@@ -40,6 +40,9 @@ class SequenceTask(Task):
     monitor = "val_loss"
     train_metrics = ("loss", "accuracy")
     val_metrics = ("loss", "accuracy", "perplexity", "bits_per_char")
+    # Lower perplexity and bits per character are better: a name-based guess took them for scores.
+    metrics = {"loss": "min", "accuracy": "max", "perplexity": "min", "bits_per_char": "min"}
+    quality = "accuracy"  # compared between splits (variance); a next-character model at 60% is not biased
 
     def __init__(self, recipe, info):
         super().__init__(recipe, info)
@@ -70,6 +73,13 @@ class SequenceTask(Task):
 
     def eval_meter(self):
         return _TokenMeter()
+
+    def table_columns(self):
+        return [("train_loss", "train_loss"), ("train_accuracy", "train_acc"), ("val_loss", "val_loss"),
+                ("val_accuracy", "val_acc"), ("val_perplexity", "val_ppl")]
+
+    def curves(self):
+        return [("accuracy", ["train_accuracy", "val_accuracy"]), ("perplexity", ["val_perplexity"])]
 
     def predict(self, outputs):
         """Next-token probabilities (N, T, V)."""

@@ -1,0 +1,241 @@
+"""Semantic segmentation (K3, L7, E4, V4): the task, its metrics, its data and its commands."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST
+from PIL import Image
+
+import trainlab
+from trainlab.cli import main
+from trainlab.data import build_data
+from trainlab.data.transforms import build_transforms
+from trainlab.evaluate.segmentation import confusion_matrix, segmentation_metrics
+from trainlab.losses import cross_entropy
+from trainlab.recipe import LossConfig, load_recipe
+from trainlab.tasks import build_task
+
+SHAPES = ["task=segmentation", "data.name=shapes", "data.shapes.image_size=24", "data.shapes.count=48",
+          "data.batch_size=8", "model.name=unet", "model.width=4", "model.depth=2", *FAST]
+
+
+# ------------------------------------------------------------------------------------ metrics
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_a_direct_computation_on_random_masks(seed):
+    """E4: pixel accuracy, per-class IoU and mIoU from one confusion matrix equal the set
+    definitions computed class by class on the masks (ignored pixels left out)."""
+    g = torch.Generator().manual_seed(seed)
+    k, ignore = 5, 255
+    target = torch.randint(0, k, (3, 17, 13), generator=g)
+    target[torch.rand(target.shape, generator=g) < 0.1] = ignore
+    target[target == 3] = 4  # class 3 absent from the labels...
+    pred = torch.randint(0, k, target.shape, generator=g)
+    pred[pred == 3] = 2  # ...and from the predictions: no IoU for it
+    # accumulate in two batches, as an epoch does
+    cm = confusion_matrix(pred[:1], target[:1], k, ignore) + confusion_matrix(pred[1:], target[1:], k, ignore)
+    m = segmentation_metrics(cm)
+    valid = target != ignore
+    assert m["pixel_accuracy"] == pytest.approx(float((pred[valid] == target[valid]).double().mean()))
+    ious = []
+    for c in range(k):
+        t, p = (target == c) & valid, (pred == c) & valid
+        union = int((t | p).sum())
+        if union == 0:
+            assert m["per_class"]["iou"][c] is None
+            continue
+        iou = int((t & p).sum()) / union
+        ious.append(iou)
+        assert m["per_class"]["iou"][c] == pytest.approx(iou)
+        assert m["per_class"]["pixels"][c] == int(t.sum())
+    assert m["per_class"]["iou"][3] is None and len(ious) == 4
+    assert m["miou"] == pytest.approx(sum(ious) / len(ious))
+    assert sum(map(sum, m["confusion"])) == int(valid.sum())
+
+
+def test_confusion_matrix_against_sklearn():
+    """E4: the pixel confusion matrix is sklearn's confusion_matrix of the flattened maps."""
+    from sklearn.metrics import confusion_matrix as sk
+
+    g = torch.Generator().manual_seed(3)
+    t, p = torch.randint(0, 4, (2, 9, 9), generator=g), torch.randint(0, 4, (2, 9, 9), generator=g)
+    assert confusion_matrix(p, t, 4).tolist() == sk(t.flatten(), p.flatten(), labels=range(4)).tolist()
+
+
+def test_pixel_cross_entropy_with_ignore_index_and_class_weights():
+    """L7: the loss is Σ w[y]·(−log softmax(s)[y]) / Σ w[y] over the labelled pixels only."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 3, 4, 5, generator=g)
+    target = torch.randint(0, 3, (2, 4, 5), generator=g)
+    target[0, 0, :3] = 7  # unlabelled
+    w = [1.0, 2.0, 0.5]
+    info = type("I", (), {"extra": {"ignore_index": 7}})()
+    got = cross_entropy(LossConfig(class_weights=w), info)(scores, target)
+    logp = F.log_softmax(scores, 1).permute(0, 2, 3, 1).reshape(-1, 3)
+    y = target.reshape(-1)
+    keep = y != 7
+    weights = torch.tensor(w)[y[keep]]
+    expect = -(weights * logp[keep].gather(1, y[keep, None]).squeeze(1)).sum() / weights.sum()
+    assert got.item() == pytest.approx(expect.item(), rel=1e-6)
+    # loss.ignore_index overrides the data set's
+    plain = cross_entropy(LossConfig(ignore_index=9), info)(scores, target.clamp(max=2))
+    assert plain.item() == pytest.approx(F.cross_entropy(scores, target.clamp(max=2)).item(), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------- the data
+def test_masks_follow_every_geometric_transform_with_nearest_sampling():
+    """K3/D3: a mask goes through each geometric transform with its image, resampled nearest
+    (its values stay class ids), and stays aligned: an image painted by the mask's class still
+    matches the mask after the transform."""
+    recipe = load_recipe(None, [*SHAPES])
+    info = build_data(recipe, statistics=False).info
+    mask = torch.zeros(32, 32, dtype=torch.uint8)
+    mask[4:20, 6:14] = 1
+    mask[18:30, 16:30] = 3
+    image = (mask * 60).expand(3, -1, -1).clone()
+    from trainlab.data.samples import make_target
+
+    target = make_target(0, None, None, (32, 32), semantic=mask)
+    specs = [{"name": "hflip", "p": 1.0}, {"name": "vflip", "p": 1.0}, {"name": "rotate", "degrees": 30},
+             {"name": "affine", "degrees": 10, "translate": 0.1, "scale": [0.8, 1.2]},
+             {"name": "random_resized_crop", "size": 32}, {"name": "random_crop", "padding": 4}]
+    for spec in specs:
+        pipe = build_transforms([spec], info)
+        torch.manual_seed(1)
+        x, y = pipe(image, target)
+        m = y["semantic"].as_subclass(torch.Tensor)
+        assert m.shape == x.shape[1:], spec
+        assert set(torch.unique(m).tolist()) <= {0, 1, 3}, spec  # nearest: no blended ids
+        agree = (x[0].float() / 60).round() == m.float()
+        assert agree.float().mean() > 0.9, (spec, agree.float().mean())
+
+
+def test_segmentation_task_needs_masks_and_a_dense_model():
+    """K3: the task refuses a data set without masks and a model without per-pixel output."""
+    from trainlab.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="per-pixel masks"):
+        r = load_recipe(None, ["task=segmentation", "model.name=unet"])
+        build_task(r, build_data(r, statistics=False).info)
+    with pytest.raises(RecipeError, match="does not predict a class per pixel.*fcn.*segnet.*unet"):
+        r = load_recipe(None, [*SHAPES, "model.name=cnn"])
+        build_task(r, build_data(r, statistics=False).info)
+    with pytest.raises(RecipeError, match="loss.class_weights: 2 weights for 5 classes"):
+        r = load_recipe(None, [*SHAPES, "loss.class_weights=[1, 2]"])
+        build_task(r, build_data(r, statistics=False).info)
+
+
+# ------------------------------------------------------------------ training, report, CLI
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    run = trainlab.fit(None, [*SHAPES, "run.plots=true", "train.epochs=3", f"run.dir={root / 'run'}",
+                              "data.augment=[hflip, {name: rotate, degrees: 10}]"], quiet=True)
+    return run
+
+
+def test_shapes_segmentation_trains_and_reports_its_own_metrics(shapes_run):
+    """K3/E4/V5 (issue 14): a segmentation run has mIoU columns, not classification ones, in its
+    epoch records, summary, plots and report; the doctor judges it by its declared metrics."""
+    run = shapes_run
+    epochs = run.epochs()
+    assert {"train_miou", "val_miou", "val_pixel_accuracy", "val_mean_accuracy"} <= set(epochs[-1])
+    assert not any("accuracy" == k.split("_", 1)[-1] for r in epochs for k in r)
+    s = run.summary()
+    assert s["monitor"] == "val_loss" and 0 <= s["test"]["miou"] <= 1
+    assert len(s["test"]["per_class"]["iou"]) == 5  # background + 4 shapes
+    assert 0 <= s["val"]["pixel_accuracy"] <= 1 and s["val"]["miou"] <= s["val"]["pixel_accuracy"] + 1
+    plots = {p.name for p in run.plots.iterdir()}
+    assert {"loss.png", "lr.png", "miou.png", "per_class_iou.png", "confusion.png"} <= plots
+    assert "accuracy.png" not in plots
+    report = run.report_path.read_text()
+    assert "| class | IoU | accuracy | pixels |" in report and "![per_class_iou](plots/per_class_iou.png)" in report
+    assert "precision" not in report
+    doctor = json.loads((run.dir / "doctor.json").read_text())
+    data = doctor["history"]["data"]
+    assert data["quality"] == "miou" and data["labels_per_sample"] is False and "class_counts" not in data
+    for f in doctor["findings"]:
+        assert "accuracy" not in f["message"], f
+
+
+def test_evaluate_prints_the_per_class_table(shapes_run, capsys):
+    """E4: `trainlab evaluate` on a segmentation run prints IoU per class and mIoU."""
+    assert main(["evaluate", str(shapes_run.dir), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "miou" in out and "pixel_accuracy" in out
+    lines = [line.split() for line in out.splitlines()]
+    header = next(i for i, parts in enumerate(lines) if parts[:3] == ["class", "IoU", "accuracy"])
+    assert [parts[0] for parts in lines[header + 1: header + 6]] == ["background", "circle", "square", "triangle",
+                                                                     "star"]
+    saved = json.loads((shapes_run.dir / "eval-val-best.json").read_text())
+    assert saved["miou"] == pytest.approx(float(next(p[1] for p in lines if p and p[0] == "miou")), abs=1e-4)
+
+
+def test_predict_writes_a_mask_and_an_overlay(shapes_run, tmp_path, capsys):
+    """V4/K3: `trainlab predict RUN IMAGE...` writes each image's mask (class ids) and overlay."""
+    recipe = shapes_run.recipe()
+    source = build_data(recipe, statistics=False).test
+    x, _ = source.load(0)
+    Image.fromarray(x.permute(1, 2, 0).numpy()).save(tmp_path / "a.png")
+    np.save(tmp_path / "b.npy", source.load(1)[0].numpy())
+    out = tmp_path / "pred"
+    assert main(["predict", str(shapes_run.dir), str(tmp_path / "a.png"), str(tmp_path / "b.npy"),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"{tmp_path / 'a.png'}: ") and "%" in printed and str(out / "a.mask.png") in printed
+    mask = np.asarray(Image.open(out / "a.mask.png"))
+    assert mask.shape == (24, 24) and mask.max() < 5
+    probs, _, classes = shapes_run.predict([tmp_path / "a.png"])
+    assert np.array_equal(mask, probs.argmax(1)[0].numpy()) and classes[0] == "background"
+    overlay = Image.open(out / "b.overlay.png")
+    assert overlay.mode == "RGB" and min(overlay.size) >= 24
+
+
+def test_segmentation_resumes_bit_for_bit(tmp_path):
+    """T3 (issue 14): a segmentation run stopped after an epoch and resumed ends with the same
+    weights as the run that was never stopped (confusion-matrix meter and all)."""
+    from safetensors.torch import load_file
+
+    # a constant LR: a cosine schedule would depend on train.epochs, which differs between the two
+    args = [*SHAPES, "train.epochs=2", "train.checkpoint_every_steps=2", "model.dropout=0.2",
+            "data.augment=[hflip]", "schedule.name=none"]
+    full = trainlab.fit(None, [*args, f"run.dir={tmp_path / 'full'}"], quiet=True)
+    part = trainlab.fit(None, [*args, "train.epochs=1", f"run.dir={tmp_path / 'part'}"], quiet=True)
+    resumed = trainlab.fit(resume=part.dir, overrides=["train.epochs=2"], quiet=True)
+    a = load_file(full.checkpoints / "last.safetensors")
+    b = load_file(resumed.checkpoints / "last.safetensors")
+    for k in (k for k in a if k.startswith("model.")):
+        assert torch.equal(a[k], b[k]), k
+    assert full.epochs()[-1]["train_miou"] == resumed.epochs()[-1]["train_miou"]
+
+
+# ------------------------------------------------------------------- the folder data set
+def _folder(root, n=8, size=(20, 24)):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros(size, dtype=np.uint8)
+        r, c = rng.integers(2, 10), rng.integers(2, 12)
+        mask[r:r + 8, c:c + 8] = 1 + i % 2
+        mask[0, :] = 255  # an unlabelled row
+        img = np.stack([mask * 100, 255 - mask * 80, np.full(size, 30)], -1).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"{i:02d}.png")
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{i:02d}.png")
+    return root
+
+
+def test_segmentation_folder_trains_the_same_way(tmp_path):
+    """K3/D10: images/ + index-PNG masks/ train with the segmentation task; 255 is ignored."""
+    root = _folder(tmp_path / "data")
+    run = trainlab.fit(None, ["task=segmentation", "data.name=segmentation", f"data.root={root}",
+                              "data.segmentation.classes=[bg, a, b]", "data.batch_size=2", "model.name=fcn",
+                              "model.width=4", *FAST, f"run.dir={tmp_path / 'run'}"], quiet=True)
+    s = run.summary()
+    assert s["class_names"] == ["bg", "a", "b"]
+    pixels = s["test"]["per_class"]["pixels"]
+    assert sum(pixels) == 1 * 19 * 24  # one test image (15% of 8); its unlabelled row counts nowhere
