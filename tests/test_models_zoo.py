@@ -19,7 +19,8 @@ from trainlab.registry import MODELS
 
 # trainlab's own architectures (tests elsewhere may register throwaway models into the registry)
 ALL = [e.name for e in MODELS.entries() if ":" not in e.name and e.fn.__module__.startswith("trainlab.")]
-TASK = {"char_rnn": "sequence", "fcn_resnet18": "segmentation"}
+DENSE = [e.name for e in MODELS.entries() if "segmentation" in e.meta.get("tasks", ())]
+TASK = {"char_rnn": "sequence", **{name: "segmentation" for name in DENSE}}
 
 
 def info_for(name: str, shape=(1, 8, 8), classes: int = 10) -> DataInfo:
@@ -73,7 +74,7 @@ def test_every_entry_trains_a_step_on_a_tiny_batch(name):
     for _ in range(2):
         opt.zero_grad()
         out = model(x)
-        expect = {"char_rnn": (4, 12, 7), "fcn_resnet18": (4, 10, 8, 8)}.get(name, (4, 10))
+        expect = (4, 12, 7) if name == "char_rnn" else (4, 10, 8, 8) if name in DENSE else (4, 10)
         assert tuple(out.shape) == expect
         loss = task_loss(out.float(), expect[1])
         assert torch.isfinite(loss)
@@ -94,7 +95,7 @@ def test_every_image_entry_builds_for_32_and_224(name):
         else:
             net = meta_net(name, shape, classes).eval()
             out = net(torch.zeros(2, *shape, device="meta"))
-        expect = (2, classes, *shape[1:]) if name == "fcn_resnet18" else (2, classes)
+        expect = (2, classes, *shape[1:]) if name in DENSE else (2, classes)
         assert tuple(out.shape) == expect, (name, shape)
 
 

@@ -1,12 +1,14 @@
 """The trainer: one explicit loop, readable top to bottom (T1).
 
     for each epoch:
-        for each batch:   batch augment → forward (autocast) → loss → backward → clip →
+        for each batch:   batch augment → task step: forward + loss (autocast) → backward → clip →
                           optimizer step → schedule step → weight EMA → callbacks
-        validate (eval mode, no_grad) → epoch record → best tracking → callbacks
+        validate (the task's evaluation, eval mode, no_grad) → epoch record → best tracking → callbacks
 
-Everything else (logging, checkpoints, early stopping, the doctor) is a callback. The trainer owns
-the state that must survive an interruption and hands it to the checkpointer as tensors + JSON.
+What differs between problems — how a batch is formed and moved, the step, the metrics and their
+directions, evaluation — belongs to the task (:mod:`trainlab.tasks.base`); everything else
+(logging, checkpoints, early stopping, the doctor) is a callback. The trainer owns the state that
+must survive an interruption and hands it to the checkpointer as tensors + JSON.
 """
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from typing import Any
 import torch
 
 from ..data.batch import build_batch_transforms
-from ..device import autocast, resolve_device
 from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
+from ..device import autocast, resolve_device
 from ..errors import RecipeError, RunError
 from ..losses import penalized_parameters, weight_penalty
 from ..tasks.base import Task, scalar_metrics

@@ -1,0 +1,72 @@
+"""The built-in segmentation recipes as a user runs them: `trainlab fit shapes-fcn` and `shapes-unet`.
+
+    python benchmarks/segmentation.py [--recipes shapes-fcn shapes-unet] [--keep DIR] [key=value ...]
+
+Each recipe runs as a whole process (start-up, training, evaluation, plots and report included)
+on this machine's CPU. Printed per recipe: the validation mIoU curve by epoch, the validation mIoU
+and pixel accuracy of the weights the run keeps (its best checkpoint), the per-class IoU, the
+epochs run and the wall time. Goals (issue 14): fcn >= 0.85 and unet >= 0.90 mIoU on the shapes
+validation split, each in under 10 minutes on 2 cores. Last lines: ``<recipe> val mIoU = <value>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+GOALS = {"shapes-fcn": 0.85, "shapes-unet": 0.90}
+LIMIT_S = 600.0
+
+
+def run_recipe(name: str, overrides: list[str], folder: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run_dir = folder / name
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "trainlab", "fit", name, "--quiet", f"run.dir={run_dir}",
+                           "--force", *overrides], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"trainlab fit {name} failed:\n{proc.stderr}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if line.strip() and "event" not in json.loads(line)]
+    return {"summary": summary, "epochs": epochs, "wall": wall, "dir": run_dir}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipes", nargs="+", default=list(GOALS))
+    ap.add_argument("--keep", metavar="DIR", help="keep the runs in DIR (default: a temporary folder)")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides for every run (e.g. train.epochs=5)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        results = {}
+        for name in args.recipes:
+            r = run_recipe(name, args.overrides, folder)
+            s, val = r["summary"], r["summary"]["val"]
+            curve = " ".join(f"{e['val_miou']:.3f}" for e in r["epochs"] if e.get("val_miou") is not None)
+            ious = ", ".join(f"{c} {v:.3f}" if v is not None else f"{c} -"
+                             for c, v in zip(s["class_names"], val["per_class"]["iou"]))
+            goal = GOALS.get(name)
+            verdict = "" if goal is None else (
+                f" (goal >= {goal} in < {LIMIT_S / 60:.0f} min: "
+                f"{'met' if val['miou'] >= goal and r['wall'] < LIMIT_S else 'NOT met'})")
+            print(f"{name}: val mIoU by epoch: {curve}")
+            print(f"{name}: best epoch {s['best_epoch']} of {s['epochs_run']} ({s['monitor']}), val mIoU "
+                  f"{val['miou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}, test mIoU {s['test']['miou']:.4f}, "
+                  f"training {s['train_time_s']:.0f} s, process {r['wall']:.0f} s{verdict}")
+            print(f"{name}: per-class val IoU: {ious}")
+            results[name] = val["miou"]
+        for name, miou in results.items():
+            print(f"{name} val mIoU = {miou:.4f}")
+
+
+if __name__ == "__main__":
+    main()
