@@ -339,7 +339,12 @@ class Unpool2d(nn.Module):
             return out.view(n, c, h * f, w * f)
         if indices is None:
             raise ValueError("max unpooling needs the indices of the max-pooling it inverts")
-        return F.max_unpool2d(x, indices, f, f, output_size=output_size)
+        # F.max_unpool2d's result as a scatter into the flattened H x W plane: aten::max_unpool2d has no
+        # ONNX export and its output_size check fails under torch.jit.trace; ScatterElements exports.
+        n, c, h, w = x.shape
+        out_h, out_w = (h * f, w * f) if output_size is None else tuple(output_size)[-2:]
+        out = x.new_zeros(n, c, out_h * out_w).scatter(2, indices.flatten(2), x.flatten(2))
+        return out.view(n, c, out_h, out_w)
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}, mode={self.mode!r}"
