@@ -115,7 +115,8 @@ def test_masks_follow_every_geometric_transform_with_nearest_sampling():
 
 
 def test_segmentation_task_needs_masks_and_a_dense_model():
-    """K3: the task refuses a data set without masks and a model without per-pixel output."""
+    """K3/D6: the task refuses a data set without masks, a model without per-pixel output, label
+    mixing it cannot apply to masks, and class weights that do not match its classes."""
     from trainlab.errors import RecipeError
 
     with pytest.raises(RecipeError, match="per-pixel masks"):
@@ -123,6 +124,9 @@ def test_segmentation_task_needs_masks_and_a_dense_model():
         build_task(r, build_data(r, statistics=False).info)
     with pytest.raises(RecipeError, match="does not predict a class per pixel.*fcn.*segnet.*unet"):
         r = load_recipe(None, [*SHAPES, "model.name=cnn"])
+        build_task(r, build_data(r, statistics=False).info)
+    with pytest.raises(RecipeError, match=r"data.batch_augment\[1\]: cutmix blends class labels"):
+        r = load_recipe(None, [*SHAPES, "data.batch_augment=[cutout, cutmix]"])
         build_task(r, build_data(r, statistics=False).info)
     with pytest.raises(RecipeError, match="loss.class_weights: 2 weights for 5 classes"):
         r = load_recipe(None, [*SHAPES, "loss.class_weights=[1, 2]"])

@@ -72,6 +72,24 @@ class ConfusionMeter:
         return self.metrics()
 
 
+LABEL_MIXING = ("mixup", "cutmix")
+
+
+def _refuse_label_mixing(batch_augment) -> None:
+    """MixUp and CutMix blend class labels into soft targets; this task's targets are masks, which
+    they do not blend, so they are refused rather than left to train on mismatched pairs. The
+    occlusion ops (random_erasing, cutout, hide_and_seek, gridmask) change the image only and
+    apply; mosaic (data.augment) tiles masks with their images."""
+    from ..data.transforms import parse_spec
+
+    for i, spec in enumerate(batch_augment):
+        name, _ = parse_spec(spec, f"data.batch_augment[{i}]")
+        if name in LABEL_MIXING:
+            raise RecipeError(f"data.batch_augment[{i}]: {name} blends class labels, and task segmentation "
+                              "trains on masks it does not blend; use an occlusion op (random_erasing, cutout, "
+                              "hide_and_seek, gridmask) or data.augment: [mosaic]")
+
+
 class SegmentationTask(Task):
     name = "segmentation"
     monitor = "val_miou"
@@ -100,6 +118,7 @@ class SegmentationTask(Task):
             raise RecipeError(f"loss.ignore_index: {self.ignore_index} is a class id "
                               f"({self.classes[self.ignore_index]}); use a value >= {len(self.classes)}")
         self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
+        _refuse_label_mixing(recipe.data.batch_augment)
 
     def model_info(self, info):
         return replace(info, num_classes=len(self.classes), class_names=list(self.classes))
