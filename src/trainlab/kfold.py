@@ -28,9 +28,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
 
 
-def _check_recipe(recipe, name: str, metric: str) -> str:
-    """Check that ``recipe`` (its first fold) can be built and reports ``metric``; returns the
-    metric's optimization direction.
+def _check_recipe(recipe, name: str, metric: str | None) -> tuple[str, str]:
+    """Check that ``recipe`` (its first fold) can be built and reports ``metric`` (None: the
+    task's headline score, accuracy or mIoU, else its loss); returns (metric, direction).
 
     Building the first fold's data refuses a data set that cannot be folded and a fold count
     larger than the data; a metric the recipe's task does not report is a RecipeError naming the
@@ -41,11 +41,13 @@ def _check_recipe(recipe, name: str, metric: str) -> str:
     from .tasks import build_task
 
     task = build_task(recipe, build_data(recipe, statistics=False).info)
+    if metric is None:
+        metric = task.quality or "loss"
     try:  # every fold validates on its held-out fold
         check_watched_metric("--metric", metric, task, has_val=True, split="val")
     except RecipeError as err:
         raise RecipeError(f"{err} (recipe {name!r}, task {recipe.task!r})") from None
-    return task.metric_mode(metric)
+    return metric, task.metric_mode(metric)
 
 
 def cross_validate(
@@ -53,7 +55,7 @@ def cross_validate(
     folds: int,
     overrides: list[str] | dict[str, Any] | None = None,
     *,
-    metric: str = "accuracy",
+    metric: str | None = None,
     force: bool = False,
     progress: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def cross_validate(
         loaded.append(recipe)
     # Every recipe is checked before the first fold trains: a metric or a data set that fails for
     # the last recipe must not cost the training of all the others.
-    mode = [_check_recipe(r, r.name, metric) for r in loaded][0]
+    metric, mode = _check_recipe(loaded[0], loaded[0].name, metric)
+    for r in loaded[1:]:
+        _check_recipe(r, r.name, metric)
     first = loaded[0]
     out = Path(first.run.dir) if first.run.dir else Path("runs") / f"kfold-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_target(out, force)

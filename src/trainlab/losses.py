@@ -18,17 +18,24 @@ from .registry import LOSSES
 def cross_entropy(cfg, info):
     """Cross-entropy of class scores (N, C) or (N, C, H, W) against class indices (N) / (N, H, W)
     or soft targets of the scores' shape (L1, L3, L7). ``loss.class_weights`` weights each class's
-    terms (the mean is over the weights of the counted targets, as torch defines it);
-    ``loss.ignore_index`` (default: the data set's, ``info.extra["ignore_index"]``) marks targets
-    that add nothing: the unlabelled pixels of a segmentation mask."""
+    terms and the mean is over the weights of the counted targets, as torch defines it.
+    ``loss.ignore_index`` marks class-index targets that add nothing (the unlabelled pixels of a
+    segmentation mask; the segmentation task sets it to the data set's); a batch with no counted
+    target has loss 0 rather than 0/0. Soft targets (MixUp, CutMix) have nothing to ignore."""
     smoothing = cfg.label_smoothing
-    ignore = cfg.ignore_index if cfg.ignore_index is not None else info.extra.get("ignore_index")
-    ignore = -100 if ignore is None else int(ignore)  # torch's "nothing ignored"
+    ignore = cfg.ignore_index
     weight = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32)
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         w = None if weight is None else weight.to(logits.device)
-        return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore, label_smoothing=smoothing)
+        logits = logits.float()
+        if ignore is None or target.is_floating_point():
+            return F.cross_entropy(logits, target, weight=w, label_smoothing=smoothing)
+        total = F.cross_entropy(logits, target, weight=w, ignore_index=ignore, label_smoothing=smoothing,
+                                reduction="sum")
+        counted = target != ignore
+        denom = counted.sum() if w is None else w[target[counted]].sum()
+        return total / denom.clamp(min=1)
 
     return loss
 

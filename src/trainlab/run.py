@@ -157,7 +157,8 @@ class Run:
         from .atomic import write_json
         from .data import build_data
         from .device import resolve_device
-        from .engine.trainer import EVAL_BATCH, eval_loader
+        from .engine.trainer import eval_loader
+        from .optim.optimizers import train_batch_size
 
         if split not in ("train", "val", "test"):
             raise RunError(f"split: expected train, val or test, got {split!r}")
@@ -166,7 +167,8 @@ class Run:
         bundle = build_data(recipe, statistics=False)
         device = resolve_device(recipe.train.device)
         model.to(device)
-        loaders = {name: eval_loader(bundle.split(name), EVAL_BATCH, recipe, device, task)
+        batch = task.eval_batch_size(train_batch_size(recipe, len(bundle.train)))
+        loaders = {name: eval_loader(bundle.split(name), batch, recipe, device, task)
                    for name in task.eval_splits(split)}
         with torch.no_grad():
             metrics = task.evaluate(model, loaders, split, device, recipe.train.amp)

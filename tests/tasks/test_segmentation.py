@@ -67,23 +67,63 @@ def test_confusion_matrix_against_sklearn():
 
 
 def test_pixel_cross_entropy_with_ignore_index_and_class_weights():
-    """L7: the loss is Σ w[y]·(−log softmax(s)[y]) / Σ w[y] over the labelled pixels only."""
+    """L7: the loss is Σ w[y]·(−log softmax(s)[y]) / Σ w[y] over the labelled pixels only; a batch
+    with no labelled pixel gives 0 (no 0/0), and soft targets have nothing to ignore."""
     g = torch.Generator().manual_seed(0)
-    scores = torch.randn(2, 3, 4, 5, generator=g)
+    scores = torch.randn(2, 3, 4, 5, generator=g, requires_grad=True)
     target = torch.randint(0, 3, (2, 4, 5), generator=g)
     target[0, 0, :3] = 7  # unlabelled
     w = [1.0, 2.0, 0.5]
-    info = type("I", (), {"extra": {"ignore_index": 7}})()
-    got = cross_entropy(LossConfig(class_weights=w), info)(scores, target)
-    logp = F.log_softmax(scores, 1).permute(0, 2, 3, 1).reshape(-1, 3)
+    info = type("I", (), {"extra": {}})()
+    got = cross_entropy(LossConfig(class_weights=w, ignore_index=7), info)(scores, target)
+    logp = F.log_softmax(scores.detach(), 1).permute(0, 2, 3, 1).reshape(-1, 3)
     y = target.reshape(-1)
     keep = y != 7
     weights = torch.tensor(w)[y[keep]]
     expect = -(weights * logp[keep].gather(1, y[keep, None]).squeeze(1)).sum() / weights.sum()
     assert got.item() == pytest.approx(expect.item(), rel=1e-6)
-    # loss.ignore_index overrides the data set's
-    plain = cross_entropy(LossConfig(ignore_index=9), info)(scores, target.clamp(max=2))
-    assert plain.item() == pytest.approx(F.cross_entropy(scores, target.clamp(max=2)).item(), rel=1e-6)
+    smooth = cross_entropy(LossConfig(ignore_index=7, label_smoothing=0.1), info)(scores, target)
+    ref = F.cross_entropy(scores, target, ignore_index=7, label_smoothing=0.1)  # torch's mean, same formula
+    assert smooth.item() == pytest.approx(ref.item(), rel=1e-6)
+    empty = cross_entropy(LossConfig(ignore_index=7), info)(scores, torch.full_like(target, 7))
+    empty.backward()
+    assert empty.item() == 0.0 and bool((scores.grad == 0).all())
+    soft = torch.softmax(torch.randn(2, 3, generator=g), 1)
+    mixed = cross_entropy(LossConfig(ignore_index=7), info)(torch.randn(2, 3, generator=g), soft)
+    assert torch.isfinite(mixed)
+
+
+def test_one_ignore_value_for_loss_metrics_and_padding():
+    """K3/L7: the task uses one ignore value (the recipe's or the data set's, else 255) for the
+    loss, the confusion matrix and the padding of mixed sizes; the two settings may not disagree."""
+    from trainlab.errors import RecipeError
+    from trainlab.tasks.segmentation import ignore_value
+
+    classes = ["bg", "a", "b"]
+    assert ignore_value(None, None, classes) == 255 and ignore_value(None, 200, classes) == 200
+    assert ignore_value(9, None, classes) == 9 and ignore_value(9, 9, classes) == 9
+    with pytest.raises(RecipeError, match="loss.ignore_index: 254 differs from the data set's ignore index 255"):
+        ignore_value(254, 255, classes)
+    with pytest.raises(RecipeError, match=r"loss.ignore_index: 1 is a class id \(a\)"):
+        ignore_value(1, None, classes)
+    r = load_recipe(None, [*SHAPES])
+    task = build_task(r, build_data(r, statistics=False).info)
+    img = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    from trainlab.data.samples import make_target
+
+    small = (img[:, :2, :3], make_target(0, None, None, (2, 3), semantic=torch.ones(2, 3, dtype=torch.uint8)))
+    big = (img, make_target(0, None, None, (4, 4), semantic=torch.full((4, 4), 2, dtype=torch.uint8)))
+    batch = task.collate([small, big])
+    assert batch["target"].shape == (2, 4, 4) and int((batch["target"][0] == 255).sum()) == 16 - 6
+    scores = torch.randn(2, 5, 4, 4, requires_grad=True)
+    loss = task.loss(scores, batch)
+    keep = batch["target"] != 255
+    ref = F.cross_entropy(scores.permute(0, 2, 3, 1)[keep], batch["target"][keep],
+                          label_smoothing=r.loss.label_smoothing)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    meter = task.eval_meter()
+    meter.update(scores, batch, loss)
+    assert sum(map(sum, meter.compute()["confusion"])) == 6 + 16
 
 
 # --------------------------------------------------------------------------------- the data

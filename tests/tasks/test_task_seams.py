@@ -14,6 +14,7 @@ from conftest import FAST
 
 import trainlab
 from trainlab.api import build_components
+from trainlab.data import build_data
 from trainlab.data.samples import pad_stack
 from trainlab.device import to_device
 from trainlab.engine.trainer import Trainer
@@ -113,7 +114,7 @@ def test_step_hook_receives_targets_and_custom_collate_reaches_it():
 
 def test_metric_directions_are_declared_not_guessed():
     """Issue 14: val_perplexity is lower-is-better (the name-based guess took it for a score)."""
-    seq = build_task(load_recipe("char-rnn"), trainlab.data.build_data(load_recipe("char-rnn"), statistics=False).info)
+    seq = build_task(load_recipe("char-rnn"), build_data(load_recipe("char-rnn"), statistics=False).info)
     assert seq.metric_mode("val_perplexity") == "min" and seq.metric_mode("val_bits_per_char") == "min"
     assert seq.metric_mode("train_accuracy") == "max" and seq.metric_mode("val_loss") == "min"
     assert seq.metric_mode("val_perplexity", "max") == "max"  # an explicit mode wins
@@ -152,3 +153,10 @@ def test_classification_table_and_results_unchanged(tmp_path, capsys, fast):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time_s"]
     assert run.summary()["test"]["accuracy"] > 0.9
+
+
+def test_class_weights_must_match_the_classes():
+    """L1/L4: loss.class_weights gives one weight per class, for classification too (one line)."""
+    r = load_recipe("digits-mlp", {"loss.class_weights": [1.0, 2.0]})
+    with pytest.raises(RecipeError, match=r"loss.class_weights: 2 weights for 10 classes \(0, 1"):
+        build_task(r, build_data(r, statistics=False).info)

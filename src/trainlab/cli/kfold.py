@@ -1,4 +1,4 @@
-"""trainlab kfold RECIPE [RECIPE ...] --folds K [key=value ...] [--metric accuracy] [--force]"""
+"""trainlab kfold RECIPE [RECIPE ...] --folds K [key=value ...] [--metric NAME] [--force]"""
 from __future__ import annotations
 
 
@@ -6,8 +6,9 @@ def add_arguments(p):
     p.add_argument("recipes", nargs="+", metavar="RECIPE",
                    help="built-in recipe names or YAML paths; key=value overrides may follow")
     p.add_argument("--folds", type=int, required=True, help="number of folds K (>= 2)")
-    p.add_argument("--metric", default="accuracy",
-                   help="validation metric to report and rank by (default accuracy; e.g. loss, macro_f1)")
+    p.add_argument("--metric", default=None,
+                   help="validation metric to report and rank by (default: the task's score, accuracy for "
+                        "classification, miou for segmentation; e.g. loss, macro_f1)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty output folder (run.dir)")
 
 

@@ -184,7 +184,7 @@ class Doctor(Callback):
 
     @staticmethod
     def _data_facts(trainer) -> dict[str, Any]:
-        info = trainer.bundle.info
+        info = trainer.task.model_info(trainer.bundle.info)  # the classes the model predicts
         train = trainer.bundle.train
         facts: dict[str, Any] = {
             "task": trainer.recipe.task, "mixed_labels": mixed_labels(trainer.recipe.data.batch_augment),

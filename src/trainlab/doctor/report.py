@@ -60,6 +60,8 @@ def diagnose_run(run, overrides: list[str] | dict[str, Any] | None = None) -> tu
     from ..recipe import DoctorConfig, load_recipe, parse_override
     from .rules import diagnose
 
+    if isinstance(run, (str, Path)):
+        raise TypeError(f"diagnose_run takes an opened run: diagnose_run(trainlab.open_run({str(run)!r}))")
     data = read_doctor_file(run)
     history = DoctorHistory.from_dict(data["history"], str(Path(run.dir) / "doctor.json"))
     pairs: dict[str, Any] = {}

@@ -37,7 +37,6 @@ from .callbacks import EVENTS, Callback, overrides
 from ..rng import generator, rng_state, set_rng_state
 from .writer import DurableWriter
 
-EVAL_BATCH = 512
 
 
 class Interrupted(Exception):
@@ -149,7 +148,7 @@ class Trainer:
                 "data.batch_size: BatchNorm cannot train on batches of one sample; "
                 "use model.norm=layer, group or none for single-sample SGD"
             )
-        self.eval_batch_size = max(batch_size, EVAL_BATCH)
+        self.eval_batch_size = task.eval_batch_size(batch_size)
         self.eval_loaders: dict[str, BatchLoader | None] = {
             name: eval_loader(getattr(bundle, name), self.eval_batch_size, recipe, self.device, task)
             for name in ("val", "test")

@@ -34,6 +34,16 @@ def scalar_metrics(metrics: dict[str, Any] | None) -> dict[str, int | float]:
     return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+EVAL_BATCH = 512  # samples per evaluation batch for tasks whose outputs are small (see eval_batch_size)
+
+
+def check_class_weights(weights: list[float] | None, classes: list[str]) -> None:
+    """``loss.class_weights`` gives one weight per class the loss sees (RecipeError otherwise)."""
+    if weights is not None and len(weights) != len(classes):
+        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+        raise RecipeError(f"loss.class_weights: {len(weights)} weights for {len(classes)} classes ({shown})")
+
+
 @dataclass
 class Figure:
     """One figure a task asks the report to draw into ``plots/<name>.png``.
@@ -153,6 +163,10 @@ class Task(ABC):
         return outputs, self.loss(outputs, batch)
 
     # -------------------------------------------------------------------------- evaluation
+    def eval_batch_size(self, train_batch_size: int) -> int:
+        """Samples per evaluation batch: large where outputs are small (no gradients are kept)."""
+        return max(train_batch_size, EVAL_BATCH)
+
     def eval_splits(self, split: str) -> tuple[str, ...]:
         """The splits that evaluating ``split`` reads, ``split`` last (metric learning reads the
         training split as its gallery, then ``split`` as probes)."""

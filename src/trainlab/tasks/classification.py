@@ -5,7 +5,7 @@ import torch
 
 from ..evaluate.classification import ClassificationMeter
 from ..registry import LOSSES, TASKS
-from .base import Figure, Task, TrainMeter
+from .base import Figure, Task, TrainMeter, check_class_weights
 
 
 class _EvalMeter:
@@ -33,6 +33,7 @@ class ClassificationTask(Task):
         k = recipe.eval.topk
         self.val_metrics = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", f"top{k}_accuracy")
         self.metrics = {"loss": "min", **{m: "max" for m in self.val_metrics[1:]}}
+        check_class_weights(recipe.loss.class_weights, info.class_names)
         self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
 
     def loss(self, outputs, batch):

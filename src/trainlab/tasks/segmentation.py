@@ -20,7 +20,7 @@ import torch
 from ..errors import RecipeError
 from ..evaluate.segmentation import confusion_matrix, segmentation_metrics
 from ..registry import LOSSES, MODELS, TASKS
-from .base import Figure, Task
+from .base import Figure, Task, check_class_weights
 
 
 def semantic_classes(info) -> list[str]:
@@ -36,7 +36,7 @@ class ConfusionMeter:
     """A (K, K) confusion matrix and the loss, accumulated without a device sync per batch; its
     state is JSON so that a mid-epoch checkpoint resumes it exactly."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None):
+    def __init__(self, num_classes: int, ignore_index: int):
         self.k, self.ignore = num_classes, ignore_index
         self.cm: torch.Tensor | None = None
         self.loss_sum: torch.Tensor | float = 0.0
@@ -44,7 +44,8 @@ class ConfusionMeter:
 
     def add(self, scores: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         cm = confusion_matrix(scores.detach().argmax(1), target, self.k, self.ignore)
-        self.cm = cm if self.cm is None else self.cm + cm
+        # a resumed meter's matrix comes back on the CPU; the batches may be on an accelerator
+        self.cm = cm if self.cm is None else self.cm.to(cm.device) + cm
         self.loss_sum = self.loss_sum + loss.detach() * len(target)
         self.n += len(target)
 
@@ -70,6 +71,22 @@ class ConfusionMeter:
 
     def compute(self) -> dict[str, Any]:
         return self.metrics()
+
+
+UNLABELLED = 255  # the ignore value when neither the recipe nor the data set names one
+
+
+def ignore_value(loss_ignore: int | None, data_ignore: int | None, classes: list[str]) -> int:
+    """The one mask value that marks unlabelled pixels: ``loss.ignore_index`` or the data set's
+    (they may not disagree: masks are checked against the data set's), else 255."""
+    if loss_ignore is not None and data_ignore is not None and loss_ignore != data_ignore:
+        raise RecipeError(f"loss.ignore_index: {loss_ignore} differs from the data set's ignore index {data_ignore} "
+                          "(data.segmentation.ignore_index), which its masks use; set only one of them")
+    value = next((v for v in (loss_ignore, data_ignore) if v is not None), UNLABELLED)
+    if value < len(classes):
+        raise RecipeError(f"loss.ignore_index: {value} is a class id ({classes[value]}); "
+                          f"use a value >= {len(classes)}")
+    return value
 
 
 LABEL_MIXING = ("mixup", "cutmix")
@@ -108,20 +125,19 @@ class SegmentationTask(Task):
             seg = sorted(e.name for e in MODELS.entries() if "segmentation" in e.meta.get("tasks", ()))
             raise RecipeError(f"model.name: {recipe.model.name!r} does not predict a class per pixel; "
                               f"task segmentation takes {', '.join(seg)}")
-        weights = recipe.loss.class_weights
-        if weights is not None and len(weights) != len(self.classes):
-            raise RecipeError(f"loss.class_weights: {len(weights)} weights for {len(self.classes)} classes "
-                              f"({', '.join(self.classes)})")
-        ignore = recipe.loss.ignore_index
-        self.ignore_index = ignore if ignore is not None else info.extra.get("ignore_index")
-        if self.ignore_index is not None and self.ignore_index < len(self.classes):
-            raise RecipeError(f"loss.ignore_index: {self.ignore_index} is a class id "
-                              f"({self.classes[self.ignore_index]}); use a value >= {len(self.classes)}")
-        self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
+        check_class_weights(recipe.loss.class_weights, self.classes)
+        self.ignore_index = ignore_value(recipe.loss.ignore_index, info.extra.get("ignore_index"), self.classes)
+        # One ignore value for the loss, the metrics and the padding of mixed sizes.
+        loss_cfg = recipe.loss.model_copy(update={"ignore_index": self.ignore_index})
+        self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(loss_cfg, info)
         _refuse_label_mixing(recipe.data.batch_augment)
 
     def model_info(self, info):
         return replace(info, num_classes=len(self.classes), class_names=list(self.classes))
+
+    def eval_batch_size(self, train_batch_size: int) -> int:
+        # (N, K, H, W) scores: a classifier's 512-sample evaluation batch would be gigabytes here
+        return train_batch_size
 
     # ---------------------------------------------------------------------------- batching
     def collate(self, samples):
@@ -132,8 +148,7 @@ class SegmentationTask(Task):
 
         images = [x.as_subclass(torch.Tensor) for x, _ in samples]
         masks = [y["semantic"].as_subclass(torch.Tensor) for _, y in samples]
-        fill = self.ignore_index if self.ignore_index is not None else 255
-        return {"input": pad_stack(images, 0), "target": pad_stack(masks, fill).long()}
+        return {"input": pad_stack(images, 0), "target": pad_stack(masks, self.ignore_index).long()}
 
     # ---------------------------------------------------------------------------- the step
     def loss(self, outputs, batch):
