@@ -160,3 +160,36 @@ def test_class_weights_must_match_the_classes():
     r = load_recipe("digits-mlp", {"loss.class_weights": [1.0, 2.0]})
     with pytest.raises(RecipeError, match=r"loss.class_weights: 2 weights for 10 classes \(0, 1"):
         build_task(r, build_data(r, statistics=False).info)
+
+
+class _GalleryProbe(ClassificationTask):
+    """Evaluation over two splits, as metric learning does: the training split is the gallery
+    (class means of the model's outputs), the evaluated split holds the probes."""
+
+    def eval_splits(self, split):
+        return ("train", split)
+
+    @torch.no_grad()
+    def evaluate(self, model, loaders, split, device, amp):
+        model.eval()
+        feats = {name: [] for name in loaders}
+        for name, loader in loaders.items():
+            for batch in loader.batches(0):
+                feats[name].append((model(batch["input"]), batch["target"]))
+        gx, gy = (torch.cat(t) for t in zip(*feats["train"]))
+        px, py = (torch.cat(t) for t in zip(*feats[split]))
+        means = torch.stack([gx[gy == c].mean(0) for c in range(int(gy.max()) + 1)])
+        nearest = torch.cdist(px, means).argmin(1)
+        return {"loss": 0.0, "accuracy": float((nearest == py).double().mean()), "n": len(py),
+                "gallery": len(gy)}
+
+
+def test_evaluation_reads_every_split_the_task_names():
+    """Issue 14: evaluation may read several splits (a gallery and its probes): the trainer hands
+    the task an unaugmented loader of each, the training split included, in a fixed order."""
+    trainer = _trainer(_GalleryProbe, {"data.batch_size": 32, "data.augment": ["noise"]})
+    m = trainer.evaluate("val")
+    assert m["gallery"] == len(trainer.bundle.train) and m["n"] == len(trainer.bundle.val)
+    gallery = trainer.split_loader("train")
+    assert gallery is not trainer.train_loader and gallery.transform is None and not gallery.shuffle
+    assert trainer.evaluate("val") == m  # same gallery, same order: the same answer
