@@ -1,9 +1,10 @@
 """Semantic segmentation (K3, L7, E4): a class for every pixel.
 
 The model maps images (N, C, H, W) to per-pixel class scores (N, K, H, W); the loss is the
-per-pixel cross-entropy against the mask (N, H, W) (``loss.ignore_index`` marks unlabelled pixels,
-``loss.class_weights`` weighs rare classes). Metrics come from one confusion matrix accumulated on
-the device over the split (:mod:`trainlab.evaluate.segmentation`): pixel accuracy, mean class
+per-pixel cross-entropy against the mask (N, H, W). One ignore value (``loss.ignore_index`` or the
+data set's, else 255) marks unlabelled pixels for the loss, the metrics and the padding of mixed
+sizes; ``loss.class_weights`` weighs rare classes. Metrics come from one confusion matrix
+accumulated on the device over the split (:mod:`trainlab.evaluate.segmentation`): pixel accuracy, mean class
 accuracy, per-class IoU and mIoU.
 
 The K classes are the data set's semantic classes (``info.extra["semantic_classes"]``, background
@@ -40,7 +41,7 @@ class ConfusionMeter:
         self.k, self.ignore = num_classes, ignore_index
         self.cm: torch.Tensor | None = None
         self.loss_sum: torch.Tensor | float = 0.0
-        self.n = 0  # batches
+        self.n = 0  # images; the loss is the image-weighted mean of the batch losses
 
     def add(self, scores: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         cm = confusion_matrix(scores.detach().argmax(1), target, self.k, self.ignore)
