@@ -283,3 +283,19 @@ def test_segmentation_folder_trains_the_same_way(tmp_path):
     assert s["class_names"] == ["bg", "a", "b"]
     pixels = s["test"]["per_class"]["pixels"]
     assert sum(pixels) == 1 * 19 * 24  # one test image (15% of 8); its unlabelled row counts nowhere
+
+
+def test_preview_and_predict_refuse_what_does_not_apply(tmp_path, capsys):
+    """D11/V4: `trainlab augment` refuses a segmentation recipe with label mixing as `fit` does,
+    and `predict --out` on a classification run says its predictions are printed; exit 2, one
+    line, nothing written."""
+    code = main(["augment", *SHAPES, "data.batch_augment=[mixup]", "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "data.batch_augment[0]: mixup blends class labels" in err[0]
+    assert not (tmp_path / "g.png").exists()
+    run = trainlab.fit("digits-mlp", [*FAST, "train.epochs=1", f"run.dir={tmp_path / 'c'}"], quiet=True)
+    np.save(tmp_path / "x.npy", np.zeros((8, 8)))
+    code = main(["predict", str(run.dir), str(tmp_path / "x.npy"), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--out" in err[0] and "printed" in err[0]
+    assert not (tmp_path / "p").exists()

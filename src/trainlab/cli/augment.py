@@ -34,8 +34,11 @@ def write_grid(recipe, out: str | Path, n: int = 16, epoch: int = 0) -> tuple[Pa
     from ..errors import RunError
     from .outputs import check_output, make_parent
 
+    from ..tasks import build_task
+
     path = check_output(out, "--out")
     batch, info = augmented_batch(recipe, n, epoch)
+    build_task(recipe, info)  # the recipe's task checks it as fit would (segmentation refuses label mixing)
     image = io.BytesIO()
     grid_image(batch, info).save(image, format="PNG")
     try:

@@ -69,6 +69,9 @@ def run(args) -> int:
     if p["images"] is not None:
         _write_pictures(Path(args.out) if args.out else run.dir / "predictions", labels, p["images"], probs, classes)
         return 0
+    if args.out is not None:
+        raise TrainlabError(f"--out {args.out!r}: this run's predictions are printed, not written as images "
+                            "(only segmentation runs write masks); remove --out")
     k = min(args.topk, probs.shape[1])
     top = probs.topk(k, dim=1)
     for label, values, idx in zip(labels, top.values.tolist(), top.indices.tolist()):
