@@ -1,5 +1,8 @@
 """Benchmark: trainlab's NMS (E2) against torchvision.ops.nms, side by side, on the CPU.
 
+trainlab's ``nms``, ``batched_nms`` and ``box_iou`` are the teaching reference; the training,
+evaluation and prediction paths call torchvision.ops. This script measures how far apart they are.
+
 Two kinds of input, each at several sizes:
 
 - ``chain``: sliding boxes ``[i, 0, i + 10, 10]`` with decreasing scores, so every box overlaps the
@@ -11,10 +14,22 @@ Two kinds of input, each at several sizes:
 For each case the answers of trainlab's default path, its sequential loop (``matrix=False``) and
 torchvision are checked to be identical, and the best of ``--repeat`` wall times is printed.
 
-    python benchmarks/nms.py [--sizes 500 1000 2000 4000] [--repeat 5] [--threshold 0.5]
+Then two side-by-side lines at detector scale:
 
-The last line is ``nms chain slowdown vs torchvision = <trainlab time / torchvision time>`` for
-the largest chain.
+- ``batched_nms``: ``--batched-boxes`` (10,000) detector-like boxes over ``--classes`` (80) labels
+  (each object has a class; a fifth of its boxes carry a random other class), trainlab's
+  ``batched_nms`` (default path, which is the sequential loop above 4096 boxes, and the forced
+  suppression matrix) against ``torchvision.ops.batched_nms``. trainlab is timed best of
+  ``--batched-repeat`` (2), it takes seconds. The answers are checked to keep the same boxes in
+  the same score order (torchvision may order boxes of exactly equal score either way here).
+- ``box_iou``: the (N, N) IoU matrix of the 4000 random boxes against ``torchvision.ops.box_iou``.
+
+    python benchmarks/nms.py [--sizes 500 1000 2000 4000] [--repeat 5] [--threshold 0.5]
+                             [--batched-boxes 10000] [--classes 80] [--batched-repeat 2]
+
+The last lines are ``<case> slowdown vs torchvision = <trainlab time / torchvision time>`` for
+the largest chain (``nms chain``), ``batched_nms`` and ``box_iou``. The default run takes well
+under a minute.
 """
 from __future__ import annotations
 
@@ -27,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from trainlab.evaluate.boxes import nms  # noqa: E402
+from trainlab.evaluate.boxes import batched_nms, box_iou, nms  # noqa: E402
 
 
 def chain(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +51,7 @@ def chain(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, torch.linspace(1.0, 0.0, n)
 
 
-def scattered(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _scattered(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     objects = max(1, n // 20)
     centre = torch.rand(objects, 2, generator=gen) * 450 + 25
@@ -44,7 +59,30 @@ def scattered(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     which = torch.randint(0, objects, (n,), generator=gen)
     c = centre[which] + torch.randn(n, 2, generator=gen) * size[which] * 0.15
     wh = size[which] * (1 + torch.randn(n, 2, generator=gen) * 0.15).clamp(min=0.3)
-    return torch.cat((c - wh / 2, c + wh / 2), 1), torch.rand(n, generator=gen)
+    return torch.cat((c - wh / 2, c + wh / 2), 1), torch.rand(n, generator=gen), which
+
+
+def scattered(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes, scores, _ = _scattered(n, seed)
+    return boxes, scores
+
+
+def labelled(n: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`scattered` boxes with labels: each object has a class; a fifth of the boxes that
+    fire at it carry a random class instead (a detector's confusions)."""
+    boxes, scores, which = _scattered(n, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    labels = torch.randint(0, classes, (int(which.max()) + 1,), generator=gen)[which]
+    confused = torch.rand(n, generator=gen) < 0.2
+    labels[confused] = torch.randint(0, classes, (int(confused.sum()),), generator=gen)
+    return boxes, scores, labels
+
+
+def same_keep(keep: torch.Tensor, ref: torch.Tensor, scores: torch.Tensor) -> bool:
+    """The same kept boxes in the same score order. Above 4000 boxes on the CPU,
+    torchvision.ops.batched_nms merges its per-class results with an unstable sort, so boxes of
+    exactly equal score (a few among 10,000 ``torch.rand`` scores) may come in either order."""
+    return torch.equal(keep.sort().values, ref.sort().values) and torch.equal(scores[keep], scores[ref])
 
 
 def best_time(fn, repeat: int) -> float:
@@ -61,6 +99,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--batched-boxes", type=int, default=10_000)
+    parser.add_argument("--classes", type=int, default=80)
+    parser.add_argument("--batched-repeat", type=int, default=2, help="repetitions of trainlab's batched_nms (slow)")
     args = parser.parse_args()
     import torchvision.ops as tv
 
@@ -84,7 +125,34 @@ def main() -> None:
                   f"{t_tv * 1e3:>15.2f} {ratio:>7.1f}")
             if kind == "chain":
                 last_ratio = ratio
+
+    n, k = args.batched_boxes, args.classes
+    b, s, lab = labelled(n, k)
+    ref = tv.batched_nms(b, s, lab, thr)
+    for matrix in (None, True):
+        if not same_keep(batched_nms(b, s, lab, thr, matrix=matrix), ref, s):
+            raise SystemExit(f"batched {n} x {k}: trainlab (matrix={matrix}) differs from torchvision")
+    t_ours = best_time(lambda: batched_nms(b, s, lab, thr), args.batched_repeat)
+    t_matrix = best_time(lambda: batched_nms(b, s, lab, thr, matrix=True), args.batched_repeat)
+    t_tv = best_time(lambda: tv.batched_nms(b, s, lab, thr), args.repeat)
+    batched_ratio = t_ours / t_tv
+    print(f"\nbatched_nms, {n} boxes x {k} classes, {ref.numel()} kept (trainlab best of {args.batched_repeat}):")
+    print(f"  trainlab {t_ours * 1e3:.1f} ms (matrix {t_matrix * 1e3:.1f} ms), torchvision {t_tv * 1e3:.2f} ms, "
+          f"ratio {batched_ratio:.1f} (matrix {t_matrix / t_tv:.1f})")
+
+    n = max(args.sizes)
+    b, _ = scattered(n)
+    if not torch.allclose(box_iou(b, b), tv.box_iou(b, b), atol=1e-6):
+        raise SystemExit(f"box_iou {n}: trainlab differs from torchvision")
+    t_ours = best_time(lambda: box_iou(b, b), args.repeat)
+    t_tv = best_time(lambda: tv.box_iou(b, b), args.repeat)
+    iou_ratio = t_ours / t_tv
+    print(f"box_iou, {n} x {n} boxes: trainlab {t_ours * 1e3:.1f} ms, torchvision {t_tv * 1e3:.1f} ms, "
+          f"ratio {iou_ratio:.2f}\n")
+
     print(f"nms chain slowdown vs torchvision = {last_ratio:.1f}")
+    print(f"batched_nms slowdown vs torchvision = {batched_ratio:.1f}")
+    print(f"box_iou slowdown vs torchvision = {iou_ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -181,6 +181,9 @@ class LossConfig(Section):
                                      "pixels); default: the data set's (data.segmentation.ignore_index)")
     class_weights: list[Annotated[float, Field(gt=0.0)]] | None = Field(None, min_length=2, description="per-class loss weights, class 0 "
                                               "first (rare classes weigh more)")
+    gamma: float = Field(2.0, ge=0.0, description="focal: focusing exponent γ of (1 − p_t)^γ (0: cross-entropy)")
+    alpha: float | None = Field(0.25, ge=0.0, le=1.0, description="focal: weight α of the positive class "
+                                "(1 − α for negatives); null: unweighted")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
     l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
 
@@ -310,7 +313,8 @@ class ScheduleConfig(Section):
 
 # ---------------------------------------------------------------------------------------- train
 class EarlyStopConfig(Section):
-    monitor: str = Field("val_loss", description="metric of the epoch record to watch")
+    monitor: str | None = Field(None, description="metric of the epoch record to watch (default: the task's: "
+                                "val_loss for classification, val_miou for segmentation, val_map for detection)")
     patience: Int = Field(5, ge=1, description="epochs without improvement before stopping")
     mode: Literal["auto", "min", "max"] = "auto"
     min_delta: float = Field(0.0, ge=0.0)
@@ -355,6 +359,12 @@ class RunConfig(Section):
 
 class EvalConfig(Section):
     topk: Int = Field(5, ge=1, description="k of the top-k accuracy")
+    # detection post-processing (evaluation and prediction)
+    score_threshold: float = Field(0.05, ge=0.0, lt=1.0, description="detection: keep (box, class) pairs scoring "
+                                   "above this (COCO evaluation wants a low one; predict may raise it)")
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="detection: class-aware NMS drops a box overlapping a "
+                           "better one of its class by more than this IoU")
+    max_detections: Int = Field(100, ge=1, description="detection: most detections kept per image")
 
 
 class DoctorConfig(Section):

@@ -181,7 +181,8 @@ class Run:
     def predict(self, inputs, checkpoint: str = "best", names: list[str] | None = None):
         """(predictions, one label per input, class names) for arrays, tensors or file paths
         (images or .npy): class probabilities (N, C) for classification, per-pixel class
-        probabilities (N, K, H, W) for segmentation."""
+        probabilities (N, K, H, W) for segmentation, one dict of ``boxes`` (M, 4) XYXY pixels,
+        ``scores`` and ``labels`` per image for detection."""
         p = self.prediction(inputs, checkpoint, names)
         return p["probs"], p["labels"], p["classes"]
 
@@ -198,7 +199,7 @@ class Run:
         with torch.no_grad():
             probs = task.predict(model(x))
         return {"inputs": x, "probs": probs, "labels": labels, "classes": task.model_info(info).class_names,
-                "images": task.prediction_images(x, probs, info)}
+                "images": task.prediction_images(x, probs, info), "task": task, "info": info}
 
 
 def default_dir(recipe) -> Path:

@@ -190,7 +190,7 @@ def test_shapes_segmentation_trains_and_reports_its_own_metrics(shapes_run):
     assert {"train_miou", "val_miou", "val_pixel_accuracy", "val_mean_accuracy"} <= set(epochs[-1])
     assert not any("accuracy" == k.split("_", 1)[-1] for r in epochs for k in r)
     s = run.summary()
-    assert s["monitor"] == "val_loss" and 0 <= s["test"]["miou"] <= 1
+    assert s["monitor"] == "val_miou" and 0 <= s["test"]["miou"] <= 1
     assert len(s["test"]["per_class"]["iou"]) == 5  # background + 4 shapes
     assert 0 <= s["val"]["pixel_accuracy"] <= 1 and s["val"]["miou"] <= s["val"]["pixel_accuracy"] + 1
     plots = {p.name for p in run.plots.iterdir()}
@@ -299,3 +299,13 @@ def test_preview_and_predict_refuse_what_does_not_apply(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--out" in err[0] and "printed" in err[0]
     assert not (tmp_path / "p").exists()
+
+
+def test_ignored_targets_with_small_class_weights_match_torch():
+    """L7: with an ignore index and class weights summing below 1 over the counted targets, the
+    loss is torch's weighted mean (the denominator was once clamped to 1, shrinking it)."""
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([1, 2, 255, 0])
+    loss = cross_entropy(LossConfig(ignore_index=255, class_weights=[0.1, 0.2, 0.1]), None)
+    ref = F.cross_entropy(x, t, weight=torch.tensor([0.1, 0.2, 0.1]), ignore_index=255)
+    assert float(loss(x, t)) == pytest.approx(float(ref), rel=1e-6)

@@ -1,5 +1,7 @@
 """trainlab predict RUN FILE... [--topk K] [--out DIR]: top-k classes with softmax probabilities;
-for a segmentation run, each image's predicted mask and an overlay as PNG files."""
+for a segmentation run, each image's predicted mask and an overlay as PNG files; for a detection
+run, each image with its boxes, class names and scores drawn, and detections.json (COCO results,
+which `trainlab eval-detections` reads)."""
 from __future__ import annotations
 
 
@@ -9,7 +11,8 @@ def add_arguments(p):
     p.add_argument("--topk", type=int, default=3, help="classes to print per input (default 3)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--out", metavar="DIR",
-                   help="segmentation: folder for <name>.mask.png and <name>.overlay.png (default RUN/predictions)")
+                   help="segmentation: folder for <name>.mask.png and <name>.overlay.png; detection: <name>.boxes.png "
+                        "and detections.json (default RUN/predictions)")
 
 
 def _names(labels: list[str]) -> list[str]:
@@ -26,20 +29,21 @@ def _names(labels: list[str]) -> list[str]:
     return out
 
 
-def _write_pictures(folder, labels, pictures, probs, classes) -> None:
-    """Each picture of each input as <name>.<picture>.png, written atomically, and one line per input."""
+def _write_pictures(folder, labels, pictures, lines, files) -> None:
+    """Each picture of each input as <name>.<picture>.png and each of the task's JSON files
+    (a detector's COCO results), written atomically; one line per input."""
     import io
 
     from PIL import Image
 
-    from ..atomic import write_bytes
+    from ..atomic import dumps, write_bytes, write_text
     from ..errors import TrainlabError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise TrainlabError(f"--out {str(folder)!r}: cannot create the folder ({err.strerror or err})") from None
-    for label, name, pics, p in zip(labels, _names(labels), pictures, probs):
+    for label, name, pics, line in zip(labels, _names(labels), pictures, lines):
         written = []
         for kind, array in pics.items():
             buf = io.BytesIO()
@@ -47,10 +51,10 @@ def _write_pictures(folder, labels, pictures, probs, classes) -> None:
             path = folder / f"{name}.{kind}.png"
             write_bytes(path, buf.getvalue())
             written.append(str(path))
-        share = p.argmax(0).flatten().bincount(minlength=len(classes)).double() / p[0].numel()
-        top = ", ".join(f"{classes[i]} {100 * float(share[i]):.1f}%" for i in share.argsort(descending=True).tolist()
-                        if share[i] > 0)
-        print(f"{label}: {top}; written: {', '.join(written)}")
+        print(f"{label}: {line}; written: {', '.join(written)}")
+    for file_name, document in files.items():
+        write_text(folder / file_name, dumps(document, indent=1) + "\n")
+        print(f"wrote {folder / file_name}")
 
 
 def run(args) -> int:
@@ -67,11 +71,13 @@ def run(args) -> int:
     p = run.prediction(args.files, args.checkpoint)
     probs, labels, classes = p["probs"], p["labels"], p["classes"]
     if p["images"] is not None:
-        _write_pictures(Path(args.out) if args.out else run.dir / "predictions", labels, p["images"], probs, classes)
+        lines = [p["task"].summarize_prediction(pred, classes) for pred in probs]
+        _write_pictures(Path(args.out) if args.out else run.dir / "predictions", labels, p["images"], lines,
+                        p["task"].prediction_files(probs, labels, p["info"]))
         return 0
     if args.out is not None:
         raise TrainlabError(f"--out {args.out!r}: this run's predictions are printed, not written as images "
-                            "(only segmentation runs write masks); remove --out")
+                            "(only segmentation and detection runs write pictures); remove --out")
     k = min(args.topk, probs.shape[1])
     top = probs.topk(k, dim=1)
     for label, values, idx in zip(labels, top.values.tolist(), top.indices.tolist()):

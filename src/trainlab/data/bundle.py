@@ -85,6 +85,11 @@ class SampleSource(ABC):
         """This split yielding ``(input, label)`` without boxes and masks (see build_data)."""
         return self
 
+    def labelled(self) -> SampleSource:
+        """The samples that have a class label (a classifier cannot train on an image of
+        background only; a detector or a segmenter can, see build_data)."""
+        return self
+
 
 class TensorSource(SampleSource):
     """A split held in memory as one input tensor and one target tensor."""
@@ -258,6 +263,8 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
         check_batch_size(cfg.batch_size, loaded.train, unit)
         return loaded
     source = loaded[0]
+    if recipe.task == "classification":
+        source = source.labelled()
     if not (needs_annotations(recipe) if annotations is None else annotations):
         source = source.labels_only()
     if cfg.fold is not None:

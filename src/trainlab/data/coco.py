@@ -9,7 +9,9 @@ Each sample carries the annotations as tv_tensors (see :mod:`trainlab.data.sampl
 masks decoded from polygons or RLE (when every annotation has a segmentation) and a semantic mask.
 For classification, an image's class is its dominant category: the one covering the largest total
 area (the annotation's ``area``, else its mask or box area). Images without annotations have no
-class; they are skipped and counted.
+class: classification skips them (and says how many); detection and segmentation train on them as
+background. A box reaching more than a pixel outside its image is an error naming the annotation
+and the image.
 """
 from __future__ import annotations
 
@@ -208,7 +210,8 @@ class CocoSource(SampleSource):
         self.channels = channels
         self.size = size
         self.masks = masks
-        self.targets = torch.tensor([r["label"] for r in records], dtype=torch.long)
+        # an unannotated (background) image is stratified with class 0
+        self.targets = torch.tensor([r["label"] or 0 for r in records], dtype=torch.long)
 
     def load(self, index: int):
         r = self.records[index]
@@ -234,7 +237,7 @@ class CocoSource(SampleSource):
             # Paint large objects first so that small ones on top of them stay visible.
             for k in sorted(range(len(anns)), key=lambda k: -float(masks[k].sum())):
                 semantic[masks[k].bool()] = int(labels[k]) + 1
-        target = make_target(r["label"], boxes, labels, (h, w), masks=masks, semantic=semantic)
+        target = make_target(r["label"] or 0, boxes, labels, (h, w), masks=masks, semantic=semantic)
         if self.size is not None and (h, w) != tuple(self.size):
             from .samples import resize_sample
 
@@ -244,6 +247,13 @@ class CocoSource(SampleSource):
     def subset(self, indices: torch.Tensor) -> CocoSource:
         return CocoSource([self.records[int(i)] for i in indices], self.channels, self.size, self.masks,
                           self.annotated)
+
+    def labelled(self) -> CocoSource:
+        keep = [r for r in self.records if r["label"] is not None]
+        if len(keep) < len(self.records):
+            print(f"data: skipped {len(self.records) - len(keep)} image(s) without annotations (they have no class "
+                  "to classify by)", file=sys.stderr)
+        return CocoSource(keep, self.channels, self.size, self.masks, self.annotated)
 
     def labels_only(self) -> CocoSource:
         return CocoSource(self.records, self.channels, self.size, self.masks, annotated=False)
@@ -298,18 +308,24 @@ def coco(cfg, seed: int):
                 f"width {im['width']}"
             )
         anns = by_image.get(im["id"], [])
+        for a in anns:
+            x, y, bw, bh = a["bbox"]
+            # COCO's own files overshoot by a fraction of a pixel now and then: that is clipped
+            if x < -1 or y < -1 or x + bw > hw[1] + 1 or y + bh > hw[0] + 1:
+                raise DataError(f"{path}: {a['where']}.bbox: box {a['bbox']} lies outside image {im['file_name']} "
+                                f"({hw[1]}x{hw[0]}, width x height)")
         if not anns:
             skipped += 1
-            continue
-        label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor([_area(a) for a in anns]))
+        # an image without annotations is background: a detector or a segmenter learns from it,
+        # a classifier has no class for it (CocoSource.labelled drops it)
+        label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor([_area(a) for a in anns])) \
+            if anns else None
         records.append({"path": file, "annotations": anns, "label": label})
         headers.append((mode, hw))
         where.append(f"images[{i}] ({im['file_name']})")
-    if len(records) < 2:
-        raise DataError(f"{path}: {len(records)} image(s) have annotations; at least 2 are needed")
+    if len(records) - skipped < 2:
+        raise DataError(f"{path}: {len(records) - skipped} image(s) have annotations; at least 2 are needed")
     channels, size = common_shape(cfg.image_size, cfg.channels, headers, where)
-    if skipped:
-        print(f"data: skipped {skipped} image(s) without annotations in {path} (they have no class)", file=sys.stderr)
     info = DataInfo(
         input_shape=(channels, size[0], size[1]),
         num_classes=len(names),
@@ -317,6 +333,7 @@ def coco(cfg, seed: int):
         annotations=("boxes", "masks", "semantic") if with_masks else ("boxes",),
         max_value=255.0,
         extra={"root": str(path), "semantic_classes": ["background", *names], "unannotated_skipped": skipped,
+               "category_ids": [c["id"] for c in cats],
                "label": "dominant category by area"},
     )
     return CocoSource(records, channels, size, with_masks), info

@@ -111,6 +111,22 @@ def render_tile(image: torch.Tensor, ann: dict[str, Any] | None, semantic: torch
     return x
 
 
+def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: list[str], info) -> "np.ndarray":
+    """(H', W', 3) uint8 picture of ``image`` with each detection's box in its class colour,
+    labelled "<class> <score>" (V4); small images are enlarged as in the preview grid."""
+    boxes, scores, labels = detections["boxes"], detections["scores"], detections["labels"]
+    names = [f"{class_names[int(c)]} {float(s):.2f}" for c, s in zip(labels, scores)]
+    ann = {"boxes": boxes, "labels": labels}
+    tile = render_tile(image, None, None, info)
+    if len(boxes):
+        from torchvision.utils import draw_bounding_boxes
+
+        scale = tile.shape[1] // image.shape[1]
+        tile = draw_bounding_boxes(tile, boxes.float() * scale, labels=names, width=2,
+                                   colors=[PALETTE[int(c) % len(PALETTE)] for c in ann["labels"]])
+    return tile.permute(1, 2, 0).contiguous().numpy()
+
+
 def augment_grid(recipe, n: int = 16, epoch: int = 0):
     """A PIL image: the grid of :func:`augmented_batch` with captions."""
     return grid_image(*augmented_batch(recipe, n, epoch))

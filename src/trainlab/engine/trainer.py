@@ -99,7 +99,7 @@ def check_watched_metrics(recipe, task, has_val: bool) -> None:
     watched = []
     if recipe.schedule.name == "plateau":
         watched.append(("schedule.monitor", recipe.schedule.monitor))
-    watched.append(("train.early_stop.monitor", stop.monitor if stop else default_monitor(task, has_val)))
+    watched.append(("train.early_stop.monitor", (stop and stop.monitor) or default_monitor(task, has_val)))
     for key, name in watched:
         check_watched_metric(key, name, task, has_val)
 
@@ -167,7 +167,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         stop = train.early_stop
-        self.monitor = stop.monitor if stop else default_monitor(task, self.val_loader is not None)
+        self.monitor = (stop and stop.monitor) or default_monitor(task, self.val_loader is not None)
         self.monitor_mode = task.metric_mode(self.monitor, stop.mode if stop else "auto")
         self.min_delta = stop.min_delta if stop else 0.0
 

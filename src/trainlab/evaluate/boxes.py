@@ -14,6 +14,23 @@ NMS (S1 Q30, S4 3.3) keeps the highest-scoring box, drops every remaining box th
 with IoU *greater than* the threshold, and repeats on what is left. The notes' snippet drops at
 ``IoU >= threshold``; we follow torchvision (``>``), which is what the tests compare against.
 Ties in score keep the lower index first.
+
+What is used where. ``nms``, ``batched_nms`` and ``box_iou`` here are the teaching reference: the
+notes' algorithm written out, tested box for box against torchvision.ops (tests/evaluate/
+test_boxes.py). No training, evaluation or prediction path calls them; those use torchvision.ops
+(detection post-processing, :func:`trainlab.models.detector.postprocess`:
+``torchvision.ops.batched_nms``; SSD's anchor matching: ``torchvision.ops.box_iou``; COCO
+evaluation has its own crowd-aware IoU, :func:`trainlab.evaluate.coco.coco_box_iou`).
+``soft_nms`` has no torchvision equivalent and is the one NMS here kept for use (a library
+function; no built-in path calls it yet).
+
+Measured with ``python benchmarks/nms.py`` (torch 2.14.1, CPU, one thread, IoU 0.5; two runs on
+a shared 2-core machine), trainlab time / torchvision time:
+
+- ``nms``, 4000 boxes: 8-11x on detector-like boxes, 24-27x on the longest suppression chain;
+- ``batched_nms``, 10,000 boxes x 80 classes: 76-78x (about 1 s against 12 ms);
+- ``box_iou``, 4000 x 4000: 0.67-0.78x, i.e. no slower; it stays off the paths so that they
+  have one implementation of the operations above, torchvision's, on every device.
 """
 from __future__ import annotations
 

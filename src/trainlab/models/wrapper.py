@@ -51,8 +51,9 @@ class TrainlabModel(nn.Module):
         self.input = input_stage
         self.net = net
 
-    def forward(self, x):
-        return self.net(self.input(x))
+    def forward(self, x, *args, **kwargs):
+        # a detector takes its targets too: net(input(x), targets)
+        return self.net(self.input(x), *args, **kwargs)
 
 
 def init_biases(net: nn.Module, value: float) -> None:

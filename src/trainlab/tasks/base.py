@@ -201,6 +201,16 @@ class Task(ABC):
         its overlay), for `trainlab predict` to write; None where predictions are printed."""
         return None
 
+    def summarize_prediction(self, prediction: Any, classes: list[str]) -> str | None:
+        """One line about one input's prediction where pictures are written (the classes a mask
+        covers, the objects found); None where predictions are printed as class probabilities."""
+        return None
+
+    def prediction_files(self, predictions: Any, labels: list[str], info) -> dict[str, Any]:
+        """JSON documents `trainlab predict --out` writes besides the pictures, by file name
+        (a detector's COCO results file)."""
+        return {}
+
     # ------------------------------------------------------------------ what a user sees
     def table_columns(self) -> list[tuple[str, str]]:
         """(epoch-record key, header) of the per-epoch table, between the epoch and the LR."""

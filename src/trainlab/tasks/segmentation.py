@@ -184,6 +184,12 @@ class SegmentationTask(Task):
             out.append({"mask": mask.numpy(), "overlay": overlay.permute(1, 2, 0).contiguous().numpy()})
         return out
 
+    def summarize_prediction(self, prediction, classes):
+        """The share of the image each predicted class covers, largest first."""
+        share = prediction.argmax(0).flatten().bincount(minlength=len(classes)).double() / prediction[0].numel()
+        return ", ".join(f"{classes[i]} {100 * float(share[i]):.1f}%" for i in share.argsort(descending=True).tolist()
+                         if share[i] > 0)
+
     # ------------------------------------------------------------------ what a user sees
     def table_columns(self):
         return [("train_loss", "train_loss"), ("train_miou", "train_miou"), ("val_loss", "val_loss"),
