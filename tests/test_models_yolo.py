@@ -74,8 +74,8 @@ def hand_pred(p0=P0, p1=P1, probs=(0.3, 0.7)) -> torch.Tensor:
     return torch.tensor(cells, dtype=torch.float64).view(1, 2, 2, 12)
 
 
-def loss(pred, targets, **kw):
-    return yolo_v1_loss(pred, targets, num_classes=2, B=2, image_size=SIZE, **kw)
+def loss(pred, targets, lambda_coord=5.0, lambda_noobj=0.5):
+    return yolo_v1_loss(pred, targets, 2, 2, lambda_coord, lambda_noobj, SIZE)
 
 
 def test_loss_of_one_cell_by_hand():
@@ -286,7 +286,7 @@ def test_learns_a_tiny_fixed_batch():
         opt.zero_grad()
         total.backward()
         opt.step()
-    assert total.item() < 0.15 * first
+    assert total.item() < 0.02 * first  # about 0.002 over seeds 0-3: the untrained noobj term dominates the start
     net.eval()
     with torch.no_grad():
         found = net(x)["detections"]
@@ -297,4 +297,4 @@ def test_learns_a_tiny_fixed_batch():
             iou = paired_iou(det["boxes"][same], box.expand(int(same.sum()), 4))
             hits += int(bool((iou > 0.5).any()))
             wanted += 1
-    assert hits >= 0.8 * wanted
+    assert hits >= 0.9 * wanted  # 11 of 11 over seeds 0-3

@@ -49,7 +49,7 @@ class FeatureBackbone(nn.Module):
     forward: images (N, C, H, W) → OrderedDict {"0": (N, C_0, H/s_0, W/s_0), ...}, finest first.
     """
 
-    def __init__(self, net: nn.Module, input_shape: tuple[int, int, int], levels: int, name: str):
+    def __init__(self, net: nn.Module, input_shape: tuple[int, int, int], levels: int | None, name: str):
         super().__init__()
         modules = trunk_modules(net)
         c, h, w = input_shape
@@ -73,10 +73,13 @@ class FeatureBackbone(nn.Module):
         for i, stride, ch in outs:
             if stride > 1:
                 last_at[stride] = (i, ch)  # the last module at each resolution
+        if levels is None:  # up to the three deepest, as many as the net has
+            levels = min(3, len(last_at))
         strides = sorted(last_at)[-levels:]
-        if len(strides) < levels:
+        if not strides or len(strides) < levels:
             raise RecipeError(f"model.options.levels: {name!r} has {len(last_at)} down-sampled resolution(s) "
-                              f"at a {h}x{w} input (strides {sorted(last_at)}); asked for {levels}")
+                              f"at a {h}x{w} input (strides {sorted(last_at)}); asked for {levels} "
+                              "(a deeper backbone: model.depth)")
         self.taps = [last_at[s][0] for s in strides]
         self.strides = strides
         self.out_channels = [last_at[s][1] for s in strides]
@@ -91,7 +94,7 @@ class FeatureBackbone(nn.Module):
         return out
 
 
-def build_backbone(cfg, info, name: str, options: dict, weights: str | None, levels: int) -> FeatureBackbone:
+def build_backbone(cfg, info, name: str, options: dict, weights: str | None, levels: int | None) -> FeatureBackbone:
     """The zoo model ``name`` (built with the recipe's width, depth, activation and norm and
     ``options``), with ``weights`` loaded when given, cut to its trunk."""
     from ..registry import MODELS

@@ -9,11 +9,20 @@ section. Its forward is::
 
 ``images`` (N, C, H, W) are the normalized inputs; ``targets`` is a list of N dicts with ``boxes``
 (K, 4) float XYXY in input pixels (pixel-edge coordinates) and ``labels`` (K,) int64 in
-[0, num_classes); K may be 0 (an image of background only). ``losses`` (its sum is the training
-loss) is present whenever targets are given and the model can compute them in its current mode;
-``detections`` (one dict per image: ``boxes`` (M, 4) XYXY pixels, ``scores`` (M,), ``labels``
-(M,) int64) is present in eval mode. torchvision's detectors compute losses only in training mode,
-so for them evaluation reports mAP without a validation loss.
+[0, num_classes); K may be 0 (an image of background only). The detection task's collate hands
+them over as plain tensors, clipped to the image, boxes without area dropped. ``losses`` (its sum
+is the training loss) is present whenever targets are given and the model can compute them in its
+current mode; ``detections`` (one dict per image: ``boxes`` (M, 4) XYXY pixels, ``scores`` (M,),
+``labels`` (M,) int64) is present in eval mode. torchvision's detectors compute losses only in
+training mode, so for them evaluation reports mAP without a validation loss (their registry entry
+says ``eval_loss=False``). Without targets in training mode, yolo_v1 returns detections, ssd
+``{}`` and torchvision's detectors raise: nothing trains without targets.
+
+Each model keeps its paper's loss scale (YOLO: a sum over an image's cells, averaged over
+images; SSD: sums divided by the matched default boxes; torchvision: means over sampled anchors
+and proposals), so a learning rate does not carry over between them; the built-in recipes set
+one per model. The post-processing settings are read when the model is built (from the run's
+recipe for `trainlab evaluate` and `predict`); changing them means building the model again.
 
 Post-processing (S1 Q30, S4 3.3) is shared: keep (box, class) pairs scoring above
 ``score_threshold``, clip to the image, drop empty boxes, class-aware NMS at ``nms_iou`` and the
@@ -23,8 +32,6 @@ Post-processing (S1 Q30, S4 3.3) is shared: keep (box, class) pairs scoring abov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -88,6 +95,3 @@ def empty_detections(device: torch.device | str = "cpu") -> dict[str, Tensor]:
             "labels": torch.zeros(0, dtype=torch.long, device=device)}
 
 
-def total_loss(losses: dict[str, Any]) -> Tensor:
-    """The training loss: the sum of a detector's named loss terms."""
-    return sum(losses.values())

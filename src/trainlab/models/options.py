@@ -48,7 +48,7 @@ def describe_options(schema: type[Options]) -> list[tuple[str, str, str]]:
     """(name, default, description) of every option, for ``trainlab models --show``."""
     rows = []
     for name, field in schema.model_fields.items():
-        rows.append((name, repr(field.default), field.description or ""))
+        rows.append((name, repr(field.get_default(call_default_factory=True)), field.description or ""))
     return rows
 
 

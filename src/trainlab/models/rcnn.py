@@ -39,7 +39,8 @@ class AnchorDetectorOptions(Options):
     backbone_options: dict = Field(default_factory=dict, description="model.options of the backbone")
     backbone_weights: str | None = Field(None, description="local classification weights for the backbone (I4): "
                                          "a trainlab run's model.safetensors or a .pt state dict")
-    levels: int = Field(3, ge=1, le=5, description="deepest feature maps of the backbone the detector reads")
+    levels: int | None = Field(None, ge=1, le=5, description="deepest feature maps of the backbone the detector "
+                               "reads (default: up to 3, as many as it has)")
     fpn_channels: int = Field(64, ge=8, description="channels of the feature pyramid (torchvision's default: 256)")
     anchor_sizes: list[float] | None = Field(None, description="base anchor side in pixels per level, finest "
                                              "first (default: 4 x the level's stride)")
@@ -52,7 +53,7 @@ class AnchorDetectorOptions(Options):
         for key in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
             if any(v <= 0 for v in getattr(self, key) or ()):
                 raise ValueError(f"{key}: every value must be > 0")
-        if self.anchor_sizes is not None and len(self.anchor_sizes) != self.levels:
+        if self.anchor_sizes is not None and self.levels is not None and len(self.anchor_sizes) != self.levels:
             raise ValueError(f"anchor_sizes: one size per level ({self.levels}), got {len(self.anchor_sizes)}")
         return self
 
@@ -91,9 +92,13 @@ class _WithFPN(nn.Module):
 def _anchors(opts, strides: list[int], extra_strides: list[int]):
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    all_strides = strides + extra_strides
-    base = list(opts.anchor_sizes) + [4.0 * s for s in extra_strides] if opts.anchor_sizes else \
-        [4.0 * s for s in all_strides]
+    if opts.anchor_sizes is not None and len(opts.anchor_sizes) != len(strides):
+        from ..errors import RecipeError
+
+        raise RecipeError(f"model.options.anchor_sizes: one size per level; the backbone gives {len(strides)} "
+                          f"(strides {strides}), got {len(opts.anchor_sizes)}")
+    base = [float(v) for v in opts.anchor_sizes] if opts.anchor_sizes else [4.0 * s for s in strides]
+    base += [4.0 * s for s in extra_strides]
     sizes = tuple(tuple(float(b * m) for m in opts.anchor_scales) for b in base)
     ratios = (tuple(float(r) for r in opts.aspect_ratios),) * len(sizes)
     return AnchorGenerator(sizes, ratios)

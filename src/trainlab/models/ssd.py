@@ -33,15 +33,18 @@ mined negatives' cross-entropy (0 with ``min_negatives: 0``), never 0/0.
 Evaluation decodes every default box's offsets, takes the softmax over the C + 1 classes without
 the background column as per-class scores, and runs the shared post-processing
 (:func:`trainlab.models.detector.postprocess`: threshold, clip, class-aware NMS, top-k).
+In training mode without targets the forward returns ``{}``: the contract asks for nothing there.
+
+The backbone is small and plain, sized by ``model.width`` and ``model.depth``: stages of ``depth``
+3x3 conv-norm-activation layers, each stage halving the side with its first (stride-2) conv and
+doubling the width (up to 8 x ``width``); the last ``feature_maps`` stages are the feature maps.
 """
 from __future__ import annotations
 
 import math
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from ..errors import RecipeError
@@ -49,8 +52,6 @@ from ..registry import MODELS
 from .blocks import ConvNormAct
 from .detector import PostProcess, postprocess
 from .options import Options, parse_options
-
-Positive = Annotated[float, Field(gt=0.0)]
 
 # decode() clamps log-scale offsets here: an untrained head can predict exp(huge) = inf widths,
 # and inf - inf in the XYXY corners would give NaN boxes (the bound allows 62x the default box).
@@ -68,10 +69,10 @@ class SSDOptions(Options):
                              "fraction of the image side (the paper's s_min)")
     max_scale: float = Field(0.9, gt=0.0, le=1.0, description="s_m: scale of the coarsest map (s_max); the "
                              "scales in between are evenly spaced")
-    sizes: list[Positive] | None = Field(None, description="explicit scales s_1..s_m and s_{m+1} (feature_maps "
+    sizes: list[PositiveFloat] | None = Field(None, description="explicit scales s_1..s_m and s_{m+1} (feature_maps "
                                          "+ 1 fractions of the side; s_{m+1} only sizes the extra box of the "
                                          "last map); overrides min_scale/max_scale")
-    aspect_ratios: list[Positive] = Field(default_factory=lambda: [1.0, 2.0, 0.5], min_length=1,
+    aspect_ratios: list[PositiveFloat] = Field(default_factory=lambda: [1.0, 2.0, 0.5], min_length=1,
                                           description="width/height ratios of the default boxes of scale s_k")
     extra_box: bool = Field(True, description="add the paper's square box of scale sqrt(s_k s_{k+1}) per cell")
     match_iou: float = Field(0.5, gt=0.0, le=1.0, description="a default box overlapping a ground truth at "
@@ -79,19 +80,31 @@ class SSDOptions(Options):
     neg_pos_ratio: float = Field(3.0, ge=0.0, description="hard negatives kept per positive, per image")
     min_negatives: int = Field(3, ge=0, description="hard negatives kept in every image, also one without "
                                "objects (0: the paper's rule, an empty image adds nothing to the loss)")
-    variances: tuple[Positive, Positive] = Field((0.1, 0.2), description="box coding scales of the centre "
+    variances: tuple[PositiveFloat, PositiveFloat] = Field((0.1, 0.2), description="box coding scales of the centre "
                                                  "and of the log-size offsets")
 
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.first_stride & (self.first_stride - 1):
-            raise ValueError(f"first_stride must be a power of 2, got {self.first_stride}")
-        if self.sizes is not None and len(self.sizes) != self.feature_maps + 1:
-            raise ValueError(f"sizes needs feature_maps + 1 = {self.feature_maps + 1} scales "
-                             f"(s_1..s_m and s_m+1), got {len(self.sizes)}")
-        if self.sizes is None and self.min_scale > self.max_scale:
-            raise ValueError(f"min_scale ({self.min_scale}) must be <= max_scale ({self.max_scale})")
-        return self
+    # field validators, not a model validator, so that the error names model.options.<the field>
+    @field_validator("first_stride")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("must be a power of 2")
+        return v
+
+    @field_validator("max_scale")
+    @classmethod
+    def _ordered(cls, v: float, info: ValidationInfo) -> float:
+        if "min_scale" in info.data and v < info.data["min_scale"]:
+            raise ValueError(f"must be >= min_scale ({info.data['min_scale']})")
+        return v
+
+    @field_validator("sizes")
+    @classmethod
+    def _one_per_map(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        maps = info.data.get("feature_maps")
+        if v is not None and maps is not None and len(v) != maps + 1:
+            raise ValueError(f"feature_maps + 1 = {maps + 1} scales needed (s_1..s_m and s_m+1), got {len(v)}")
+        return v
 
     def scales(self) -> list[float]:
         return list(self.sizes) if self.sizes is not None else box_scales(self.feature_maps, self.min_scale,
@@ -176,7 +189,10 @@ def match(defaults: Tensor, gt_boxes: Tensor, gt_labels: Tensor, iou_threshold: 
     forced_iou, forced_box = iou.max(1)
     # A plain index assignment with repeated indices has no defined winner; assigning in order of
     # increasing IoU (stable) lets the ground truth that overlaps a shared box most write last.
-    for k in torch.sort(forced_iou, stable=True).indices.tolist():
+    # K is small: one copy to the host, then a Python loop.
+    order = torch.sort(forced_iou, stable=True).indices.tolist()
+    forced_iou, forced_box = forced_iou.tolist(), forced_box.tolist()
+    for k in order:
         if forced_iou[k] > 0:
             matched[forced_box[k]] = k
     labels = torch.where(matched >= 0, gt_labels.long()[matched.clamp(min=0)] + 1, 0)
@@ -242,8 +258,8 @@ class SSD(nn.Module):
     """Backbone stages, a class and a box 3x3 conv per feature map, the multibox loss, post-processing.
 
     Input (N, C, H, W) normalized images; forward follows :mod:`trainlab.models.detector`'s contract.
-    ``widths`` are the channels of the backbone's stride-2 stages; the last ``len(heads)`` stages'
-    outputs are the feature maps.
+    ``widths`` are the channels of the backbone's stages (each halves the side, ``convs`` 3x3
+    conv-norm-activation layers); the last ``opts.feature_maps`` stages' outputs are the feature maps.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: list[int], convs: int, norm: str,
@@ -297,7 +313,7 @@ class SSD(nn.Module):
             lab, idx = match(corners, gt, t["labels"].as_subclass(Tensor).to(defaults.device), self.opts.match_iou)
             off = torch.zeros_like(defaults)
             pos = idx >= 0
-            if bool(pos.any()):
+            if gt.shape[0]:  # no bool(pos.any()): that would wait for the device once per image
                 off[pos] = encode(gt[idx[pos]], defaults[pos], self.opts.variances)
             labels.append(lab)
             offsets.append(off)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..errors import RecipeError
 from ..registry import MODELS
 from .blocks import ConvNormAct
-from .detector import PostProcess, empty_detections, postprocess
+from .detector import PostProcess, postprocess
 from .layers import resolve_activation, resolve_norm
 from .options import Options, parse_options
 
@@ -57,7 +57,7 @@ def decode_head(raw: Tensor, boxes_per_cell: int) -> Tensor:
     of the cell through a softmax (one distribution per cell, as in the paper).
     """
     split = boxes_per_cell * BOX_FIELDS
-    return torch.cat([raw[..., :split].sigmoid(), raw[..., split:].sigmoid()], -1)
+    return torch.cat([raw[..., :split].sigmoid(), raw[..., split:].softmax(-1)], -1)
 
 
 def cell_boxes(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -110,9 +110,10 @@ def assign_targets(targets: list[dict[str, Tensor]], grid: tuple[int, int], imag
     n = len(targets)
     boxes = [t["boxes"].as_subclass(Tensor).to(device, torch.float32).reshape(-1, 4) for t in targets]
     labels = [t["labels"].as_subclass(Tensor).to(device, torch.long).reshape(-1) for t in targets]
-    image = torch.cat([torch.full((len(b),), k, device=device, dtype=torch.long) for k, b in enumerate(boxes)])
-    gt = torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
-    gl = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    image = torch.cat([torch.full((len(b),), k, device=device, dtype=torch.long) for k, b in enumerate(boxes)]
+                      or [torch.zeros(0, dtype=torch.long, device=device)])
+    gt = torch.cat(boxes or [torch.zeros(0, 4, device=device)])
+    gl = torch.cat(labels or [torch.zeros(0, dtype=torch.long, device=device)])
 
     cx, cy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
     gx, gy = cx * (sw / w), cy * (sh / h)  # centre in cell units
@@ -144,9 +145,8 @@ def assign_targets(targets: list[dict[str, Tensor]], grid: tuple[int, int], imag
             "coords": coords.view(n, sh, sw, 4), "labels": out_labels.view(n, sh, sw)}
 
 
-def yolo_v1_loss(pred: Tensor, targets: list[dict[str, Tensor]], num_classes: int, B: int,
-                 lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-                 image_size: tuple[int, int] = (64, 64)) -> dict[str, Tensor]:
+def yolo_v1_loss(pred: Tensor, targets: list[dict[str, Tensor]], num_classes: int, B: int, lambda_coord: float,
+                 lambda_noobj: float, image_size: tuple[int, int]) -> dict[str, Tensor]:
     """The YOLO v1 sum-squared loss of decoded predictions ``pred`` (N, Sh, Sw, B·5 + C).
 
     ``pred`` holds, per cell, B boxes (x, y, √w, √h, confidence) then C class probabilities (the
@@ -166,6 +166,8 @@ def yolo_v1_loss(pred: Tensor, targets: list[dict[str, Tensor]], num_classes: in
     ``{"coord", "obj", "noobj", "class"}``, scalars whose sum is the training loss.
     """
     n, sh, sw, _ = pred.shape
+    if len(targets) != n:
+        raise ValueError(f"yolo_v1_loss: {n} images but {len(targets)} targets; need one target dict per image")
     boxes = pred[..., : B * BOX_FIELDS].reshape(n, sh, sw, B, BOX_FIELDS)
     probs = pred[..., B * BOX_FIELDS: B * BOX_FIELDS + num_classes]
     gt = assign_targets(targets, (sh, sw), image_size, pred.device)
@@ -202,8 +204,7 @@ def yolo_v1_detections(pred: Tensor, num_classes: int, B: int, image_size: tuple
     probs = pred[..., B * BOX_FIELDS: B * BOX_FIELDS + num_classes]
     xyxy = cell_boxes(boxes[..., :4], image_size).reshape(n, -1, 4)
     scores = (boxes[..., 4, None] * probs[:, :, :, None, :]).reshape(n, -1, num_classes)
-    return [postprocess(xyxy[k], scores[k], image_size, pp) if xyxy.shape[1] else empty_detections(pred.device)
-            for k in range(n)]
+    return [postprocess(xyxy[k], scores[k], image_size, pp) for k in range(n)]
 
 
 # ---------------------------------------------------------------------------------------- network
