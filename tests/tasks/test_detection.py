@@ -24,6 +24,8 @@ MODELS = {
     "faster_rcnn": ["model.name=faster_rcnn", "model.options={levels: 2, fpn_channels: 8, representation: 16, "
                     "proposals_train: 32, proposals_test: 32, rois_per_image: 16}"],
     "retinanet": ["model.name=retinanet", "model.options={levels: 2, fpn_channels: 8}"],
+    "yolo_v1": ["model.name=yolo_v1", "model.options={grid: 0}"],
+    "ssd": ["model.name=ssd", "model.depth=1"],
 }
 
 
@@ -158,6 +160,8 @@ def test_each_detector_fits_two_epochs(name, tmp_path):
     assert {"val_map", "val_map50", "val_map75", "val_mar100"} <= set(last)
     assert any(k.startswith("train_loss_") for k in last)
     assert 0.0 <= last["val_map"] <= last["val_map50"] <= 1.0
+    # yolo_v1 and ssd compute their loss in eval mode too; torchvision's detectors do not
+    assert ("val_loss" in last) == (name in ("yolo_v1", "ssd"))
     s = run.summary()
     assert s["monitor"] == "val_map" and len(s["test"]["coco"]["stats"]) == 12
 
@@ -214,6 +218,15 @@ def test_predict_draws_boxes_and_writes_coco_results(det_run, tmp_path, capsys):
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
     assert main(["eval-detections", str(tmp_path / "gt.json"), str(out / "detections.json")]) == 0
     assert "Average Precision" in capsys.readouterr().out
+
+
+def test_export_refuses_a_detection_run_in_one_line(det_run, tmp_path, capsys):
+    """K2: `trainlab export` on a detection run is a one-line error (exit 2), nothing written."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(det_run.dir), "--format", "onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "a detection model returns a list of results per image" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_detection_resumes_bit_for_bit(tmp_path):

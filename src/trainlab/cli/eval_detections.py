@@ -1,7 +1,9 @@
-"""``trainlab eval-detections GT.json DETS.json``: COCO box evaluation of a detections file.
+"""``trainlab eval-detections GT.json DETS.json``: COCO box or mask evaluation of a results file.
 
 Prints COCO's 12-line summary and a per-class table; ``--json`` writes the numbers, ``--plot``
-draws the precision–recall curves. Malformed input exits 2 with one line naming the JSON path.
+draws the precision–recall curves. ``--iou-type segm`` evaluates the results' masks (compressed
+RLEs in "segmentation") against the ground truth's segmentations instead of the boxes. Malformed
+input exits 2 with one line naming the JSON path.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from ..errors import DataError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gt", metavar="GT.json", help="COCO ground truth (images, annotations, categories)")
     parser.add_argument("dets", metavar="DETS.json",
-                        help="COCO results: a list of {image_id, category_id, bbox [x,y,w,h], score}")
+                        help="COCO results: a list of {image_id, category_id, bbox [x,y,w,h], score}; "
+                             "with --iou-type segm each has a segmentation (compressed RLE)")
+    parser.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox",
+                        help="what is matched: boxes (bbox, the default) or masks (segm: the ground "
+                             "truth's segmentation against the results' RLE masks), as pycocotools' iouType")
     parser.add_argument("--json", metavar="OUT", type=Path,
                         help="write {stats: the 12 numbers in COCO's order, per_class: [...]} here; "
                              "missing folders are created")
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.json, "--json", suffix=None)
     if args.plot is not None:
         check_output(args.plot, "--plot")
-    result = evaluate_files(args.gt, args.dets)
+    result = evaluate_files(args.gt, args.dets, iou_type=args.iou_type)
     print("\n".join(result.summary_lines()))
     rows = result.per_class()
     width = max([len("name")] + [len(r["name"]) for r in rows])

@@ -19,7 +19,10 @@ def run(args) -> int:
     if args.batch < 1:
         raise TrainlabError(f"--batch: expected a positive number, got {args.batch}")
     run = open_run(args.run)
-    model, _, _, info, _ = run.load_model(args.checkpoint)
+    model, task, _, info, _ = run.load_model(args.checkpoint)
+    if not task.exportable:
+        raise TrainlabError(f"{args.run}: a {task.name} model returns a list of results per image, which trainlab "
+                            "export does not capture; export supports classification, segmentation and sequence runs")
     result = export_model(model, info, args.format, args.out, args.batch)
     print(result.line())
     return 0

@@ -6,7 +6,13 @@ names the file and its JSON path, e.g. ``ann.json: annotations[3].bbox: expected
 
 Each sample carries the annotations as tv_tensors (see :mod:`trainlab.data.samples`): boxes
 (COCO's [x, y, w, h] becomes XYXY in the same pixel-edge coordinates), one label per box, instance
-masks decoded from polygons or RLE (when every annotation has a segmentation) and a semantic mask.
+masks (when every annotation has a segmentation) and a semantic mask. The masks are those of
+``pycocotools.coco.COCO.annToMask``: pycocotools.mask rasterises polygons and decodes RLE (issue
+17). A polygon of fewer than 3 points, RLE runs that do not sum to its height x width and an RLE
+size other than its image's are errors naming the file, the annotation and its id, e.g.
+``ann.json: annotations[3] (id 17).segmentation[0]: a polygon needs at least 3 points (6 numbers),
+got 4 numbers``.
+
 For classification, an image's class is its dominant category: the one covering the largest total
 area (the annotation's ``area``, else its mask or box area). Images without annotations have no
 class: classification skips them (and says how many); detection and segmentation train on them as
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
 from ..errors import DataError
 from ..registry import DATASETS
@@ -30,8 +37,33 @@ from .samples import dominant_class, make_target
 
 
 # ----------------------------------------------------------------------------- masks
+# The masks are COCO's own: pycocotools.mask rasterises the polygons and encodes and decodes the
+# RLE, as pycocotools.coco.COCO.annToRLE and annToMask do, so that trainlab trains on exactly the
+# masks that COCO's evaluation scores.
+def segmentation_rle(seg: Any, height: int, width: int) -> dict[str, Any]:
+    """COCO's compressed RLE ``{"size": [H, W], "counts": str | bytes}`` of a checked segmentation
+    of an (H, W) image: polygons ``[[x1, y1, x2, y2, ...], ...]`` (pixel-edge coordinates)
+    rasterised and merged into their union, uncompressed RLE ``{"size", "counts": [runs]}``
+    compressed, compressed RLE (counts a string) as it is."""
+    if isinstance(seg, list):
+        return mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    if isinstance(seg["counts"], list):
+        return mask_utils.frPyObjects(seg, height, width)
+    return seg
+
+
+def segmentation_to_mask(seg: Any, height: int, width: int) -> np.ndarray:
+    """(H, W) uint8 mask (1 inside) of a checked segmentation of an (H, W) image."""
+    return mask_utils.decode(segmentation_rle(seg, height, width))
+
+
+# ------------------------------------------------------------------------------ checks
+# The reading of the file and the checks of each annotation (references, bbox, area, iscrowd) are
+# those of the COCO evaluation (trainlab.evaluate.coco_json); this module adds what training
+# needs besides: image file names and sizes, category names, unique ids and segmentations.
 def rle_counts_from_string(text: str) -> list[int]:
-    """Decode COCO's compressed RLE string into run lengths.
+    """Run lengths of COCO's compressed RLE string, read only to check them (pycocotools' decoder
+    trusts them: runs that do not sum to H x W make it write outside its mask).
 
     Each run length is written in 5-bit groups, least significant first, as characters offset by
     48; bit 0x20 of a character says another group follows, bit 0x10 of the last group is the sign.
@@ -59,54 +91,15 @@ def rle_counts_from_string(text: str) -> list[int]:
     return counts
 
 
-def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
-    """(H, W) uint8 mask from run lengths that alternate 0s and 1s in column-major order."""
-    total = height * width
-    if any(c < 0 for c in counts) or sum(counts) != total:
-        raise ValueError(f"run lengths sum to {sum(counts)}, expected height x width = {total}")
-    values = np.zeros(len(counts), dtype=np.uint8)
-    values[1::2] = 1
-    flat = np.repeat(values, counts)
-    return flat.reshape(width, height).T.copy()
+def _annotation_path(i: int, ann: dict[str, Any]) -> str:
+    """``annotations[i] (id N)``: the JSON path of an annotation and, where it has one, its id."""
+    return f"annotations[{i}]" + (f" (id {ann['id']})" if "id" in ann else "")
 
 
-def polygon_mask(poly: list[float], height: int, width: int) -> np.ndarray:
-    """(H, W) bool: pixels whose centre (j + 0.5, i + 0.5) lies inside the polygon [x1, y1, ...]
-    (even-odd rule), so a mask holds the polygon's area in whole pixels."""
-    xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-    x0, y0 = xy[:, 0], xy[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    yc = np.arange(height, dtype=np.float64)[:, None] + 0.5  # (H, 1) row centres
-    crosses = (y0 <= yc) != (y1 <= yc)  # (H, E): the edge spans this row centre
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xs = np.where(crosses, x0 + (yc - y0) * (x1 - x0) / (y1 - y0), np.inf)  # (H, E)
-    xc = np.arange(width, dtype=np.float64) + 0.5
-    left = (xs[:, :, None] <= xc[None, None, :]).sum(1)  # crossings left of each pixel centre
-    return (left % 2) == 1
-
-
-def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
-    """(H, W) uint8 union of polygons [x1, y1, x2, y2, ...] in pixel-edge coordinates."""
-    mask = np.zeros((height, width), dtype=bool)
-    for poly in polygons:
-        mask |= polygon_mask(poly, height, width)
-    return mask.astype(np.uint8)
-
-
-def segmentation_to_mask(seg: Any, height: int, width: int) -> np.ndarray:
-    if isinstance(seg, list):
-        return polygons_to_mask(seg, height, width)
-    counts = seg["counts"]
-    counts = rle_counts_from_string(counts) if isinstance(counts, str) else list(counts)
-    h, w = seg["size"]
-    return rle_decode(counts, int(h), int(w))
-
-
-# ------------------------------------------------------------------------------ checks
-# The reading of the file and the checks of each annotation (references, bbox, area, iscrowd) are
-# those of the COCO evaluation (trainlab.evaluate.coco_json); this module adds what training
-# needs besides: image file names and sizes, category names, unique ids and segmentations.
-def _check_segmentation(seg: Any, source: str, where: str, image: dict[str, Any]) -> None:
+def _check_segmentation(seg: Any, source: str, where: str) -> None:
+    """Raise DataError ``{source}: {where}...: problem`` unless ``seg`` is a list of polygons of at
+    least 3 finite points or an RLE ``{size: [H, W], counts}`` whose runs sum to H x W (that the
+    size is its image's is checked where the image is read)."""
     from ..evaluate.coco_json import is_int, is_number
 
     def fail(path: str, problem: str) -> DataError:
@@ -116,27 +109,37 @@ def _check_segmentation(seg: Any, source: str, where: str, image: dict[str, Any]
         if not seg:
             raise fail(where, "empty polygon list (expected [[x1, y1, x2, y2, x3, y3, ...], ...])")
         for j, poly in enumerate(seg):
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(is_number(v) for v in poly):
-                raise fail(f"{where}[{j}]", "expected a polygon of at least 3 points [x1, y1, x2, y2, x3, y3, ...]")
+            if not isinstance(poly, list):
+                raise fail(f"{where}[{j}]", "expected a polygon [x1, y1, x2, y2, x3, y3, ...]")
+            for k, v in enumerate(poly):
+                if not is_number(v):
+                    raise fail(f"{where}[{j}][{k}]", f"expected a finite number, got {v!r}")
+            if len(poly) < 6:
+                raise fail(f"{where}[{j}]", f"a polygon needs at least 3 points (6 numbers), got {len(poly)} numbers")
+            if len(poly) % 2:
+                raise fail(f"{where}[{j}]", f"a polygon needs x, y pairs (an even count of numbers), got "
+                                            f"{len(poly)} numbers")
         return
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) and v > 0 for v in size)):
             raise fail(f"{where}.size", "expected [height, width] of the RLE mask")
-        if "height" in image and "width" in image and list(size) != [image["height"], image["width"]]:
-            raise fail(f"{where}.size",
-                       f"RLE is {size[0]}x{size[1]} but its image is {image['height']}x{image['width']}")
         if isinstance(counts, str):
             try:
                 runs = rle_counts_from_string(counts)
             except ValueError as err:
                 raise fail(f"{where}.counts", str(err)) from None
-        elif isinstance(counts, list) and all(is_int(v) and v >= 0 for v in counts):
+        elif isinstance(counts, list) and all(is_int(v) for v in counts):
             runs = counts
         else:
             raise fail(f"{where}.counts", "expected an RLE string or a list of run lengths")
-        if sum(runs) != size[0] * size[1]:
-            raise fail(f"{where}.counts", f"run lengths sum to {sum(runs)}, expected {size[0] * size[1]}")
+        negative = next((k for k, r in enumerate(runs) if r < 0), None)
+        if negative is not None:
+            raise fail(f"{where}.counts", f"run {negative} has length {runs[negative]} (must be >= 0)")
+        h, w = size
+        if sum(runs) != h * w:
+            raise fail(f"{where}.counts", f"run lengths sum to {sum(runs)}, expected height x width = {h} x {w} "
+                                          f"= {h * w}")
         return
     raise fail(where, "expected polygons (list of [x1, y1, ...]) or RLE {size, counts}")
 
@@ -196,7 +199,7 @@ def check_coco(data: Any, path: Path) -> None:
                 raise fail(f"{where}.id", f"duplicate annotation id {ann['id']}")
             ids.add(ann["id"])
         if ann.get("segmentation") is not None:
-            _check_segmentation(ann["segmentation"], source, f"{where}.segmentation", images[ann["image_id"]])
+            _check_segmentation(ann["segmentation"], source, f"{_annotation_path(i, ann)}.segmentation")
 
 
 # ------------------------------------------------------------------------------ source
@@ -228,10 +231,6 @@ class CocoSource(SampleSource):
         masks = semantic = None
         if self.masks:
             decoded = [segmentation_to_mask(a["segmentation"], h, w) for a in anns]
-            for a, m in zip(anns, decoded):
-                if m.shape != (h, w):
-                    raise DataError(f"{a['where']}.segmentation: mask is {m.shape[0]}x{m.shape[1]} but image "
-                                    f"{r['path']} is {h}x{w}")
             masks = torch.from_numpy(np.stack(decoded) if anns else np.zeros((0, h, w), np.uint8))
             semantic = torch.zeros(h, w, dtype=torch.uint8)
             # Paint large objects first so that small ones on top of them stay visible.
@@ -262,9 +261,12 @@ class CocoSource(SampleSource):
         return str(self.records[index]["path"])
 
 
-def _area(ann: dict[str, Any]) -> float:
+def _area(ann: dict[str, Any], height: int, width: int) -> float:
+    """An annotation's area in an (H, W) image: its ``area``, else its mask's, else its box's."""
     if "area" in ann:
         return float(ann["area"])
+    if ann.get("segmentation") is not None:
+        return float(mask_utils.area(segmentation_rle(ann["segmentation"], height, width)))
     return float(ann["bbox"][2] * ann["bbox"][3])
 
 
@@ -291,9 +293,8 @@ def coco(cfg, seed: int):
     names = [c["name"] for c in cats]
     by_image: dict[int, list[dict[str, Any]]] = {}
     for j, ann in enumerate(data["annotations"]):
-        if _area(ann) < cc.min_area:
-            continue
-        record = {**ann, "class": class_of[ann["category_id"]], "where": f"annotations[{j}]"}
+        record = {**ann, "class": class_of[ann["category_id"]], "where": f"annotations[{j}]",
+                  "segmentation_path": f"{_annotation_path(j, ann)}.segmentation"}
         by_image.setdefault(ann["image_id"], []).append(record)
     with_masks = bool(data["annotations"]) and all(a.get("segmentation") is not None for a in data["annotations"])
     records, headers, where, skipped = [], [], [], 0
@@ -307,7 +308,17 @@ def coco(cfg, seed: int):
                 f"{path}: images[{i}]: {file} is {hw[0]}x{hw[1]} but the JSON says height {im['height']}, "
                 f"width {im['width']}"
             )
-        anns = by_image.get(im["id"], [])
+        anns, areas = [], []
+        for a in by_image.get(im["id"], []):
+            seg = a.get("segmentation")
+            if isinstance(seg, dict) and tuple(seg["size"]) != hw:
+                raise DataError(f"{path}: {a['segmentation_path']}.size: the RLE mask is {seg['size'][0]}x"
+                                f"{seg['size'][1]} but its image {im['file_name']} is {hw[0]}x{hw[1]} "
+                                "(height x width)")
+            area = _area(a, *hw)
+            if area >= cc.min_area:
+                anns.append(a)
+                areas.append(area)
         for a in anns:
             x, y, bw, bh = a["bbox"]
             # COCO's own files overshoot by a fraction of a pixel now and then: that is clipped
@@ -318,7 +329,7 @@ def coco(cfg, seed: int):
             skipped += 1
         # an image without annotations is background: a detector or a segmenter learns from it,
         # a classifier has no class for it (CocoSource.labelled drops it)
-        label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor([_area(a) for a in anns])) \
+        label = dominant_class(torch.tensor([a["class"] for a in anns]), torch.tensor(areas)) \
             if anns else None
         records.append({"path": file, "annotations": anns, "label": label})
         headers.append((mode, hw))

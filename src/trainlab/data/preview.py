@@ -112,18 +112,25 @@ def render_tile(image: torch.Tensor, ann: dict[str, Any] | None, semantic: torch
 
 
 def draw_detections(image: torch.Tensor, detections: dict[str, torch.Tensor], class_names: list[str], info) -> "np.ndarray":
-    """(H', W', 3) uint8 picture of ``image`` with each detection's box in its class colour,
-    labelled "<class> <score>" (V4); small images are enlarged as in the preview grid."""
+    """(H', W', 3) uint8 picture of ``image`` with each detection's box (and mask, where the
+    detections carry ``masks`` (M, H, W)) in its class colour, labelled "<class> <score>" (V4);
+    small images are enlarged as in the preview grid."""
     boxes, scores, labels = detections["boxes"], detections["scores"], detections["labels"]
     names = [f"{class_names[int(c)]} {float(s):.2f}" for c, s in zip(labels, scores)]
-    ann = {"boxes": boxes, "labels": labels}
+    colours = [PALETTE[int(c) % len(PALETTE)] for c in labels]
     tile = render_tile(image, None, None, info)
+    scale = tile.shape[1] // image.shape[1]
+    if len(boxes) and "masks" in detections:
+        from torchvision.utils import draw_segmentation_masks
+
+        masks = detections["masks"].bool()
+        if scale > 1:
+            masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        tile = draw_segmentation_masks(tile, masks, alpha=0.45, colors=colours)
     if len(boxes):
         from torchvision.utils import draw_bounding_boxes
 
-        scale = tile.shape[1] // image.shape[1]
-        tile = draw_bounding_boxes(tile, boxes.float() * scale, labels=names, width=2,
-                                   colors=[PALETTE[int(c) % len(PALETTE)] for c in ann["labels"]])
+        tile = draw_bounding_boxes(tile, boxes.float() * scale, labels=names, width=2, colors=colours)
     return tile.permute(1, 2, 0).contiguous().numpy()
 
 

@@ -1,7 +1,8 @@
-"""COCO box evaluation (E3): AP@[.5:.95], AP@0.5, AP@0.75, AP and AR by object size, per class.
+"""COCO box and mask evaluation (E3): AP@[.5:.95], AP@0.5, AP@0.75, AP and AR by object size, per class.
 
 The rules are COCO's, reproduced exactly so that the 12 summary numbers equal pycocotools'
-``COCOeval.stats`` (tests check 1e-6 on randomized sets; in practice they agree to rounding):
+``COCOeval.stats`` with ``iouType="bbox"`` or ``"segm"`` (tests check 1e-6 on randomized sets; in
+practice they agree to rounding):
 
 - Detections are matched per image and category, best score first (ties keep file order), at most
   ``max_dets[-1]`` (100) of them per image and category. Each detection takes the unmatched
@@ -16,12 +17,18 @@ The rules are COCO's, reproduced exactly so that the 12 summary numbers equal py
   precision is interpolated and sampled at 101 recall levels; AP is the mean over recall levels,
   IoU thresholds and the categories that have ground truth. Recall is the recall reached at the
   end of the pooled list.
+- The two kinds differ only in the IoU of a (detection, ground truth) pair: box IoU for
+  ``"bbox"``, mask IoU of COCO run-length encodings (RLE) for ``"segm"``, computed by
+  ``pycocotools.mask.iou`` (the same C code pycocotools uses, so the values are identical) with
+  the same crowd rule. Area ranges use the ground truth's ``area`` and the detection's area
+  (box area, or mask area; see :mod:`trainlab.evaluate.coco_json` for the results-file rule).
 
 Where pycocotools loops in Python over image x category x area x threshold x detection, this
 module matches all (image, category) groups at once and loops only over "the k-th contending
 detection of each group" (a handful of steps; a detection contends if it overlaps some ground
 truth of its group by at least the lowest threshold). Pooling uses cumulative sums and a
-reversed running maximum over arrays.
+reversed running maximum over arrays. Mask IoUs are computed with one ``mask.iou`` call per
+image (pycocotools makes one per image and category), for the pairs that can match only.
 
 The tensor entry point is :class:`MeanAveragePrecision` (``update(preds, targets)`` per batch,
 ``compute()`` at the end); JSON files go through :func:`evaluate_files`.
@@ -67,16 +74,20 @@ class Boxes:
 
     ``image`` and ``category`` are indices into the image list and category list of the
     evaluation (not ids). ``boxes`` are ``(N, 4)`` float64 xywh; ``area`` is used for area ranges
-    (ground truth: the annotation's area, detections: w * h). ``scores`` is set for detections,
-    ``crowd`` for ground truth.
+    (ground truth: the annotation's area, detections: w * h, or the mask area for masks).
+    ``scores`` is set for detections, ``crowd`` for ground truth. ``masks`` (for
+    ``iou_type="segm"``) is an ``(N,)`` object array of compressed COCO RLE dicts
+    (``{"size": [h, w], "counts": str or bytes}``), all of a given image the same size; with
+    masks, ``boxes`` may be None (mask evaluation does not look at them).
     """
 
     image: np.ndarray
     category: np.ndarray
-    boxes: np.ndarray
+    boxes: np.ndarray | None
     area: np.ndarray
     scores: np.ndarray | None = None
     crowd: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
@@ -224,6 +235,85 @@ def coco_box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarra
         return np.where(overlap, inter / np.where(overlap, union, 1.0), 0.0)
 
 
+IOU_TYPES: tuple[str, ...] = ("bbox", "segm")
+
+
+def mask_utils():
+    """``pycocotools.mask``, imported on first use (masks are encoded and compared with its C code)."""
+    try:
+        import pycocotools.mask as mask_utils
+    except ImportError as err:  # pragma: no cover - pycocotools is installed with trainlab
+        raise ImportError("mask evaluation (iou_type='segm') needs pycocotools: pip install pycocotools") from err
+    return mask_utils
+
+
+def mask_area(rles) -> np.ndarray:
+    """Pixel counts of a sequence of RLEs as float64 ``(N,)``.
+
+    ``pycocotools.mask.area`` is called on at most 255 RLEs at a time: it builds its result with
+    ``np.array((n,), dtype=np.uint8)``, which numpy 2 refuses for n > 255 (OverflowError).
+    """
+    rles = list(rles)
+    area = mask_utils().area
+    out = np.zeros(len(rles), dtype=np.float64)
+    for a in range(0, len(rles), 255):
+        out[a:a + 255] = area(rles[a:a + 255])
+    return out
+
+
+def box_pair_iou(gt: Boxes, dt: Boxes, d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of the pairs (detection ``d[i]``, ground truth ``g[i]``) -> ``(P,)``: box IoU, COCO's way."""
+    return coco_box_iou(dt.boxes[d], gt.boxes[g], gt.crowd[g])
+
+
+def _local_index(image: np.ndarray, items: np.ndarray):
+    """Distinct ``items`` grouped by image: ``(distinct, starts, local)`` where ``distinct`` is
+    sorted by (image, item), ``starts[i]:starts[i + 1]`` is the i-th image present, and
+    ``local[j]`` is the position of ``items[j]`` within its image's slice."""
+    distinct, inverse = np.unique(items, return_inverse=True)
+    by_image = np.argsort(image[distinct], kind="stable")  # distinct is sorted, so (image, item) order
+    distinct = distinct[by_image]
+    position = np.empty(by_image.size, dtype=np.int64)
+    position[by_image] = np.arange(by_image.size)
+    img = image[distinct]
+    starts = np.flatnonzero(np.r_[True, img[1:] != img[:-1], True])
+    first_of = np.repeat(starts[:-1], np.diff(starts))  # first position of each one's image
+    return distinct, starts, (position - first_of[position])[inverse]
+
+
+def mask_pair_iou(gt: Boxes, dt: Boxes, d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of the pairs (detection ``d[i]``, ground truth ``g[i]``) -> ``(P,)``: mask IoU of RLEs.
+
+    pycocotools' ``mask.iou`` (COCO's C code: for a crowd ground truth the denominator is the
+    detection's mask area) is called once per image, on the detections and ground truths of that
+    image that occur in some pair; the pairs' values are then picked from each matrix.
+    """
+    if dt.masks is None or gt.masks is None:
+        raise ValueError("iou_type='segm' needs masks (RLEs) for the detections and the ground truth")
+    out = np.zeros(d.size, dtype=np.float64)
+    if d.size == 0:
+        return out
+    iou = mask_utils().iou
+    img = dt.image[d]
+    by_image = np.argsort(img, kind="stable")
+    pair_starts = np.flatnonzero(np.r_[True, img[by_image][1:] != img[by_image][:-1], True])
+    d_all, d_starts, d_local = _local_index(dt.image, d)
+    g_all, g_starts, g_local = _local_index(gt.image, g)
+    d_local, g_local = d_local[by_image], g_local[by_image]
+    d_masks, g_masks = dt.masks[d_all], gt.masks[g_all]
+    g_crowd = gt.crowd[g_all].astype(np.uint8)
+    # images come in the same ascending order in all three groupings
+    for i in range(pair_starts.size - 1):
+        a, b = pair_starts[i], pair_starts[i + 1]
+        ds, de, gs, ge = d_starts[i], d_starts[i + 1], g_starts[i], g_starts[i + 1]
+        m = iou(d_masks[ds:de].tolist(), g_masks[gs:ge].tolist(), g_crowd[gs:ge])
+        out[by_image[a:b]] = np.asarray(m, dtype=np.float64)[d_local[a:b], g_local[a:b]]
+    return out
+
+
+_PAIR_IOU = {"bbox": box_pair_iou, "segm": mask_pair_iou}
+
+
 def _group_rank(keys: np.ndarray) -> np.ndarray:
     """Position of each element within its run of equal ``keys`` (keys sorted)."""
     n = keys.shape[0]
@@ -236,8 +326,12 @@ def _group_rank(keys: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(first, idx, 0))
 
 
-def _match(gt: Boxes, dt: Boxes, num_images: int, p: CocoParams):
+def _match(gt: Boxes, dt: Boxes, num_images: int, p: CocoParams, pair_iou=box_pair_iou):
     """Greedy COCO matching of every detection at every area range and IoU threshold.
+
+    ``pair_iou(gt, dt, d, g)`` gives the IoU of the candidate pairs (detection ``d[i]``, ground
+    truth ``g[i]``), all of the same image and category: :func:`box_pair_iou` or
+    :func:`mask_pair_iou`.
 
     Returns ``(order, rank, matches)``: the kept detections (indices into ``dt``) sorted by
     (category, image, score desc), their rank within their image and category, and the matches
@@ -270,7 +364,7 @@ def _match(gt: Boxes, dt: Boxes, num_images: int, p: CocoParams):
     pair_det = np.repeat(np.arange(D), g_count)
     within = np.arange(pair_det.size) - np.repeat(np.cumsum(g_count) - g_count, g_count)
     pair_gt = gorder[np.repeat(g_first, g_count) + within]
-    iou = coco_box_iou(dt.boxes[order[pair_det]], gt.boxes[pair_gt], gt.crowd[pair_gt])
+    iou = pair_iou(gt, dt, order[pair_det], pair_gt)
 
     # only pairs that can match at some threshold take part in the sequential part
     live = iou >= thr.min()
@@ -326,12 +420,16 @@ def _needed_tp(npig: np.ndarray, rec_thr: np.ndarray) -> np.ndarray:
 
 
 def evaluate(gt: Boxes, dt: Boxes, num_images: int, category_ids, category_names=None,
-             params: CocoParams | None = None) -> CocoResult:
+             params: CocoParams | None = None, iou_type: str = "bbox") -> CocoResult:
     """COCO evaluation of detections ``dt`` against ground truth ``gt``.
 
     ``num_images`` is the number of images (indices ``0..num_images-1``, in ascending id order),
     ``category_ids`` the K category ids (ascending) that ``category`` indices refer to.
+    ``iou_type`` is ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU; ``gt.masks`` and ``dt.masks``
+    hold the RLEs); every other rule is the same.
     """
+    if iou_type not in _PAIR_IOU:
+        raise ValueError(f"unknown iou_type {iou_type!r}; known: {', '.join(IOU_TYPES)}")
     p = params or CocoParams()
     category_ids = np.asarray(category_ids, dtype=np.int64)
     names = list(category_names) if category_names is not None else [str(c) for c in category_ids]
@@ -343,7 +441,7 @@ def evaluate(gt: Boxes, dt: Boxes, num_images: int, category_ids, category_names
     hi = np.array([a[2] for a in p.area_ranges])
     max_dets = sorted(p.max_dets)
 
-    order, rank, (m_det, m_area, m_thr, m_gt) = _match(gt, dt, num_images, p)
+    order, rank, (m_det, m_area, m_thr, m_gt) = _match(gt, dt, num_images, p, _PAIR_IOU[iou_type])
     D = order.size
     g_ignored = gt.crowd[:, None] | (gt.area[:, None] < lo) | (gt.area[:, None] > hi)  # (G, A)
     npig = np.zeros((K, A), dtype=np.int64)
@@ -383,8 +481,8 @@ def evaluate(gt: Boxes, dt: Boxes, num_images: int, category_ids, category_names
         width = int(npig[:, a].max(initial=0)) + 1
         for mi, (sel, cat, starts) in enumerate(pools):
             tps, fps = tp[a][:, sel], fp[a][:, sel]  # (T, N)
-            ctp = np.cumsum(tps, axis=1, dtype=np.int64)
-            cfp = np.cumsum(fps, axis=1, dtype=np.int64)
+            ctp = np.cumsum(tps, axis=1, dtype=np.int32)  # int32: half the memory traffic of int64
+            cfp = np.cumsum(fps, axis=1, dtype=np.int32)
             # running counts just before each category's block (K + 1 boundaries)
             before = np.maximum(starts - 1, 0)
             nonempty = (starts > 0)[None, :]
@@ -433,8 +531,28 @@ def _to_xywh(boxes: np.ndarray, fmt: str) -> np.ndarray:
     raise ValueError(f"unknown box format {fmt!r}; known: xyxy, xywh, cxcywh")
 
 
+def encode_masks(masks, what: str = "masks") -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Binary masks ``(N, H, W)`` (a tensor or array; bool, integer, or float probabilities,
+    which are thresholded at 0.5; ``(N, 1, H, W)`` is accepted too) as an ``(N,)`` object array of
+    compressed COCO RLE dicts, and ``(H, W)`` (None for an empty ``(0,)`` input)."""
+    m = masks.detach().cpu().numpy() if hasattr(masks, "detach") else np.asarray(masks)
+    if m.size == 0 and m.ndim < 3:
+        return np.empty(0, dtype=object), None
+    if m.ndim == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.ndim != 3:
+        raise ValueError(f"{what} must have shape (N, H, W), got {tuple(m.shape)}")
+    hw = (int(m.shape[1]), int(m.shape[2]))
+    out = np.empty(m.shape[0], dtype=object)
+    if m.shape[0]:
+        binary = m > 0.5 if np.issubdtype(m.dtype, np.floating) else m != 0
+        rles = mask_utils().encode(np.asfortranarray(binary.transpose(1, 2, 0), dtype=np.uint8))
+        out = np.fromiter(rles, dtype=object, count=len(rles))
+    return out, hw
+
+
 class MeanAveragePrecision:
-    """COCO box evaluation fed with tensors batch by batch, for use during validation.
+    """COCO box or mask evaluation fed with tensors batch by batch, for use during validation.
 
     ``update(preds, targets)`` takes one list entry per image, like torchvision's detection
     models produce and consume::
@@ -443,16 +561,26 @@ class MeanAveragePrecision:
         targets[i] = {"boxes": (M, 4), "labels": (M,)}  # optional "iscrowd" (M,), "area" (M,)
 
     Boxes are in ``box_format`` (default xyxy, pixels). A target's area defaults to its box area.
-    Tensors may live on any device; they are copied to the CPU as float64 on ``update``.
+    With ``iou_type="segm"`` the IoU is mask IoU and each entry has ``"masks"`` instead of (or
+    beside, unused) ``"boxes"``: ``(N, H, W)`` binary masks of the image (bool or integer; float
+    masks, e.g. Mask R-CNN's probabilities, are thresholded at 0.5; ``(N, 1, H, W)`` is
+    accepted), the same ``H, W`` in a prediction and its target. They are run-length encoded on
+    ``update``; a target's area defaults to its mask area, a prediction's area is its mask area.
+    Tensors may live on any device; they are copied to the CPU on ``update``.
     ``compute()`` evaluates everything seen since the last ``reset()`` with COCO's rules and
     returns a :class:`CocoResult` (``.stats``, ``.per_class()``, ``.to_dict()``). The categories are
     the labels that occur (in targets or predictions) plus the keys of ``class_names``.
     """
 
     def __init__(self, box_format: str = "xyxy", params: CocoParams | None = None,
-                 class_names: Mapping[int, str] | Sequence[str] | None = None):
+                 class_names: Mapping[int, str] | Sequence[str] | None = None, iou_type: str = "bbox"):
         _to_xywh(np.zeros((0, 4)), box_format)  # reject an unknown format now, not at update
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"unknown iou_type {iou_type!r}; known: {', '.join(IOU_TYPES)}")
+        if iou_type == "segm":
+            mask_utils()  # fail now if pycocotools is missing
         self.box_format = box_format
+        self.iou_type = iou_type
         self.params = params or CocoParams()
         if class_names is not None and not isinstance(class_names, Mapping):
             class_names = dict(enumerate(class_names))
@@ -469,23 +597,39 @@ class MeanAveragePrecision:
         """Add one batch: ``preds`` and ``targets`` are lists with one dict per image."""
         if len(preds) != len(targets):
             raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one of each per image")
+        segm = self.iou_type == "segm"
         for i, (pred, target) in enumerate(zip(preds, targets)):
             image = self._num_images + i
-            db = self._boxes(pred, "preds", i)
             ds = _as_array(pred["scores"], np.float64).reshape(-1)
             dl = _as_array(pred["labels"], np.int64).reshape(-1)
-            gb = self._boxes(target, "targets", i)
             gl = _as_array(target["labels"], np.int64).reshape(-1)
-            if not (ds.size == dl.size == db.shape[0]) or gl.size != gb.shape[0]:
-                raise ValueError(f"image {i} of the batch: boxes, scores and labels differ in length")
+            if segm:
+                dm, dhw = self._masks(pred, "preds", i)
+                gm, ghw = self._masks(target, "targets", i)
+                if dhw is not None and ghw is not None and dhw != ghw:
+                    raise ValueError(f"image {i} of the batch: prediction masks are {dhw[0]}x{dhw[1]} "
+                                     f"but target masks {ghw[0]}x{ghw[1]}")
+                db, gb = None, None  # not needed to match masks
+                d_area = mask_area(dm)
+            else:
+                dm = gm = None
+                db = self._boxes(pred, "preds", i)
+                gb = self._boxes(target, "targets", i)
+                d_area = db[:, 2] * db[:, 3]
+            kind = "masks" if segm else "boxes"
+            n_dt, n_gt = (dm.size, gm.size) if segm else (db.shape[0], gb.shape[0])
+            if not (ds.size == dl.size == n_dt) or gl.size != n_gt:
+                raise ValueError(f"image {i} of the batch: {kind}, scores and labels differ in length")
             crowd = (_as_array(target["iscrowd"], np.int64).reshape(-1) != 0
                      if "iscrowd" in target else np.zeros(gl.size, dtype=bool))
-            area = (_as_array(target["area"], np.float64).reshape(-1)
-                    if "area" in target else gb[:, 2] * gb[:, 3])
+            if "area" in target:
+                area = _as_array(target["area"], np.float64).reshape(-1)
+            else:
+                area = mask_area(gm) if segm else gb[:, 2] * gb[:, 3]
             if crowd.size != gl.size or area.size != gl.size:
-                raise ValueError(f"image {i} of the batch: iscrowd/area differ in length from the boxes")
-            self._dt.append((np.full(dl.size, image), dl, db, ds))
-            self._gt.append((np.full(gl.size, image), gl, gb, area, crowd))
+                raise ValueError(f"image {i} of the batch: iscrowd/area differ in length from the {kind}")
+            self._dt.append((np.full(dl.size, image), dl, db, ds, d_area, dm))
+            self._gt.append((np.full(gl.size, image), gl, gb, area, crowd, gm))
         self._num_images += len(preds)
 
     def _boxes(self, item: Mapping, kind: str, i: int) -> np.ndarray:
@@ -496,6 +640,12 @@ class MeanAveragePrecision:
             raise ValueError(f"{kind}[{i}]['boxes'] must have shape (N, 4), got {b.shape}")
         return _to_xywh(b, self.box_format)
 
+    @staticmethod
+    def _masks(item: Mapping, kind: str, i: int) -> tuple[np.ndarray, tuple[int, int] | None]:
+        if "masks" not in item:
+            raise ValueError(f"{kind}[{i}] has no 'masks'; iou_type='segm' needs (N, H, W) masks")
+        return encode_masks(item["masks"], f"{kind}[{i}]['masks']")
+
     def compute(self) -> CocoResult:
         """COCO evaluation of all images seen since the last reset."""
         def cat(parts, j, shape, dtype):
@@ -505,9 +655,11 @@ class MeanAveragePrecision:
         d_img, d_lab = cat(self._dt, 0, 0, np.int64), cat(self._dt, 1, 0, np.int64)
         ids = np.unique(np.concatenate([g_lab, d_lab, np.array(sorted(self.class_names), dtype=np.int64)]))
         names = [self.class_names.get(int(c), str(int(c))) for c in ids]
-        gt = Boxes(g_img, np.searchsorted(ids, g_lab), cat(self._gt, 2, (0, 4), np.float64),
-                   cat(self._gt, 3, 0, np.float64), crowd=cat(self._gt, 4, 0, bool))
-        dt_boxes = cat(self._dt, 2, (0, 4), np.float64)
-        dt = Boxes(d_img, np.searchsorted(ids, d_lab), dt_boxes, dt_boxes[:, 2] * dt_boxes[:, 3],
-                   scores=cat(self._dt, 3, 0, np.float64))
-        return evaluate(gt, dt, self._num_images, ids, names, self.params)
+        segm = self.iou_type == "segm"
+        gt = Boxes(g_img, np.searchsorted(ids, g_lab), None if segm else cat(self._gt, 2, (0, 4), np.float64),
+                   cat(self._gt, 3, 0, np.float64), crowd=cat(self._gt, 4, 0, bool),
+                   masks=cat(self._gt, 5, 0, object) if segm else None)
+        dt = Boxes(d_img, np.searchsorted(ids, d_lab), None if segm else cat(self._dt, 2, (0, 4), np.float64),
+                   cat(self._dt, 4, 0, np.float64), scores=cat(self._dt, 3, 0, np.float64),
+                   masks=cat(self._dt, 5, 0, object) if segm else None)
+        return evaluate(gt, dt, self._num_images, ids, names, self.params, self.iou_type)

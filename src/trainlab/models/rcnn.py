@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -29,6 +30,7 @@ from .detector import PostProcess
 from .options import Options, parse_options
 
 DET_USES = ("width", "depth", "activation", "norm")
+MASK_THRESHOLD = 0.5  # Mask R-CNN's per-pixel probability above which a pixel belongs to the instance
 # eval_loss=False: torchvision computes losses only in training mode, so no val_loss is recorded
 DET_META = dict(uses=DET_USES, default_input=(3, 64, 64), default_classes=4, tasks=("detection",), eval_loss=False)
 
@@ -72,6 +74,8 @@ class RetinaNetOptions(AnchorDetectorOptions):
                                        description="multipliers of each level's base size (2^0, 2^(1/3), 2^(2/3))")
     extra_levels: Literal[0, 2] = Field(0, description="P6 and P7 above the backbone's levels (the paper: 2; "
                                         "small inputs have no room for them)")
+    head_norm: Literal["group", "none"] = Field("group", description="norm in the two subnets' convolutions: "
+                                                "GroupNorm (torchvision's RetinaNet v2) or none (the paper)")
 
 
 class _WithFPN(nn.Module):
@@ -120,12 +124,16 @@ class TorchvisionDetector(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("a detector in training mode needs its targets")
-            shifted = [{"boxes": t["boxes"], "labels": t["labels"] + self.shift} for t in targets]
+            shifted = [{**t, "labels": t["labels"] + self.shift} for t in targets]
             losses = self.model(batch, shifted)
             return {"losses": {k.removeprefix("loss_"): v for k, v in losses.items()}}
-        dets = self.model(batch)
-        return {"detections": [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.shift}
-                               for d in dets]}
+        return {"detections": [self._result(d) for d in self.model(batch)]}
+
+    def _result(self, d):
+        out = {"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.shift}
+        if "masks" in d:  # Mask R-CNN: per-instance probabilities (M, 1, H, W) pasted into the image
+            out["masks"] = (d["masks"][:, 0] >= MASK_THRESHOLD).to(torch.uint8)
+        return out
 
 
 def _common(cfg, info, schema):
@@ -136,26 +144,34 @@ def _common(cfg, info, schema):
     return opts, body, sizes, PostProcess.from_info(info)
 
 
+def _groups(channels: int) -> int:
+    """GroupNorm groups of about 4 channels each (at most 32, torchvision's), dividing ``channels``."""
+    g = min(32, max(1, channels // 4))
+    while channels % g:
+        g -= 1
+    return g
+
+
 def _above(body, n: int) -> list[int]:
     """Strides of ``n`` pyramid levels added above the backbone's deepest one."""
     return [body.strides[-1] * 2 ** (k + 1) for k in range(n)]
 
 
-@MODELS.register("faster_rcnn", help="Faster R-CNN (torchvision): RPN + RoIAlign box head on a zoo CNN with a "
-                 "feature pyramid; anchors from model.options", options=FasterRCNNOptions, **DET_META)
-def faster_rcnn(cfg, info) -> nn.Module:
-    from torchvision.models.detection import FasterRCNN
+def _two_stage(cfg, info, schema, masks: bool) -> nn.Module:
+    """Faster R-CNN, or Mask R-CNN with ``masks`` (the same detector plus a mask head on 14x14 RoIs)."""
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    opts, body, sizes, pp = _common(cfg, info, FasterRCNNOptions)
+    opts, body, sizes, pp = _common(cfg, info, schema)
     backbone = _WithFPN(body, opts.fpn_channels, LastLevelMaxPool())
     names = [str(i) for i in range(len(body.strides))]
     # LastLevelMaxPool adds a "pool" map: the RPN sees one more level than the RoI pooler
     anchors = _anchors(opts, body.strides, _above(body, 1))
-    model = FasterRCNN(
-        backbone, num_classes=None, rpn_anchor_generator=anchors,
+    kwargs = dict(
+        num_classes=None, rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(opts.fpn_channels * 49, opts.representation),
         box_predictor=FastRCNNPredictor(opts.representation, info.num_classes + 1),
@@ -164,7 +180,31 @@ def faster_rcnn(cfg, info) -> nn.Module:
         box_batch_size_per_image=opts.rois_per_image,
         box_score_thresh=pp.score_threshold, box_nms_thresh=pp.nms_iou, box_detections_per_img=pp.max_detections,
         **sizes)
+    if not masks:
+        return TorchvisionDetector(FasterRCNN(backbone, **kwargs), shift=1)
+    c = opts.mask_channels
+    model = MaskRCNN(backbone, mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+                     mask_head=MaskRCNNHeads(opts.fpn_channels, [c] * opts.mask_convs, 1),
+                     mask_predictor=MaskRCNNPredictor(c, c, info.num_classes + 1), **kwargs)
     return TorchvisionDetector(model, shift=1)
+
+
+@MODELS.register("faster_rcnn", help="Faster R-CNN (torchvision): RPN + RoIAlign box head on a zoo CNN with a "
+                 "feature pyramid; anchors from model.options", options=FasterRCNNOptions, **DET_META)
+def faster_rcnn(cfg, info) -> nn.Module:
+    return _two_stage(cfg, info, FasterRCNNOptions, masks=False)
+
+
+class MaskRCNNOptions(FasterRCNNOptions):
+    mask_channels: int = Field(64, ge=4, description="channels of the mask head's convolutions (torchvision: 256)")
+    mask_convs: int = Field(4, ge=1, le=8, description="3x3 convolutions of the mask head (the paper: 4)")
+
+
+@MODELS.register("mask_rcnn", help="Mask R-CNN (torchvision): Faster R-CNN plus a per-RoI mask head (14x14 "
+                 "RoIAlign, 28x28 masks) on a zoo CNN with a feature pyramid",
+                 options=MaskRCNNOptions, **{**DET_META, "tasks": ("instance_segmentation",)})
+def mask_rcnn(cfg, info) -> nn.Module:
+    return _two_stage(cfg, info, MaskRCNNOptions, masks=True)
 
 
 @MODELS.register("retinanet", help="RetinaNet (torchvision): one-stage dense anchors, focal loss, feature pyramid "
@@ -178,7 +218,13 @@ def retinanet(cfg, info) -> nn.Module:
     anchors = _anchors(opts, body.strides, _above(body, opts.extra_levels))
     extra = LastLevelP6P7(opts.fpn_channels, opts.fpn_channels) if opts.extra_levels else None
     backbone = _WithFPN(body, opts.fpn_channels, extra)
-    head = RetinaNetHead(opts.fpn_channels, anchors.num_anchors_per_location()[0], info.num_classes)
+    norm = None
+    if opts.head_norm == "group":
+        from functools import partial
+
+        norm = partial(nn.GroupNorm, _groups(opts.fpn_channels))
+    head = RetinaNetHead(opts.fpn_channels, anchors.num_anchors_per_location()[0], info.num_classes,
+                         norm_layer=norm)
     model = RetinaNet(backbone, num_classes=info.num_classes, anchor_generator=anchors, head=head,
                       score_thresh=pp.score_threshold, nms_thresh=pp.nms_iou, detections_per_img=pp.max_detections,
                       **sizes)

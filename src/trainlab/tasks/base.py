@@ -89,6 +89,7 @@ class Task(ABC):
     quality_words = "accuracy"  # how a message names it
     quality_judges_fit = False  # whether a low quality means under-fitting (doctor.underfit_accuracy)
     labels_per_sample = False  # one class per sample: per-class counts and rules apply (the doctor)
+    exportable = True  # the model maps a tensor to a tensor (trainlab export checks parity on it)
 
     def __init__(self, recipe, info):
         self.recipe = recipe

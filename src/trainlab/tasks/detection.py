@@ -86,13 +86,16 @@ class DetectionEvalMeter:
         return out
 
 
-def plain_targets(target: dict[str, Any], where: str, num_classes: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """A sample's ``{"boxes": (K, 4) float, "labels": (K,) int64}`` as plain tensors. Boxes are
-    clipped to the image (a rotation or an affine warp can carry a corner outside) and boxes left
-    without area are dropped; a class id the model has no output for is a DataError naming the
-    sample (``where``) and the box. Files are checked when the data set is read (data.coco)."""
+def plain_targets(target: dict[str, Any], where: str, num_classes: int, size: tuple[int, int],
+                  masks: bool = False) -> dict[str, torch.Tensor]:
+    """A sample's ``{"boxes": (K, 4) float, "labels": (K,) int64}`` (and ``"masks"`` (K, H, W)
+    uint8 with ``masks``) as plain tensors. Boxes are clipped to the image (a rotation or an affine
+    warp can carry a corner outside) and boxes left without area are dropped with their masks; a
+    class id the model has no output for is a DataError naming the sample (``where``) and the box.
+    Files are checked when the data set is read (data.coco)."""
     boxes = target["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4)
     labels = target["labels"].as_subclass(torch.Tensor).long().reshape(-1)
+    inst = target["masks"].as_subclass(torch.Tensor).to(torch.uint8) if masks else None
     if len(boxes):
         bad = (labels < 0) | (labels >= num_classes)
         if bool(bad.any()):
@@ -104,7 +107,11 @@ def plain_targets(target: dict[str, Any], where: str, num_classes: int, size: tu
                              boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
         keep = ((boxes[:, 2:] - boxes[:, :2]) > 0).all(1)
         boxes, labels = boxes[keep], labels[keep]
-    return {"boxes": boxes, "labels": labels}
+        inst = inst[keep] if inst is not None else None
+    out = {"boxes": boxes, "labels": labels}
+    if inst is not None:
+        out["masks"] = inst.reshape(-1, *size)
+    return out
 
 
 # Pictures and printed lines show detections from this score up (Ultralytics draws from 0.25);
@@ -126,17 +133,23 @@ class DetectionTask(Task):
     quality = "map"
     quality_words = "mAP"
     quality_judges_fit = False  # a COCO mAP of 0.5 can be a fine detector: no threshold says under-fitting
+    exportable = False  # per-image lists of boxes, and data-dependent NMS: not one traced tensor program
+
+    model_task = "detection"  # the models this task takes declare it in their registry entry
+    needs = "boxes"  # the annotation the data set must carry
 
     def __init__(self, recipe, info):
         super().__init__(recipe, info)
-        if "boxes" not in info.annotations:
-            raise RecipeError(f"task: detection needs a data set with boxes (data.name=shapes or coco); "
+        if self.needs not in info.annotations:
+            what = {"boxes": "boxes", "masks": "instance masks"}[self.needs]
+            raise RecipeError(f"task: {self.name} needs a data set with {what} (data.name=shapes or coco); "
                               f"{recipe.data.name!r} has none")
         entry = MODELS.get(recipe.model.name, "model.name")
-        if "detection" not in entry.meta.get("tasks", ()):
-            det = sorted(e.name for e in MODELS.entries() if "detection" in e.meta.get("tasks", ()))
-            raise RecipeError(f"model.name: {recipe.model.name!r} does not detect objects; "
-                              f"task detection takes {', '.join(det)}")
+        if self.model_task not in entry.meta.get("tasks", ()):
+            det = sorted(e.name for e in MODELS.entries() if self.model_task in e.meta.get("tasks", ()))
+            raise RecipeError(f"model.name: {recipe.model.name!r} does not "
+                              f"{'detect objects' if self.name == 'detection' else 'predict instance masks'}; "
+                              f"task {self.name} takes {', '.join(det)}")
         _refuse_label_mixing(recipe.data.batch_augment)
         self.classes = list(info.class_names)
         if not entry.meta.get("eval_loss", True):  # torchvision's detectors give no loss in eval mode
@@ -166,7 +179,7 @@ class DetectionTask(Task):
         targets = []
         for i, (x, y) in enumerate(samples):
             where = y.get("source", f"sample {i} of the batch") if isinstance(y, dict) else f"sample {i}"
-            targets.append(plain_targets(y, where, len(self.classes), tuple(x.shape[-2:])))
+            targets.append(plain_targets(y, where, len(self.classes), tuple(x.shape[-2:]), self.needs == "masks"))
         return {"input": pad_stack(images, 0), "targets": targets,
                 "target": torch.stack([y["label"] for _, y in samples])}
 
