@@ -18,33 +18,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from recipe_runs import SRC, run_recipe
+
 GOALS = {"shapes-faster_rcnn": 0.90, "shapes-retinanet": 0.90, "shapes-yolo_v1": 0.80, "shapes-ssd": 0.80}
 LIMIT_S = 900.0
-
-
-def run_recipe(name: str, overrides: list[str], folder: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run_dir = folder / name
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "trainlab", "fit", name, "--quiet", f"run.dir={run_dir}",
-                           "--force", *overrides], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"trainlab fit {name} failed:\n{proc.stderr}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if line.strip() and "event" not in json.loads(line)]
-    return {"summary": summary, "epochs": epochs, "wall": wall}
 
 
 def quality(names: list[str], overrides: list[str], keep: str | None) -> None:

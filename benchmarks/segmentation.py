@@ -13,34 +13,16 @@ AP50`` for instance segmentation).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from recipe_runs import run_recipe
+
 GOALS = {"shapes-fcn": 0.85, "shapes-unet": 0.90}
 LIMIT_S = 600.0
 INSTANCE_GOALS = {"shapes-maskrcnn": 0.80}  # issue 17: mask AP50 in under 15 minutes
 INSTANCE_LIMIT_S = 900.0
-
-
-def run_recipe(name: str, overrides: list[str], folder: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run_dir = folder / name
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "trainlab", "fit", name, "--quiet", f"run.dir={run_dir}",
-                           "--force", *overrides], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"trainlab fit {name} failed:\n{proc.stderr}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if line.strip() and "event" not in json.loads(line)]
-    return {"summary": summary, "epochs": epochs, "wall": wall, "dir": run_dir}
 
 
 def main() -> None:

@@ -51,3 +51,19 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def stopped_and_resumed(args: list[str], folder: Path, epochs: int = 2):
+    """(never-stopped run, run stopped after epoch 1 and resumed to ``epochs``) of the same
+    recipe overrides ``args``, after checking that both end with bit-identical model weights."""
+    import trainlab
+    from safetensors.torch import load_file
+
+    full = trainlab.fit(None, [*args, f"train.epochs={epochs}", f"run.dir={folder / 'full'}"], quiet=True)
+    part = trainlab.fit(None, [*args, "train.epochs=1", f"run.dir={folder / 'part'}"], quiet=True)
+    resumed = trainlab.fit(resume=part.dir, overrides=[f"train.epochs={epochs}"], quiet=True)
+    a = load_file(full.checkpoints / "last.safetensors")
+    b = load_file(resumed.checkpoints / "last.safetensors")
+    for k in (k for k in a if k.startswith("model.")):
+        assert torch.equal(a[k], b[k]), k
+    return full, resumed

@@ -21,7 +21,7 @@ from trainlab.registry import MODELS
 # the detectors take targets and return losses and boxes: tests/tasks/test_detection.py and the
 # models' own tests cover them
 ALL = [e.name for e in MODELS.entries() if ":" not in e.name and e.fn.__module__.startswith("trainlab.")
-       and "detection" not in e.meta.get("tasks", ())]
+       and not {"detection", "instance_segmentation"} & set(e.meta.get("tasks", ()))]
 DENSE = [e.name for e in MODELS.entries() if "segmentation" in e.meta.get("tasks", ())]
 TASK = {"char_rnn": "sequence", **{name: "segmentation" for name in DENSE}}
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, stopped_and_resumed
 from PIL import Image
 
 import trainlab
@@ -232,17 +232,9 @@ def test_export_refuses_a_detection_run_in_one_line(det_run, tmp_path, capsys):
 def test_detection_resumes_bit_for_bit(tmp_path):
     """T3 (issue 15): a detection run stopped after an epoch and resumed ends with the same
     weights and loss terms as the run that was never stopped."""
-    from safetensors.torch import load_file
-
-    args = [*SHAPES, *MODELS["faster_rcnn"], "train.epochs=2", "train.checkpoint_every_steps=2",
-            "data.augment=[hflip]", "schedule.name=none"]
-    full = trainlab.fit(None, [*args, f"run.dir={tmp_path / 'full'}"], quiet=True)
-    part = trainlab.fit(None, [*args, "train.epochs=1", f"run.dir={tmp_path / 'part'}"], quiet=True)
-    resumed = trainlab.fit(resume=part.dir, overrides=["train.epochs=2"], quiet=True)
-    a = load_file(full.checkpoints / "last.safetensors")
-    b = load_file(resumed.checkpoints / "last.safetensors")
-    for k in (k for k in a if k.startswith("model.")):
-        assert torch.equal(a[k], b[k]), k
+    args = [*SHAPES, *MODELS["faster_rcnn"], "train.checkpoint_every_steps=2", "data.augment=[hflip]",
+            "schedule.name=none"]
+    full, resumed = stopped_and_resumed(args, tmp_path)
     fa, fb = full.epochs()[-1], resumed.epochs()[-1]
     assert {k: v for k, v in fa.items() if k != "time_s"} == {k: v for k, v in fb.items() if k != "time_s"}
 

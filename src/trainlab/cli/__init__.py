@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recipes": ("recipes", "list the built-in recipes"),
     "evaluate": ("evaluate", "evaluate a run's checkpoint on its val or test split"),
     "predict": ("predict", "print the top-k classes for image or .npy files"),
-    "eval-detections": ("eval_detections", "COCO box evaluation of a detections JSON against ground truth"),
+    "eval-detections": ("eval_detections", "COCO box or mask evaluation of a detections JSON against ground truth"),
     "schedule": ("schedule", "draw a recipe's learning-rate schedule without training"),
     "lr-find": ("lr_find", "run the LR range test and suggest a learning rate"),
     "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
