@@ -67,3 +67,36 @@ def stopped_and_resumed(args: list[str], folder: Path, epochs: int = 2):
     for k in (k for k in a if k.startswith("model.")):
         assert torch.equal(a[k], b[k]), k
     return full, resumed
+
+
+def shapes_as_coco(source, folder: Path, n: int = 2, masks: bool = False) -> tuple[list[str], Path]:
+    """The first ``n`` images of a shapes split written as ``folder/1.png``... and their COCO
+    ground truth ``folder/gt.json`` (category id = class + 1; with ``masks``, each object's mask
+    as a compressed RLE): what `trainlab predict` and `eval-detections` are checked against."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    names = ["circle", "square", "triangle", "star"]
+    gt = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": c} for k, c in enumerate(names)]}
+    paths = []
+    for i in range(n):
+        x, t = source.load(i)
+        h, w = x.shape[1:]
+        path = folder / f"{i + 1}.png"
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(path)
+        paths.append(str(path))
+        gt["images"].append({"id": i + 1, "file_name": path.name, "width": w, "height": h})
+        for k, (b, c) in enumerate(zip(t["boxes"].tolist(), t["labels"].tolist())):
+            ann = {"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": c + 1, "iscrowd": 0,
+                   "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])}
+            if masks:
+                import pycocotools.mask as mask_utils
+
+                m = t["masks"][k].numpy().astype(np.uint8)
+                rle = mask_utils.encode(np.asfortranarray(m))
+                ann.update(area=float(m.sum()), segmentation={"size": [h, w], "counts": rle["counts"].decode()})
+            gt["annotations"].append(ann)
+    (folder / "gt.json").write_text(json.dumps(gt))
+    return paths, folder / "gt.json"

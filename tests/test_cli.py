@@ -110,7 +110,6 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
         (["fit", "data.split.val=0.6", "data.split.test=0.4"], ["val + test must be < 1"]),
         (["fit", "data.name=folder"], ["data.root"]),
         (["fit", "data.name=folder", "data.root=/nonexistent/x"], ["data.root", "does not exist"]),
-        (["fit", "data.batch_size=5000"], ["data.batch_size=5000", "larger than the training split"]),
         (["fit", "train.early_stop.monitor=val_acc"], ["train.early_stop.monitor", "val_accuracy"]),
         (["fit", "optim.lr"], ["unknown recipe 'optim.lr'", "key=value"]),
         (["evaluate", "."], ["not a run directory"]),

@@ -275,7 +275,7 @@ def test_layers_are_declared_in_the_architectures_order_and_place_every_package(
     assert at("tasks") < at("data") == at("models") == at("optim") == at("losses") == at("evaluate")
     assert at("evaluate") < at("registry") == at("errors") == at("rng") == at("device") == at("recipe")
     assert at("registry") == len(contract.layers) - 1
-    assert at("run") == at("kfold") == at("predict") == at("export") == at(ROOT_UNIT) == at("api")
+    assert at("run") == at("kfold") == at("inputs") == at("export") == at(ROOT_UNIT) == at("api")
     assert not problems["placement"], report(problems["placement"], "undeclared or stale names")
 
 

@@ -49,10 +49,16 @@ def test_text_errors(tmp_path):
     text.write_text("abcabcabd" * 40)
     with pytest.raises(DataError, match=r"^data.subset=1000 is larger than the training split \(\d+ windows\)$"):
         build_data(load_recipe("char-rnn", [f"data.root={text}", "data.subset=1000"]))
-    # The batch-size check of build_data, which covers data sets with their own splits.
-    with pytest.raises(DataError, match=r"^data.batch_size=1000 is larger than the training split \(\d+ windows\); "
-                                        r"use at most \d+ or 'full'$"):
-        build_data(load_recipe("char-rnn", [f"data.root={text}", "data.batch_size=1000"]))
+    # Issue 22: a batch larger than the split (of a data set with its own splits) is not refused;
+    # training uses one batch of the whole split and says so in windows.
+    from trainlab.data.bundle import batch_size_note
+    from trainlab.optim.optimizers import train_batch_size
+
+    big = load_recipe("char-rnn", [f"data.root={text}", "data.batch_size=1000"])
+    n = len(build_data(big, statistics=False).train)
+    assert train_batch_size(big, n) == n < 1000
+    assert batch_size_note(1000, n, "windows") == (f"data: data.batch_size=1000 is larger than the training split "
+                                                  f"({n} windows); training with one batch of {n}")
 
 
 def test_char_rnn_learns_and_samples(tmp_path, capsys):

@@ -34,6 +34,45 @@ def check_resume_overrides(pairs: dict[str, Any]) -> None:
             )
 
 
+def finished_line(run: Run, state: dict[str, Any], epochs: int) -> str | None:
+    """The line saying that ``run`` (its last checkpoint's ``state``) is finished, or None.
+
+    A run is finished when it was stopped (early stopping, the doctor) or has trained ``epochs``
+    epochs (the recipe's, after any ``train.epochs`` override: raising it trains on), and its
+    summary and report are written: a run killed while finishing is finished by resuming it.
+    """
+    stopped = state.get("stop_reason")
+    if not (stopped or (state["epoch"] >= epochs and state["batch"] == 0)):
+        return None
+    if not (run.summary_path.exists() and run.report_path.exists()):
+        return None
+    done, best = state["epoch"], (state.get("best") or {}).get("epoch")
+    how = f"{done} of {epochs} epochs" if done <= epochs else f"{done} epochs"
+    if best is not None:
+        how += f", best epoch {best}"
+    if stopped:
+        how += f"; {stopped}"
+    hint = "" if stopped else f" (train.epochs=N with N > {done} trains on)"
+    return f"{run.dir}: finished ({how}); nothing to resume{hint}"
+
+
+def check_weights_fit(recipe: Recipe, tensors, state: dict[str, Any], source: str) -> None:
+    """Raise a RunError naming the keys when the checkpoint's model weights do not fit ``recipe``'s
+    model (a recipe.yaml edited by hand), as restoring would; builds the model, never the data."""
+    import torch
+
+    from .data.bundle import DataInfo
+    from .engine.checkpoint import load_model_weights, split_prefix
+    from .models import build_model
+    from .tasks import build_task
+
+    check_names(recipe)
+    info = DataInfo.from_dict(state["info"])
+    with torch.random.fork_rng(devices=[]):  # the model's initialisation leaves the caller's stream alone
+        model = build_model(recipe, build_task(recipe, info).model_info(info), load_weights=False)
+    load_model_weights(model, split_prefix(tensors, "model"), source)
+
+
 def build_components(recipe: Recipe, callbacks=()):
     """Data, task, model and trainer for ``recipe``; nothing is written to disk."""
     import torch
@@ -93,7 +132,8 @@ def fit(
 
     ``recipe`` is a built-in name, a YAML path, a dict or a Recipe (default ``digits-cnn``).
     Overrides come as ``["optim.lr=0.01"]``, as a mapping of dotted keys, or as keywords with
-    ``__`` for dots (``train__epochs=5``). ``resume`` continues an interrupted run directory.
+    ``__`` for dots (``train__epochs=5``). ``resume`` continues an interrupted run directory; a
+    finished one (see :func:`finished_line`) is returned as it is, after one line saying so.
     Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C (a checkpoint is saved).
     """
     from .engine.checkpoint import RESUME_KEYS, load_checkpoint
@@ -113,6 +153,12 @@ def fit(
             stale.unlink(missing_ok=True)
         if last.exists():
             tensors, state = load_checkpoint(last, RESUME_KEYS)
+            done = finished_line(run, state, recipe_obj.train.epochs)
+            if done:  # nothing to train, evaluate or write: the run stays as it is
+                check_weights_fit(recipe_obj, tensors, state, str(last))
+                if not quiet:
+                    print(done)
+                return run
         else:  # killed before its first checkpoint: start over in the same directory
             tensors = state = None
             if not quiet:
@@ -207,5 +253,7 @@ def evaluate(run: str | Path | Run, split: str = "test", checkpoint: str = "best
 
 
 def predict(run: str | Path | Run, inputs, checkpoint: str = "best"):
+    """``run.predict(inputs)``: a :class:`~trainlab.inputs.Prediction` with the fields probs,
+    classes (predicted class per input), inputs (their names) and class_names."""
     run = run if isinstance(run, Run) else open_run(run)
     return run.predict(inputs, checkpoint)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,35 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def temporary(path: Path) -> Path:
+    """The temporary file that becomes ``path`` (same folder, so the rename stays atomic)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_file(path: str | Path, fill: Callable[[Path], None]) -> None:
+    """Replace ``path`` atomically and durably with the file that ``fill(tmp)`` writes at the
+    temporary path ``tmp``: for writers that take a file name (``safetensors.torch.save_file``)."""
+    path = Path(path)
+    tmp = temporary(path)
+    try:
+        fill(tmp)
+        with open(tmp, "rb+") as f:  # opened for writing: Windows refuses to fsync a read-only handle
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

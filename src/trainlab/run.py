@@ -179,20 +179,25 @@ class Run:
         return metrics
 
     def predict(self, inputs, checkpoint: str = "best", names: list[str] | None = None):
-        """(predictions, one label per input, class names) for arrays, tensors or file paths
-        (images or .npy): class probabilities (N, C) for classification, per-pixel class
-        probabilities (N, K, H, W) for segmentation, one dict of ``boxes`` (M, 4) XYXY pixels,
-        ``scores`` and ``labels`` per image for detection."""
+        """A :class:`~trainlab.inputs.Prediction` for arrays, tensors or paths (images, .npy
+        arrays, folders of them), by name: ``probs`` (NumPy: class probabilities (N, C) for
+        classification, per-pixel class probabilities (N, K, H, W) for segmentation, one dict of
+        ``boxes`` (M, 4) XYXY pixels, ``scores`` and ``labels`` per image for detection),
+        ``classes`` (the predicted class name per input, classification), ``inputs`` (one name
+        per input) and ``class_names``. It does not unpack like a tuple."""
+        from .inputs import Prediction
+
         p = self.prediction(inputs, checkpoint, names)
-        return p["probs"], p["labels"], p["classes"]
+        return Prediction.from_outputs(p["probs"], p["labels"], p["classes"], p["task"].labels_per_sample)
 
     def prediction(self, inputs, checkpoint: str = "best", names: list[str] | None = None) -> dict[str, Any]:
-        """What :meth:`predict` returns, with the input batch and the task's pictures of the
-        predictions (``task.prediction_images``: a mask and an overlay per image for
-        segmentation; None where predictions are printed)."""
+        """What :meth:`predict` returns, as a dict of torch values: ``probs`` (the task's
+        predictions), ``labels`` (one name per input), ``classes`` (all class names), with the
+        input batch and the task's pictures of the predictions (``task.prediction_images``: a mask
+        and an overlay per image for segmentation; None where predictions are printed)."""
         import torch
 
-        from .predict import gather_inputs
+        from .inputs import gather_inputs
 
         model, task, recipe, info, _ = self.load_model(checkpoint)
         x, labels = gather_inputs(inputs, info, names)

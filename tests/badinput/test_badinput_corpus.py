@@ -161,8 +161,6 @@ CASES = [
     Case("recipe file is not text", put("r.yaml", b"\xff\xfe\x00\x81", base=lambda r: None),
          ["fit", "r.yaml"], ["r.yaml", "UTF-8"]),
     # ------------------------------------------------------------------------------------ data sizes
-    Case("a batch larger than the data set", lambda root: None, ["fit", "data.batch_size=100000"],
-         ["data.batch_size=100000", "larger than the training split"]),
     Case("a subset larger than the training split", lambda root: None, ["fit", "data.subset=5000"],
          ["data.subset=5000", "larger than the training split"]),
     Case("no CUDA device", lambda root: None, ["fit", "train.device=cuda"], ["train.device", "no CUDA"]),

@@ -2,13 +2,18 @@
 same batches for any number of loader workers."""
 from __future__ import annotations
 
+import multiprocessing
+
+import pytest
 import torch
 from helpers_data import shapes_recipe
 
 from trainlab.data import build_data
 from trainlab.data.batch import build_batch_transforms
+from trainlab.data.bundle import TensorSource
 from trainlab.data.loader import BatchLoader
 from trainlab.data.transforms import build_transforms
+from trainlab.errors import DataError
 from trainlab.rng import generator
 from trainlab.recipe import load_recipe
 
@@ -71,3 +76,38 @@ def test_same_batches_for_zero_and_two_workers():
     epoch0 = [b["input"] for b in runs[0][: len(runs[0]) // 2]]
     epoch1 = [b["input"] for b in runs[0][len(runs[0]) // 2:]]
     assert not all(torch.equal(p, q) for p, q in zip(epoch0, epoch1))  # new augmentation each epoch
+
+
+def _identity(x, y):
+    return x, y
+
+
+def _fails_on_five(x, y):
+    if int(y) == 5:
+        raise DataError("sample 5 is broken")
+    return x, y
+
+
+def test_close_stops_the_workers_even_while_an_unfinished_epoch_is_referenced():
+    """D8: close() stops the worker processes at once, though the generator of an epoch left
+    half way is still referenced, and inside the handler of a worker's error (whose traceback
+    holds the epoch's frames), as the trainer closes its loaders; the unfinished epoch then ends."""
+    before = set(multiprocessing.active_children())
+    source = TensorSource(torch.arange(64.0).reshape(64, 1), torch.arange(64))
+    loader = BatchLoader(source, 4, seed=0, shuffle=False, transform=_identity, workers=2)
+    batches = loader.batches(0)
+    assert next(batches)["target"].tolist() == [0, 1, 2, 3]
+    assert len(set(multiprocessing.active_children()) - before) == 2
+    loader.close()
+    assert not set(multiprocessing.active_children()) - before
+    assert list(batches) == []
+
+    loader = BatchLoader(source, 4, seed=0, shuffle=False, transform=_fails_on_five, workers=2)
+    with pytest.raises(DataError, match="^sample 5 is broken$"):
+        try:
+            for _ in loader.batches(0):
+                pass
+        except DataError:
+            loader.close()
+            assert not set(multiprocessing.active_children()) - before
+            raise

@@ -11,7 +11,7 @@ from conftest import FAST
 
 from trainlab.data import build_data
 from trainlab.data.splits import stratified_kfold
-from trainlab.errors import DataError, RecipeError
+from trainlab.errors import RecipeError
 from trainlab.recipe import load_recipe
 
 
@@ -108,9 +108,9 @@ def test_cross_validate_refuses_data_sets_that_cannot_be_folded(tmp_path):
         assert not (tmp_path / "cv").exists()
         with pytest.raises(RecipeError, match="data.subset: data set 'test-shipped-splits' ships its own splits"):
             build_data(load_recipe({**recipe, "data": {"name": "test-shipped-splits", "subset": 10}}))
-        # The batch-size check covers data sets with their own splits too (the default 64 > 40 samples).
-        with pytest.raises(DataError, match=r"data.batch_size=64 is larger than the training split \(40 samples\)"):
-            build_data(load_recipe(recipe))
+        # Issue 22: a batch larger than the split (the default 64 > 40 samples) is not refused, for
+        # data sets with their own splits too: training uses one batch of the 40.
+        assert len(build_data(load_recipe(recipe)).train) == 40
         assert len(build_data(load_recipe({**recipe, "data": {"name": "test-shipped-splits", "batch_size": 40}})).train) == 40
     finally:
         DATASETS._entries.pop("test-shipped-splits", None)

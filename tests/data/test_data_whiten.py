@@ -60,8 +60,7 @@ def test_whitening_is_fitted_on_the_training_split_and_saved_with_the_model(tmp_
     run = fit(recipe, [*FAST, "train.epochs=1", f"run.dir={tmp_path / 'r'}"], quiet=True)
     model, *_ = run.load_model()
     assert torch.allclose(model.input[1].matrix, stage[1].matrix)
-    probs, _, _ = run.predict(train[:3].numpy())
-    assert probs.shape == (3, 10)
+    assert run.predict(train[:3].numpy()).probs.shape == (3, 10)
 
 
 def test_whitening_refuses_large_images():

@@ -39,21 +39,20 @@ def main() -> None:
     run_dir, mode, k, *overrides = sys.argv[1:]
     k = int(k)
     if mode == "save":
-        real = atomic.write_bytes
+        real = atomic.write_file
         calls = {"n": 0}
 
-        def slow_then_killed(path, data):
+        def slow_then_killed(path, fill):
             if str(path).endswith(".safetensors"):
                 calls["n"] += 1
                 if calls["n"] == k:
-                    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-                    with open(tmp, "wb") as f:
-                        f.write(data[: len(data) // 2])
-                        f.flush()
+                    tmp = atomic.temporary(path)
+                    fill(tmp)
+                    os.truncate(tmp, tmp.stat().st_size // 2)
                     die()
-            real(path, data)
+            real(path, fill)
 
-        atomic.write_bytes = slow_then_killed
+        atomic.write_file = slow_then_killed
     trainlab.fit(None, [f"run.dir={run_dir}", *overrides], quiet=True, callbacks=[Killer(mode, k)])
     sys.exit(3)  # the kill point was never reached: the test must notice
 

@@ -1,6 +1,8 @@
 """T3: checkpoints hold tensors in safetensors and state in JSON; damage is a clear error."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -9,7 +11,6 @@ from trainlab.engine.checkpoint import (
     load_model_weights,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
-    safetensors_bytes,
     save_checkpoint,
 )
 from trainlab.errors import RunError
@@ -25,11 +26,15 @@ def test_round_trip_tensors_and_state(tmp_path):
     assert (tmp_path / "c.json").exists()
 
 
-def test_checkpoint_bytes_are_exactly_what_safetensors_writes():
-    """T3: the checkpoint writer's own serializer gives byte for byte what safetensors.torch.save
-    gives (the reference), for every dtype a checkpoint holds, 0-d and empty tensors, and
-    metadata with quotes, newlines, control and non-ASCII characters; the library loads it back."""
-    from safetensors.torch import load, save
+def test_checkpoint_files_are_read_by_the_safetensors_library(tmp_path):
+    """T3: a checkpoint, written directly and through the background writer, is a safetensors
+    file the library (the reference) reads back: every dtype a checkpoint holds, 0-d and empty
+    tensors, and a state with quotes, newlines, control and non-ASCII characters in its JSON."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from trainlab.engine.checkpoint import STATE_KEY
+    from trainlab.engine.writer import DurableWriter
 
     gen = torch.Generator().manual_seed(0)
     tensors = {
@@ -45,15 +50,24 @@ def test_checkpoint_bytes_are_exactly_what_safetensors_writes():
         "x.int8": torch.arange(-3, 3, dtype=torch.int8),
         "x.bool": torch.tensor([True, False, True]),
         "x.empty": torch.zeros(0, 4),
+        "x.strided": torch.arange(12.0).reshape(3, 4).t(),  # not contiguous: the snapshot packs it
     }
-    metadata = {"trainlab_state": '{"a": "quote \\" newline \\n"} é ☃ \x01 tab\t'}
-    ours = safetensors_bytes(tensors, metadata)
-    assert ours == save(tensors, metadata=metadata)
-    back = load(ours)
-    assert set(back) == set(tensors)
-    assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in tensors.items())
-    assert safetensors_bytes({}, None) == save({})
-    assert safetensors_bytes({"a": torch.zeros(2)}, {}) == save({"a": torch.zeros(2)}, metadata={})
+    state = {"info": {"name": 'quote " newline \n é ☃ \x01 tab\t'}, "epoch": 2}
+    writer = DurableWriter()
+    save_checkpoint(tmp_path / "direct.safetensors", tensors, state)
+    save_checkpoint(tmp_path / "thread.safetensors", tensors, state, writer.submit)
+    writer.close()
+    for name in ("direct", "thread"):
+        path = tmp_path / f"{name}.safetensors"
+        back = load_file(path)
+        assert set(back) == set(tensors)
+        assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in tensors.items())
+        with safe_open(path, "pt") as f:
+            assert json.loads(f.metadata()[STATE_KEY]) == {"format": "trainlab-checkpoint/1", **state}
+        t2, s2 = load_checkpoint(path, require=("info", "epoch"))
+        assert s2["info"] == state["info"] and all(torch.equal(t2[k], v) for k, v in tensors.items())
+        assert json.loads((tmp_path / f"{name}.json").read_text())["epoch"] == 2
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file is left behind
 
 
 def test_optimizer_state_round_trip_continues_identically():

@@ -11,15 +11,21 @@ from trainlab.errors import RunError
 
 
 def recording(monkeypatch):
-    """Record the order of the writer thread's writes (atomic.write_bytes is looked up per call)."""
+    """Record the order of the writer thread's writes, of bytes and of files written by a function
+    (atomic.write_bytes and atomic.write_file are looked up per call)."""
     order = []
-    real = atomic.write_bytes
+    real_bytes, real_file = atomic.write_bytes, atomic.write_file
 
-    def write(path, data):
-        real(path, data)
+    def write_bytes(path, data):
+        real_bytes(path, data)
         order.append((path.name, data))
 
-    monkeypatch.setattr(atomic, "write_bytes", write)
+    def write_file(path, fill):
+        real_file(path, fill)
+        order.append((path.name, path.read_bytes()))
+
+    monkeypatch.setattr(atomic, "write_bytes", write_bytes)
+    monkeypatch.setattr(atomic, "write_file", write_file)
     return order
 
 
@@ -30,13 +36,15 @@ def handed_over(w: DurableWriter, order: list) -> bool:
 
 
 def test_writes_keep_their_order_and_deferred_data_is_made_on_the_thread(tmp_path, monkeypatch):
-    """T3: later writes of one path replace earlier ones in order; a callable is serialized by the thread."""
+    """T3: later writes of one path replace earlier ones in order; a callable writes the file, on the
+    thread, at a temporary path that is renamed into place."""
     order = recording(monkeypatch)
-    threads = []
+    threads, paths = [], []
 
-    def blob():
+    def blob(tmp):
         threads.append(threading.current_thread().name)
-        return b"made"
+        paths.append(tmp)
+        tmp.write_bytes(b"made")
 
     w = DurableWriter(max_pending=2)
     for i in range(6):
@@ -45,7 +53,7 @@ def test_writes_keep_their_order_and_deferred_data_is_made_on_the_thread(tmp_pat
     w.close()
     assert [d for n, d in order if n == "a.txt"] == [str(i).encode() for i in range(6)]
     assert (tmp_path / "a.txt").read_bytes() == b"5" and (tmp_path / "b.bin").read_bytes() == b"made"
-    assert threads == ["trainlab-writer"]
+    assert threads == ["trainlab-writer"] and paths[0].parent == tmp_path and paths[0].name != "b.bin"
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file is left behind
 
 
@@ -58,7 +66,7 @@ def test_holding_hands_files_over_only_when_the_block_ends(tmp_path, monkeypatch
     with w.holding():
         w.submit(tmp_path / "metrics.jsonl", b"m")
         with w.holding():
-            w.submit(tmp_path / "last.safetensors", lambda: b"ckpt")
+            w.submit(tmp_path / "last.safetensors", lambda tmp: tmp.write_bytes(b"ckpt"))
         w.submit(tmp_path / "last.json", b"j")
         assert not handed_over(w, order)
     w.flush()
@@ -99,9 +107,9 @@ def test_a_callback_error_in_the_block_is_not_masked_by_an_earlier_write_error(t
     failed meanwhile; that write error is raised at the next flush."""
     go = threading.Event()
 
-    def slow_blob():
+    def slow_blob(tmp):
         go.wait(5)
-        return b"{}"
+        tmp.write_bytes(b"{}")
 
     w = DurableWriter()
     w.submit(tmp_path / "missing-folder" / "old.json", slow_blob)
@@ -113,3 +121,22 @@ def test_a_callback_error_in_the_block_is_not_masked_by_an_earlier_write_error(t
     with pytest.raises(RunError, match="missing-folder/old.json"):
         w.flush()
     w.close()
+
+
+def test_a_file_writer_failing_halfway_leaves_the_previous_file(tmp_path):
+    """T3: a function writing the file that fails after writing part of it leaves the previous
+    file whole and no temporary file; the error is raised naming the file."""
+    w = DurableWriter()
+    w.submit(tmp_path / "last.safetensors", lambda tmp: tmp.write_bytes(b"old"))
+    w.flush()
+
+    def torn(tmp):
+        tmp.write_bytes(b"ne")
+        raise OSError(28, "No space left on device")
+
+    w.submit(tmp_path / "last.safetensors", torn)
+    with pytest.raises(RunError, match="could not write .*last.safetensors: No space left on device"):
+        w.flush()
+    w.close()
+    assert (tmp_path / "last.safetensors").read_bytes() == b"old"
+    assert not list(tmp_path.glob(".*tmp*"))

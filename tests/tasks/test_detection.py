@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, stopped_and_resumed
+from conftest import FAST, shapes_as_coco, stopped_and_resumed
 from PIL import Image
 
 import trainlab
@@ -193,20 +193,7 @@ def test_evaluate_prints_cocos_summary_and_per_class_ap(det_run, capsys):
 def test_predict_draws_boxes_and_writes_coco_results(det_run, tmp_path, capsys):
     """V4 (issue 15): `trainlab predict RUN IMAGE...` draws each image's boxes with class names
     and scores and writes COCO results that `trainlab eval-detections` accepts."""
-    source = build_data(det_run.recipe(), statistics=False).test
-    gt = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in
-                                                            enumerate(["circle", "square", "triangle", "star"])]}
-    paths = []
-    for i in range(2):
-        x, t = source.load(i)
-        path = tmp_path / f"{i + 1}.png"
-        Image.fromarray(x.permute(1, 2, 0).numpy()).save(path)
-        paths.append(str(path))
-        gt["images"].append({"id": i + 1, "file_name": path.name, "width": 32, "height": 32})
-        for b, c in zip(t["boxes"].tolist(), t["labels"].tolist()):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": c + 1,
-                                      "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": 1.0, "iscrowd": 0})
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    paths, gt = shapes_as_coco(build_data(det_run.recipe(), statistics=False).test, tmp_path)
     out = tmp_path / "pred"
     assert main(["predict", str(det_run.dir), *paths, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -216,7 +203,7 @@ def test_predict_draws_boxes_and_writes_coco_results(det_run, tmp_path, capsys):
     results = json.loads((out / "detections.json").read_text())
     assert results and {r["image_id"] for r in results} <= {1, 2}
     assert all(set(r) == {"image_id", "category_id", "bbox", "score"} for r in results)
-    assert main(["eval-detections", str(tmp_path / "gt.json"), str(out / "detections.json")]) == 0
+    assert main(["eval-detections", str(gt), str(out / "detections.json")]) == 0
     assert "Average Precision" in capsys.readouterr().out
 
 

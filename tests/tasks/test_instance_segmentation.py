@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, shapes_as_coco
 from PIL import Image
 
 import trainlab
@@ -81,25 +80,7 @@ def test_mask_rcnn_trains_and_reports_box_and_mask_map(inst_run, capsys):
 def test_predict_overlays_instances_and_writes_rle_results(inst_run, tmp_path, capsys):
     """V4/E3 (issue 17): `trainlab predict` draws each instance's mask, box, class and score and
     writes COCO results with RLE masks that `trainlab eval-detections --iou-type segm` reads."""
-    import pycocotools.mask as mask_utils
-
-    source = build_data(inst_run.recipe(), statistics=False).test
-    names = ["circle", "square", "triangle", "star"]
-    gt = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
-    paths = []
-    for i in range(2):
-        x, t = source.load(i)
-        path = tmp_path / f"{i + 1}.png"
-        Image.fromarray(x.permute(1, 2, 0).numpy()).save(path)
-        paths.append(str(path))
-        gt["images"].append({"id": i + 1, "file_name": path.name, "width": 32, "height": 32})
-        for b, c, m in zip(t["boxes"].tolist(), t["labels"].tolist(), t["masks"]):
-            rle = mask_utils.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": c + 1,
-                                      "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "iscrowd": 0,
-                                      "area": float(m.sum()),
-                                      "segmentation": {"size": [32, 32], "counts": rle["counts"].decode()}})
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    paths, gt = shapes_as_coco(build_data(inst_run.recipe(), statistics=False).test, tmp_path, masks=True)
     out = tmp_path / "pred"
     assert main(["predict", str(inst_run.dir), *paths, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -107,4 +88,4 @@ def test_predict_overlays_instances_and_writes_rle_results(inst_run, tmp_path, c
     assert Image.open(out / "1.instances.png").mode == "RGB"
     results = json.loads((out / "detections.json").read_text())
     assert all(r["segmentation"]["size"] == [32, 32] for r in results)
-    assert main(["eval-detections", str(tmp_path / "gt.json"), str(out / "detections.json"), "--iou-type", "segm"]) == 0
+    assert main(["eval-detections", str(gt), str(out / "detections.json"), "--iou-type", "segm"]) == 0

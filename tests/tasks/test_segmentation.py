@@ -233,8 +233,9 @@ def test_predict_writes_a_mask_and_an_overlay(shapes_run, tmp_path, capsys):
     assert printed.startswith(f"{tmp_path / 'a.png'}: ") and "%" in printed and str(out / "a.mask.png") in printed
     mask = np.asarray(Image.open(out / "a.mask.png"))
     assert mask.shape == (24, 24) and mask.max() < 5
-    probs, _, classes = shapes_run.predict([tmp_path / "a.png"])
-    assert np.array_equal(mask, probs.argmax(1)[0].numpy()) and classes[0] == "background"
+    p = shapes_run.predict([tmp_path / "a.png"])  # issue 22: named fields, probs as NumPy
+    assert np.array_equal(mask, p.probs.argmax(1)[0]) and p.class_names[0] == "background"
+    assert p.classes is None and p.inputs == [str(tmp_path / "a.png")]
     overlay = Image.open(out / "b.overlay.png")
     assert overlay.mode == "RGB" and min(overlay.size) >= 24
 

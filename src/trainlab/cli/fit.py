@@ -8,7 +8,8 @@ def add_arguments(p):
     p.add_argument("recipe", nargs="?", help="built-in recipe name or YAML path (default: digits-cnn)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides parsed as YAML, e.g. optim.lr=0.01 train.early_stop=null")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint "
+                   "(a finished run is left as it is, with one line saying so)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty run.dir, replacing its run files")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 

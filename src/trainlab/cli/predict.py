@@ -1,4 +1,4 @@
-"""trainlab predict RUN FILE... [--topk K] [--out DIR]: top-k classes with softmax probabilities;
+"""trainlab predict RUN FILE|FOLDER... [--topk K] [--out DIR]: top-k classes with softmax probabilities;
 for a segmentation run, each image's predicted mask and an overlay as PNG files; for a detection
 run, each image with its boxes, class names and scores drawn, and detections.json (COCO results,
 which `trainlab eval-detections` reads)."""
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 def add_arguments(p):
     p.add_argument("run", help="run directory written by trainlab fit")
-    p.add_argument("files", nargs="+", help="image files (image runs) or .npy arrays")
+    p.add_argument("files", nargs="+",
+                   help=".npy arrays, image files (a run trained on arrays takes images of exactly its input size) "
+                        "or folders of them")
     p.add_argument("--topk", type=int, default=3, help="classes to print per input (default 3)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--out", metavar="DIR",

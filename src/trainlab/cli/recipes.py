@@ -1,9 +1,12 @@
-"""trainlab recipes: the built-in recipes, one line each."""
+"""trainlab recipes [--show NAME]: the built-in recipes, one line each; or one recipe (a built-in
+name or a YAML path) resolved, every key a recipe file leaves out filled in with the schema's
+default."""
 from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
+    p.add_argument("--show", metavar="NAME",
+                   help="print a recipe (built-in name or YAML path) with every default filled in")
 
 
 def run(args) -> int:

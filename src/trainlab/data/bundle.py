@@ -217,13 +217,20 @@ def check_subset(subset: int | None, available: int, unit: str = "samples") -> N
         raise DataError(f"data.subset={subset} is larger than the training split ({available} {unit})")
 
 
-def check_batch_size(batch_size: int | str, train: SampleSource, unit: str = "samples") -> None:
-    """A fixed ``data.batch_size`` may not exceed the training split (DataError suggesting 'full')."""
-    if isinstance(batch_size, int) and batch_size > len(train):
-        raise DataError(
-            f"data.batch_size={batch_size} is larger than the training split ({len(train)} {unit}); "
-            f"use at most {len(train)} or 'full'"
-        )
+def check_train_split(train: SampleSource | torch.Tensor, hint: str) -> None:
+    """An empty training split is a DataError (it has nothing to train on, nor to batch)."""
+    if len(train) == 0:
+        raise DataError(f"the training split is empty ({hint})")
+
+
+def batch_size_note(batch_size: int | str, n_train: int, unit: str = "samples") -> str | None:
+    """The line that says a fixed ``data.batch_size`` is larger than the ``n_train`` training samples
+    (None when it is not): training then uses the whole split as one batch, as Keras and torch's
+    DataLoader do, rather than refusing (issue 22). The recipe keeps the size that was asked for."""
+    if isinstance(batch_size, int) and batch_size > n_train > 0:
+        return (f"data: data.batch_size={batch_size} is larger than the training split ({n_train} {unit}); "
+                f"training with one batch of {n_train}")
+    return None
 
 
 def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool = True) -> DataBundle:
@@ -242,8 +249,8 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     folds; fold ``index`` is the validation split (D9). Augmentations are checked against the
     data set's label-changing transforms here (D7), and options the data set does not use or
     cannot honour (see :func:`check_used_options`, :func:`check_data_options`) are refused, before
-    anything is trained or written. The subset and batch-size checks cover every data set, those
-    that ship their own splits included.
+    anything is trained or written. A ``data.batch_size`` larger than the training split is not
+    refused: the trainer uses the whole split as one batch (:func:`batch_size_note`).
     """
     from ..registry import DATASETS
     from .splits import apply_imbalance, stratified_kfold, stratified_split
@@ -260,7 +267,7 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     check_augment(cfg, info)
     unit = "windows" if info.kind == "sequence" else "samples"
     if own_splits:  # data sets that ship their own splits (and apply what they declare in ``handles``)
-        check_batch_size(cfg.batch_size, loaded.train, unit)
+        check_train_split(loaded.train, f"data set {cfg.name!r} ships its own splits")
         return loaded
     source = loaded[0]
     if recipe.task == "classification":
@@ -281,10 +288,10 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     if cfg.subset is not None:
         check_subset(cfg.subset, len(train_idx), unit)
         train_idx = train_idx[: cfg.subset]
+    check_train_split(train_idx, f"{len(source)} {unit} in all; see data.split.val and data.split.test")
     train = source.subset(train_idx)
     val = source.subset(val_idx) if len(val_idx) else None
     test = source.subset(test_idx) if len(test_idx) else None
-    check_batch_size(cfg.batch_size, train, unit)
     if cfg.normalize and statistics:
         mean, std = channel_stats(train, info, recipe.seed)
     else:

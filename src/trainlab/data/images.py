@@ -1,4 +1,4 @@
-"""Reading image files into uint8 tensors, with errors that name the file."""
+"""Reading image files into uint8 tensors, with errors that name the file; rounding float pixels to uint8."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -84,3 +84,34 @@ def common_shape(image_size, channels: int | None, headers: Sequence[tuple[str, 
     if channels is None:
         channels = 1 if all(mode in GRAY_MODES for mode, _ in headers) else 3
     return channels, size
+
+
+# 1.5·2²³: from 2²³ on, consecutive float32 values are 1 apart, so adding it to a value in [0, 255]
+# rounds that value to an integer n (IEEE round to nearest, ties to even: the constant is even) and
+# the sum's bit pattern is 0x4B400000 + n, whose low byte is n.
+_ROUNDER = 12582912.0
+
+
+def uint8_words_(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Round the float32 tensor ``x`` (any shape, any device) to uint8 values in place, and return
+    its memory viewed as int32 (same shape) whose low byte is each value: ``x`` clamped to
+    [0, 255], then rounded to the nearest integer, ties to even (as ``torch.round``, ``np.rint``).
+
+    Any int32 → uint8 cast keeps the low byte (torch's ``copy_`` and ``.to(torch.uint8)``,
+    numpy's assignment), so the caller writes the result in whatever layout it needs. Two
+    vectorized passes over ``x``, which is overwritten: torch's own float → uint8 cast is a scalar
+    loop on the CPU, several times slower. ``clamp=False`` saves a pass where every value is
+    known to lie in [0, 255] (a convex combination of uint8 images); values outside would wrap.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError(f"uint8_words_ needs a float32 tensor, got {x.dtype}")
+    if clamp:
+        x.clamp_(0.0, 255.0)
+    return x.add_(_ROUNDER).view(torch.int32)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """The float tensor ``x`` (any shape, taken as float32) as uint8 of the same shape: clamped to
+    [0, 255], rounded to the nearest integer, ties to even. ``x`` is not modified (see
+    :func:`uint8_words_`, which the in-place fast paths call)."""
+    return uint8_words_(x.to(torch.float32, copy=True)).to(torch.uint8)

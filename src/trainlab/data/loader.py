@@ -150,6 +150,7 @@ class BatchLoader:
             dev = device or torch.device("cpu")
             self._tensors = (source.inputs.to(dev), source.targets.to(dev))
         self._dl = None
+        self._it = None
         self._sampler = None
 
     def __len__(self) -> int:
@@ -183,18 +184,30 @@ class BatchLoader:
                 generator=torch.Generator(),
             )
         self._sampler.epoch, self._sampler.start = epoch, start
+        # The iterator is referenced from here and from the DataLoader only, never from this
+        # frame: close() can then free it even while an unfinished epoch's generator lives on (in
+        # a traceback being handled), and a DataLoader iterator stops its workers when it is freed.
+        self._it = iter(self._dl)
         try:
-            yield from self._dl
+            while self._it is not None:
+                try:
+                    batch = next(self._it)
+                except StopIteration:
+                    return
+                yield batch
         except TrainlabError as err:
             # A worker re-raises with its traceback folded into the message; keep the user's line.
-            raise type(err)(str(err).strip().splitlines()[-1].split(": ", 1)[-1]) from None
+            # The original traceback goes: its frames hold the iterator, which close() must free.
+            message = str(err).strip().splitlines()[-1].split(": ", 1)[-1]
+            err.__traceback__ = None
+            raise type(err)(message) from None
 
     def close(self) -> None:
-        """Stop worker processes (persistent workers otherwise live until the loader is freed)."""
-        if self._dl is not None and self.workers > 0:
-            it = getattr(self._dl, "_iterator", None)
-            if it is not None and hasattr(it, "_shutdown_workers"):
-                it._shutdown_workers()
+        """Stop worker processes (persistent workers otherwise live until the loader is freed).
+
+        torch has no public call for it: a DataLoader's iterator shuts its workers down when it is
+        freed, so the references to the DataLoader and its iterator are dropped here."""
+        self._it = None
         self._dl = None
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .images import uint8_words_
 from .occlusion import rect_mask, sliceable
 
 
@@ -93,12 +94,9 @@ def mix_images(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.
         else:  # an index gather of uint8 is a scalar loop on the CPU; a copy per image is not
             for t, j in enumerate(partners[s:e]):
                 b[t].copy_(x[j])
-        # λ·a + (1 − λ)·b in [0, 255], plus 1.5·2²³: float32 steps are 1 from 2²³ on, so the sum
-        # is rounded to an integer and that integer is the low byte of its bit pattern, which the
-        # int32 → uint8 cast keeps. Two vectorized passes; torch's float → uint8 cast is a scalar
-        # loop on the CPU, several times slower.
-        b[:k].lerp_(a[:k], w[s:e]).add_(12582912.0)
-        out[s:e].copy_(b[:k].view(torch.int32))
+        # λ·a + (1 − λ)·b lies in [0, 255]: no clamp needed (a pass saved, about 20% of the op).
+        b[:k].lerp_(a[:k], w[s:e])
+        out[s:e].copy_(uint8_words_(b[:k], clamp=False))
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from ..data.batch import build_batch_transforms
+from ..data.bundle import batch_size_note
 from ..data.loader import BatchLoader
 from ..data.transforms import build_transforms
 from ..device import autocast, resolve_device
@@ -135,6 +137,10 @@ class Trainer:
         data, train = recipe.data, recipe.train
 
         batch_size = train_batch_size(recipe, len(bundle.train))  # 'full' or optim gd: whole split
+        note = batch_size_note(data.batch_size, len(bundle.train),
+                               "windows" if bundle.info.kind == "sequence" else "samples")
+        if note:  # more than the split: one batch of all of it (issue 22), said once per trainer
+            print(note, file=sys.stderr)
         cuda = self.device.type == "cuda"
         self.train_loader = BatchLoader(
             bundle.train, batch_size, seed=recipe.seed, shuffle=True,

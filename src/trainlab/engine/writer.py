@@ -1,9 +1,10 @@
 """A background thread that writes files durably, in the order they were handed to it.
 
-Checkpoints and metrics are serialized on the training thread (a consistent snapshot), then written,
-fsynced and renamed into place here, so the loop does not wait on the disk. Writes keep their order
-and each one is atomic, so a crash at any moment leaves the previous complete file. ``flush()``
-waits for everything handed over so far; a failed write is raised there (or at the next ``submit``).
+Checkpoints and metrics are snapshotted on the training thread (a consistent snapshot), then
+serialized, written, fsynced and renamed into place here, so the loop does not wait on the disk.
+Writes keep their order and each one is atomic, so a crash at any moment leaves the previous
+complete file. ``flush()`` waits for everything handed over so far; a failed write is raised there
+(or at the next ``submit``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class DurableWriter:
         self._error: BaseException | None = None
         self._failed: Path | None = None
         self._thread: threading.Thread | None = None
-        self._held: list[tuple[Path, bytes | Callable[[], bytes]]] | None = None
+        self._held: list[tuple[Path, bytes | Callable[[Path], None]]] | None = None
 
     def _run(self) -> None:
         while True:
@@ -35,9 +36,11 @@ class DurableWriter:
                     return
                 path, data = item
                 if self._error is None:
-                    if callable(data):  # serialization deferred to this thread
-                        data = data()
-                    atomic.write_bytes(path, data)  # looked up at call time: tests may wrap it
+                    # looked up at call time: tests may wrap them
+                    if callable(data):  # serialization deferred to this thread, straight into the file
+                        atomic.write_file(path, data)
+                    else:
+                        atomic.write_bytes(path, data)
             except BaseException as err:  # noqa: BLE001 - reported to the training thread
                 self._error, self._failed = err, path
             finally:
@@ -49,15 +52,16 @@ class DurableWriter:
             detail = getattr(err, "strerror", None) or str(err)
             raise RunError(f"could not write {self._failed}: {detail}") from err
 
-    def submit(self, path: str | Path, data: bytes | Callable[[], bytes]) -> None:
-        """Queue ``data`` (bytes, or a function making them from an immutable snapshot) for ``path``."""
+    def submit(self, path: str | Path, data: bytes | Callable[[Path], None]) -> None:
+        """Queue ``data`` for ``path``: bytes, or a function that writes the file, from an immutable
+        snapshot, at the temporary path it is given (``atomic.write_file`` makes it durable)."""
         self._raise()
         if self._held is not None:
             self._held.append((Path(path), data))
         else:
             self._put(Path(path), data)
 
-    def _put(self, path: Path, data: bytes | Callable[[], bytes]) -> None:
+    def _put(self, path: Path, data: bytes | Callable[[Path], None]) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="trainlab-writer", daemon=True)
             self._thread.start()

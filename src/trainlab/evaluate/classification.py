@@ -9,11 +9,29 @@ from typing import Any
 
 import torch
 
+from ..errors import DataError
+
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(C, C) int64 counts; row = true class, column = predicted class. pred, target: (N,) ints."""
-    idx = target.long() * num_classes + pred.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    """(C, C) int64 counts; row = true class, column = predicted class. pred, target: (N,) ints.
+
+    Only pairs that happened are counted: a target outside 0..C-1 is a DataError naming it, and a
+    sample whose prediction is outside 0..C-1 is left out, as scikit-learn's
+    ``confusion_matrix(target, pred, labels=range(C))`` leaves it out.
+    """
+    t, p = target.reshape(-1).long(), pred.reshape(-1).long()
+    bad = (t < 0) | (t >= num_classes)
+    if bool(bad.any()):
+        # A label outside the classes is a data error (labels 1..10 for 10 classes, a stray -1):
+        # dropping it would report metrics over fewer samples than the split has.
+        raise DataError(f"target {int(t[bad][0])} is not a class index: expected 0..{num_classes - 1} "
+                        f"({num_classes} classes)")
+    # A prediction outside the classes (a caller's -1 for "no answer"; argmax never gives one) is
+    # dropped rather than refused, so the matrix matches scikit-learn's; before, t*C + p put it in a
+    # neighbouring row as a pair that never happened. It goes to an extra bin, cut off below.
+    cells = num_classes * num_classes
+    idx = torch.where((p >= 0) & (p < num_classes), t * num_classes + p, cells)
+    return torch.bincount(idx, minlength=cells + 1)[:cells].reshape(num_classes, num_classes)
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,7 +76,8 @@ def metrics_from_confusion(cm: torch.Tensor) -> dict[str, Any]:
 class ClassificationMeter:
     """Accumulates loss, top-k hits and the confusion matrix over batches.
 
-    Counts stay on the device of the logits until ``compute()``, so updating never waits for it.
+    Counts stay on the device of the logits until ``compute()``. ``top{k}_accuracy`` is reported
+    only for k < num_classes: top-C accuracy is 1 whatever the model does.
     """
 
     def __init__(self, num_classes: int, topk: int = 5):
@@ -69,6 +88,10 @@ class ClassificationMeter:
         self.topk_hits: torch.Tensor | int = 0
         self.n = 0
 
+    @property
+    def reports_topk(self) -> bool:
+        return self.topk < self.num_classes
+
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None) -> None:
         if target.dim() == 2:  # soft targets: score against the dominant class
@@ -76,7 +99,8 @@ class ClassificationMeter:
         logits = logits.detach()
         cm = confusion_matrix(logits.argmax(1), target, self.num_classes)
         self.cm = cm if self.cm is None else self.cm + cm
-        self.topk_hits = self.topk_hits + topk_correct(logits, target, self.topk)
+        if self.reports_topk:
+            self.topk_hits = self.topk_hits + topk_correct(logits, target, self.topk)
         if loss is not None:
             self.loss_sum = self.loss_sum + loss.detach().double() * len(target)
         self.n += len(target)
@@ -85,7 +109,8 @@ class ClassificationMeter:
         cm = self.cm.cpu() if self.cm is not None else torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         out = metrics_from_confusion(cm)
         out["loss"] = float(self.loss_sum) / max(self.n, 1)
-        out[f"top{self.topk}_accuracy"] = int(self.topk_hits) / max(self.n, 1)
+        if self.reports_topk:
+            out[f"top{self.topk}_accuracy"] = int(self.topk_hits) / max(self.n, 1)
         out["confusion"] = cm.tolist()
         out["n"] = self.n
         return out

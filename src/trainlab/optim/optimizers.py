@@ -48,8 +48,10 @@ def full_batch(recipe) -> bool:
 
 
 def train_batch_size(recipe, n_train: int) -> int:
-    """The training batch size the recipe asks for, given ``n_train`` training samples."""
-    return n_train if full_batch(recipe) else recipe.data.batch_size
+    """The training batch size for ``n_train`` training samples: the whole split for 'full' or a
+    full-batch optimizer, else ``data.batch_size`` capped at the split (one batch of the whole
+    split when it asks for more, as Keras and torch's DataLoader do; issue 22)."""
+    return n_train if full_batch(recipe) else min(recipe.data.batch_size, n_train)
 
 
 def build_optimizer(cfg, model: nn.Module, name: str | None = None, lr: float | None = None) -> torch.optim.Optimizer:

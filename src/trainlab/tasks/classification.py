@@ -31,7 +31,9 @@ class ClassificationTask(Task):
     def __init__(self, recipe, info):
         super().__init__(recipe, info)
         k = recipe.eval.topk
-        self.val_metrics = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1", f"top{k}_accuracy")
+        self.val_metrics = ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1")
+        if ClassificationMeter(info.num_classes, k).reports_topk:  # k < classes: top-C accuracy is always 1
+            self.val_metrics += (f"top{k}_accuracy",)
         self.metrics = {"loss": "min", **{m: "max" for m in self.val_metrics[1:]}}
         check_class_weights(recipe.loss.class_weights, info.class_names)
         self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
