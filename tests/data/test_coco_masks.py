@@ -193,3 +193,20 @@ def test_rle_string_reader_reads_pycocotools_strings():
         assert runs == _uncompressed(m)["counts"]
     with pytest.raises(ValueError, match=re.escape("character ' ' cannot appear in an RLE string")):
         rle_counts_from_string("12 3")
+
+
+def test_mask_rcnn_trains_on_a_coco_file_of_polygons_and_rles(tmp_path):
+    """K4/M10 (issue 17): task instance_segmentation trains Mask R-CNN on a COCO file whose
+    instances are polygons (one part and several), uncompressed and compressed RLEs, and scores
+    boxes and masks every epoch."""
+    import trainlab
+
+    path = _write(tmp_path, images=6)
+    run = trainlab.fit(None, ["task=instance_segmentation", "data.name=coco", f"data.root={path}",
+                              "data.batch_size=2", "data.split.val=0.34", "data.split.test=0", "model.name=mask_rcnn",
+                              "model.width=4", "model.depth=3", "train.early_stop={patience: 5}",
+                              "model.options={levels: 2, fpn_channels: 8, representation: 16, proposals_train: 32, "
+                              "proposals_test: 32, rois_per_image: 16, mask_channels: 8, mask_convs: 2}",
+                              *FAST, f"run.dir={tmp_path / 'run'}"], quiet=True)
+    last = run.epochs()[-1]
+    assert last["epoch"] == 2 and {"train_loss_mask", "val_mask_map", "val_map"} <= set(last)

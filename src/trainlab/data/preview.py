@@ -39,8 +39,8 @@ def augmented_batch(recipe, n: int = 16, epoch: int = 0) -> tuple[dict[str, Any]
     from .samples import collate
     from .transforms import build_transforms
 
-    # The preview trains nothing, so the training batch size must not stop it (data sets reject a
-    # batch larger than the training split); 'full' passes those checks and changes nothing here.
+    # The preview trains nothing: 'full' keeps build_data from noting a batch larger than the
+    # training split, and changes nothing here.
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"batch_size": "full"})})
     # The preview draws boxes and masks even for classification, and shows inputs before the model's
     # input stage: no normalization statistics or whitening are needed.
