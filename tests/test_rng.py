@@ -24,3 +24,4 @@ def test_generator_is_seeded_from_the_derived_seed_on_the_device():
     if torch.cuda.is_available():
         g = generator(*parts, device="cuda")
         assert g.device.type == "cuda" and g.initial_seed() == seed
+

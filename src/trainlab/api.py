@@ -136,6 +136,11 @@ def fit(
     finished one (see :func:`finished_line`) is returned as it is, after one line saying so.
     Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C (a checkpoint is saved).
     """
+    import sys
+
+    import torch
+
+    from .device import default_threads, resolve_device
     from .engine.checkpoint import RESUME_KEYS, load_checkpoint
     from .engine.trainer import Interrupted
 
@@ -165,6 +170,12 @@ def fit(
                 print(f"{run.dir} has no checkpoint yet: training from the start")
     else:
         recipe_obj = load_recipe(recipe, pairs or None)
+        if recipe_obj.train.threads is None and resolve_device(recipe_obj.train.device).type == "cpu":
+            # resolved now and kept in recipe.yaml: a resumed run computes with the same count
+            recipe_obj.train.threads = default_threads()
+            if recipe_obj.train.threads < torch.get_num_threads() and not quiet:
+                print(f"train.threads: {recipe_obj.train.threads} of {torch.get_num_threads()} (the other cores are "
+                      "busy now; set train.threads to choose)", file=sys.stderr)
         target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
         check_writable_target(target, force)
         run = Run(target)

@@ -338,7 +338,9 @@ class TrainConfig(Section):
     ema: EmaConfig | None = None
     compile: bool = False
     checkpoint_every_steps: Int | None = Field(None, ge=1)
-    threads: Int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: Int | None = Field(None, ge=1, description="torch CPU threads (default for a new run on the CPU: "
+                                "torch's count, lowered to the cores other processes leave idle; written into "
+                                "the run's recipe.yaml so that a resume uses the same)")
     progress: bool = Field(True, description="live progress bar when the output is a terminal")
 
     @field_validator("device")
