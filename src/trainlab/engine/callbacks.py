@@ -151,19 +151,29 @@ class ProgressPrinter(Callback):
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+            # two rows: the epoch (its batches, loss, rate, ETA) and the whole run (epochs, run ETA)
             self._bar = Progress(
-                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
-                TimeRemainingColumn(), transient=True,
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task("train", total=len(trainer.train_loader), epoch=1, loss="-", rate="-")
+            self._per_epoch = len(trainer.train_loader)
+            self._epochs = trainer.recipe.train.epochs
+            self._task = self._bar.add_task("epoch 1", total=self._per_epoch, info="")
+            self._run = self._bar.add_task(f"run   1/{self._epochs}", total=self._epochs * self._per_epoch, info="")
 
     def on_epoch_start(self, trainer):
         self._t0 = time.perf_counter()
         self._n0 = trainer.state.batch
         if self._bar is not None:
-            self._bar.update(self._task, completed=trainer.state.batch, epoch=trainer.state.epoch + 1)
+            epoch = trainer.state.epoch + 1
+            # reset, not update: rich estimates the ETA from the task's own samples, which a bar
+            # moved back to 0 would corrupt (an ETA of 0:00:00 from the third epoch on), and the
+            # previous epoch's loss and rate would linger
+            self._bar.reset(self._task, total=self._per_epoch, completed=trainer.state.batch, description=f"epoch {epoch}",
+                            info="")
+            self._bar.update(self._run, completed=trainer.state.epoch * self._per_epoch + trainer.state.batch,
+                             description=f"run   {epoch}/{self._epochs}")
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         if self._bar is None:
@@ -174,7 +184,10 @@ class ProgressPrinter(Callback):
         self._last = now
         done = trainer.state.batch
         rate = (done - self._n0) * trainer.train_loader.batch_size / max(now - self._t0, 1e-9)
-        self._bar.update(self._task, completed=done, loss=f"{float(loss):.4f}", rate=f"{rate:,.0f}")
+        # detached: float() of a tensor that requires grad warns (into the live display)
+        info = f"loss {float(loss.detach()):.4f}  {rate:,.0f} samples/s"
+        self._bar.update(self._task, completed=done, info=info)
+        self._bar.update(self._run, completed=trainer.state.epoch * self._per_epoch + done)
 
     def on_epoch_end(self, trainer, record):
         row = " ".join(_fmt(record.get(key), w) for key, _, w in self.columns)

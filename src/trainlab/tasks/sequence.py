@@ -25,7 +25,7 @@ class _TokenMeter:
     def update(self, outputs, batch, loss):
         target = batch["target"]
         n = target.numel()
-        self.loss_sum += float(loss) * n
+        self.loss_sum += float(loss.detach()) * n
         self.correct += int((outputs.argmax(-1) == target).sum())
         self.n += n
 
