@@ -176,21 +176,27 @@ def test_activations_match_their_formulas(name, formula):
 
 
 def test_sigmoid_gradient_is_at_most_a_quarter():
-    """M5, S1 Q27: sigmoid'(x) <= 0.25 (vanishing gradients), ReLU' = 1 for x > 0."""
+    """M5, S1 Q27: trainlab's sigmoid has sigmoid'(x) <= 0.25 (vanishing gradients), its ReLU' = 1 for x > 0."""
     x = torch.linspace(-6, 6, 241, requires_grad=True)
-    torch.sigmoid(x).sum().backward()
+    make_activation("sigmoid")(x).sum().backward()
     assert x.grad.max() <= 0.25 + 1e-7 and abs(float(x.grad.max()) - 0.25) < 1e-3
     y = torch.linspace(0.1, 5, 50, requires_grad=True)
-    F.relu(y).sum().backward()
+    make_activation("relu")(y.clone()).sum().backward()
     assert torch.all(y.grad == 1)
 
 
 def test_softmax_is_a_probability_distribution():
-    """M5, S1 Q26: softmax(z)_i = e^z_i / sum_j e^z_j."""
-    z = torch.tensor([2.0, 1.0, 0.1])
-    p = F.softmax(z, dim=0)
-    torch.testing.assert_close(p, torch.exp(z) / torch.exp(z).sum())
-    assert abs(float(p.sum()) - 1) < 1e-6 and int(p.argmax()) == 0
+    """M5, S1 Q26: a classifier's predicted probabilities are softmax(z)_i = e^z_i / sum_j e^z_j per row."""
+    from trainlab.tasks.classification import ClassificationTask
+
+    task = ClassificationTask.__new__(ClassificationTask)  # predict() uses no recipe or data
+    z = torch.tensor([[2.0, 1.0, 0.1], [0.0, 3.0, -1.0]], dtype=torch.float16)
+    p = task.predict(z)
+    zf = z.float()
+    torch.testing.assert_close(p, torch.exp(zf) / torch.exp(zf).sum(1, keepdim=True))
+    assert p.dtype == torch.float32  # computed in float32 even from half-precision logits
+    torch.testing.assert_close(p.sum(1), torch.ones(2))
+    assert p.argmax(1).tolist() == [0, 1]
 
 
 # ---------------------------------------------------------------------------------- norms (M4)
@@ -237,16 +243,23 @@ def test_layernorm_normalizes_each_sample_over_its_features():
 
 # ------------------------------------------------------------------------------ regularization
 def test_dropout_uses_inverted_scaling():
-    """M6, S4 1.2/S3: training zeroes units with probability p and multiplies the rest by 1/(1-p); eval is identity."""
+    """M6, S4 1.2/S3: the classifier head's dropout zeroes units with probability p and multiplies the
+    rest by 1/(1-p) in training; in eval it is the identity."""
     torch.manual_seed(0)
-    drop = nn.Dropout(0.5)
-    x = torch.ones(200_000)
-    y = drop(x)
+    n = 500
+    head = ClassifierHead(n, n, dropout=0.5)
+    with torch.no_grad():  # identity weights: the head's output is its dropped input
+        head.weight.copy_(torch.eye(n))
+        head.bias.zero_()
+    x = torch.ones(400, n)
+    with torch.no_grad():
+        y = head(x)
     assert set(torch.unique(y).tolist()) == {0.0, 2.0}  # S4's mask of 0s and 2s
     assert abs(float((y == 0).float().mean()) - 0.5) < 0.01
     assert abs(float(y.mean()) - 1.0) < 0.01  # the expectation is unchanged
-    drop.eval()
-    assert torch.equal(drop(x), x)
+    head.eval()
+    with torch.no_grad():
+        assert torch.equal(head(x), x)
 
 
 def test_dropblock_drops_contiguous_squares_at_the_requested_rate():

@@ -31,6 +31,8 @@ def test_normalization_statistics_come_from_the_training_split_only():
     model_stage = __import__("trainlab.models", fromlist=["build_model"]).build_model(
         load_recipe(None, []), bundle.info, bundle.mean, bundle.std).input
     assert torch.equal(model_stage.mean.flatten(), bundle.mean)  # stored with the model
+    off = build_data(load_recipe("digits-cnn", ["data.normalize=false"]))
+    assert off.mean.tolist() == [0.0] and off.std.tolist() == [1.0]
 
 
 def test_order_reshuffles_every_epoch_reproducibly():

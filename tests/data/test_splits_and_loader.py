@@ -39,18 +39,6 @@ def test_subset_is_a_stratified_prefix_and_imbalance_is_long_tailed():
     assert torch.bincount(targets[kept], minlength=4).tolist() == [100, 46, 22, 10]
 
 
-def test_normalization_statistics_come_from_the_training_split_only():
-    """D1: mean/std per channel of the training split, not of val/test or the whole set."""
-    b = build_data(load_recipe("digits-cnn"))
-    x = b.train.inputs.double()
-    assert torch.allclose(b.mean.double(), x.mean(dim=(0, 2, 3)), atol=1e-5)
-    assert torch.allclose(b.std.double(), x.std(dim=(0, 2, 3), unbiased=False), atol=1e-5)
-    everything = torch.cat([b.train.inputs, b.val.inputs, b.test.inputs]).double()
-    assert abs(float(everything.mean()) - float(b.mean)) > 1e-6  # differs from whole-set statistics
-    off = build_data(load_recipe("digits-cnn", ["data.normalize=false"]))
-    assert off.mean.tolist() == [0.0] and off.std.tolist() == [1.0]
-
-
 def test_build_data_without_statistics_keeps_the_splits(monkeypatch):
     """D1, D2: statistics=False gives the same splits with mean 0, std 1 and no whitening, and
     never computes the statistics or fits the whitening (evaluate, kfold and schedule use it)."""

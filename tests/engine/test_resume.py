@@ -51,6 +51,7 @@ def references(tmp_path_factory):
     return {name: final_weights(root / name) for name in procs}
 
 
+@pytest.mark.slow
 def test_augmented_runs_do_not_depend_on_the_number_of_workers(references):
     """T3/D8: per-sample randomness comes from (seed, epoch, index), not from the worker."""
     assert_bitwise_equal(references["w2"], references["w0aug"])
@@ -67,6 +68,7 @@ TRIALS = [
 ]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bitwise_equal(references, tmp_path):
     """T3: SIGKILL at several points; `trainlab fit --resume` ends with identical last weights."""
     runs = [tmp_path / f"t{i}" for i in range(len(TRIALS))]
@@ -96,6 +98,7 @@ def test_kill_and_resume_is_bitwise_equal(references, tmp_path):
         assert len(lines) == 3, (mode, k)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130_then_resumes_exactly(references, tmp_path):
     """T3: SIGINT during fit saves a checkpoint, exits 130 with one line; resume matches."""
     run = tmp_path / "int"
