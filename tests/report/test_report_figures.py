@@ -200,7 +200,8 @@ def _history(n_layers: int, n_steps: int, n_acts: int) -> DoctorHistory:
 
 
 def test_doctor_plots_cap_layers_and_thin_long_step_series():
-    """X3/V5: with 30 layers only 12 (first, last, spread) are drawn and the legend title says so;
+    """X3/V5: with 30 layers all are drawn, 12 (first, last, spread) named in the legend and the
+    others grey, as its title says;
     a 2,400-step series is thinned to MAX_POINTS points and its spike is still drawn."""
     history = _history(n_layers=30, n_steps=2_400, n_acts=20)
     fig = _layer_steps_figure(history, "layer_grad", "gradient norm per layer", "norm", [], ())
@@ -209,7 +210,8 @@ def test_doctor_plots_cap_layers_and_thin_long_step_series():
     names = [t.get_text() for t in legend.get_texts()]
     assert names[0] == "blocks.0.conv" and "blocks.29.conv" in names and names[-1] == "global"
     assert len(names) == 13
-    assert legend.get_title().get_text() == "12 of 30 layers (first, last, evenly spaced)"
+    assert legend.get_title().get_text() == "12 of 30 layers named; the other 18 in grey"
+    assert len([line for line in ax.lines if line.get_color() == "0.75"]) == 18
     first = next(line for line in ax.lines if line.get_label() == "blocks.0.conv")
     xs, ys = first.get_xdata(), first.get_ydata()
     assert len(xs) <= fg.MAX_POINTS
@@ -217,7 +219,7 @@ def test_doctor_plots_cap_layers_and_thin_long_step_series():
     assert 100 not in xs  # the non-finite sample is not drawn
 
     dead = _dead_units_figure(history).axes[0].get_legend()
-    assert dead.get_title().get_text() == "12 of 20 ReLU layers (first, last, evenly spaced)"
+    assert dead.get_title().get_text() == "12 of 20 ReLU layers named; the others in grey"
     assert len(dead.get_texts()) == 12
 
 

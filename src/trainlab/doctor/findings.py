@@ -5,7 +5,8 @@ Codes are stable (scripts and tests match on them); each belongs to one feature 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 SEVERITIES = ("info", "warning", "error")
@@ -138,3 +139,39 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     last = 1 << 60
     return sorted(findings, key=lambda f: (-f.rank, f.epoch if f.epoch is not None else last,
                                            f.step if f.step is not None else last, order.index(f.code)))
+
+
+def remedy_key(remedy: str) -> str:
+    """What a remedy changes: the recipe options in its closing parentheses without their values
+    ("lower the learning rate 3-10x (optim.lr)" and "... (optim.lr)" are one remedy; so are
+    "train.grad_clip=5" and "train.grad_clip"), or its whole text when it names no option."""
+    m = re.search(r"\(([^()]*)\)\s*$", remedy)
+    return re.sub(r"=[^\s/]*", "", m.group(1)).strip() if m else remedy.strip().lower()
+
+
+def share_remedies(findings: list[Finding]) -> list[Finding]:
+    """Each remedy listed once over all findings: where several findings suggest the same change,
+    it stays with the one that ranks it highest in its own list (the LR with ``lr_too_high``, where
+    it is the first thing to try, not with ``dead_relu``, where it is the second), ties going to
+    the earlier finding; within a finding the first wording is kept (a rule's specific advice is
+    prepended to the generic one)."""
+    home: dict[str, tuple[int, int]] = {}  # key -> (rank in its list, finding index)
+    for i, f in enumerate(findings):
+        seen: set[str] = set()
+        for rank, r in enumerate(f.remedies):
+            k = remedy_key(r)
+            if k in seen:
+                continue
+            seen.add(k)
+            if k not in home or rank < home[k][0]:
+                home[k] = (rank, i)
+    out = []
+    for i, f in enumerate(findings):
+        kept, seen = [], set()
+        for r in f.remedies:
+            k = remedy_key(r)
+            if k not in seen and home[k][1] == i:
+                kept.append(r)
+            seen.add(k)
+        out.append(f if tuple(kept) == f.remedies else replace(f, remedies=tuple(kept)))
+    return out

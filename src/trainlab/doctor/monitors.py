@@ -29,7 +29,7 @@ from torch import nn
 from ..data.statistics import channel_moments, mean_std
 from ..engine.callbacks import Callback, unprinted_events
 from ..models.layers import is_weight_layer
-from .findings import Finding, sort_findings
+from .findings import Finding, share_remedies, sort_findings
 from .history import DoctorHistory
 from .rules import QUICK, gradient_spikes, initial_loss, within_divergence
 
@@ -57,12 +57,20 @@ def liveness_floor(module: nn.Module) -> float | None:
 
 
 # ------------------------------------------------------------------------------ pure statistics
+def tensor_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The L2 norm of each tensor, as 0-dim tensors on its device (no synchronization).
+
+    Public ops rather than the private ``torch._foreach_norm``: the doctor calls this on sampled
+    steps only (one in ``doctor.every``), where a launch per tensor costs nothing measurable."""
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
 def group_norms(norms: list[float], group_of: list[int], n_groups: int) -> list[float]:
     """Norm of each group from the norms of its tensors: ``sqrt(sum of their squares)``.
 
     ``norms``: the L2 norm of each of P tensors; ``group_of``: P group indices. Returns n_groups
     floats (an empty group is 0; a NaN/inf member makes its group NaN/inf). The monitors take all
-    per-tensor norms with one ``torch._foreach_norm`` and one device sync, then group them here.
+    per-tensor norms (:func:`tensor_norms`) with one device sync, then group them here.
     """
     squares = [0.0] * n_groups
     for v, g in zip(norms, group_of):
@@ -137,7 +145,9 @@ class Doctor(Callback):
         self._input_hook = None
         self._sampling = False
         self._alive: dict[str, torch.Tensor] = {}  # running peak of each unit over the epoch's samples
-        self._calls: dict[str, int] = {}
+        # activation name -> the parameter-holding modules seen to feed it, in first-seen order
+        self._producers: dict[str, list[str | None]] = {}
+        self._last_producer: str | None = None
         self._live_batches = 0
         self._order: list[str] | None = None
         self._params: list[torch.nn.Parameter] = []
@@ -195,6 +205,11 @@ class Doctor(Callback):
             "train_samples": len(train), "num_classes": info.num_classes, "class_names": list(info.class_names),
             "parameters": sum(p.numel() for p in trainer.model.parameters()),
             "batch_size": trainer.train_loader.batch_size, "steps_per_epoch": trainer.steps_per_epoch,
+            # whether the final evaluation uses the best epoch's weights (api.finish), which handles
+            # over-fitting (rules.kept_best_weights)
+            "monitor": trainer.monitor,
+            "restore_best": trainer.recipe.train.early_stop is None or trainer.recipe.train.early_stop.restore_best,
+            "moment_warmup_steps": moment_warmup_steps(trainer.optimizer),
         }
         targets = getattr(train, "targets", None)
         if trainer.task.labels_per_sample and isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point():
@@ -231,6 +246,10 @@ class Doctor(Callback):
             return
         for name, mod, floor in self._relus:
             self._hooks.append(mod.register_forward_hook(self._live_hook(name, floor)))
+        if self._relus:
+            for name, mod in trainer.model.named_modules():
+                if any(True for _ in mod.parameters(recurse=False)):
+                    self._hooks.append(mod.register_forward_hook(self._producer_hook(name)))
         if self._group_index is None and not self._order_hooks:
             self._order = []
             for name, mod in trainer.model.named_modules():
@@ -251,13 +270,27 @@ class Doctor(Callback):
                 self._order.append(name)
         return hook
 
+    def _producer_hook(self, name: str):
+        def hook(module, args, output):
+            self._last_producer = name
+        return hook
+
     def _live_hook(self, name: str, floor: float):
+        """Running peak of each unit of one activation module over the sampled batches.
+
+        A module applied more than once is told apart by what feeds it (the parameter-holding
+        module run last before it): ResNet's block ReLU after ``bn1`` and after the sum (``bn2``)
+        are different units, ``name`` and ``name#2``; a detection head shared by the pyramid levels
+        feeds its ReLU from the same norm layer at every level, and a unit is dead only if it is
+        never positive at any level (its weights get gradient from every level)."""
         def hook(module, args, output):
             if not module.training or not isinstance(output, torch.Tensor):
                 return
-            k = self._calls.get(name, 0)
-            self._calls[name] = k + 1
-            key = name if k == 0 else f"{name}#{k + 1}"  # one module applied twice (ResNet blocks)
+            producers = self._producers.setdefault(name, [])
+            if self._last_producer not in producers:
+                producers.append(self._last_producer)
+            k = producers.index(self._last_producer)
+            key = name if k == 0 else f"{name}#{k + 1}"
             peak = unit_peak(output)
             if floor:
                 peak = peak - floor  # alive = above the floor, i.e. a positive shifted peak
@@ -329,12 +362,12 @@ class Doctor(Callback):
         with torch.no_grad():
             grads = [p.grad for p in params]
             present = [i for i, g in enumerate(grads) if g is not None]  # parameters this step reached
-            norms = torch._foreach_norm([grads[i] for i in present]) if present else ()
+            norms = tensor_norms([grads[i] for i in present])
             self._pending = {"present": present, "grad_norms": norms,
-                             "before": torch._foreach_mul([p.detach() for p in params], 1.0)}
+                             "before": [p.detach().clone() for p in params]}
 
     def on_batch_end(self, trainer, batch, outputs, loss):
-        self._calls.clear()
+        self._last_producer = None
         if self.remedies is not None and trainer.at_step_boundary:
             self.remedies.track_optimizer(trainer)  # optim.switch's SWATS criterion replaces it here
         if not self._cpu:  # no sync: the flag is read with the next sample
@@ -376,8 +409,8 @@ class Doctor(Callback):
         n = len(self.history.layers)
         with torch.no_grad():
             before = pending["before"]
-            delta = torch._foreach_sub([p.detach() for p in self._params], before)
-            parts = [*pending["grad_norms"], *torch._foreach_norm([*delta, *before]), loss.detach().reshape(())]
+            delta = [p.detach() - b for p, b in zip(self._params, before)]
+            parts = [*pending["grad_norms"], *tensor_norms([*delta, *before]), loss.detach().reshape(())]
             if self._bad is not None:
                 parts.append(self._bad)
             parts = [v if v.dtype == torch.float32 else v.float() for v in parts]
@@ -488,10 +521,11 @@ class Doctor(Callback):
         """Apply the rules (all, or only ``codes``); print each finding the first time its code appears."""
         from .rules import diagnose
 
+        self.history.data.update(best_epoch=trainer.state.best_epoch, stop_reason=trainer.state.stop_reason)
         found = diagnose(self.history, _epochs(trainer), self.cfg, done=done, codes=codes)
         if codes is not None:
             found = [f for f in self.findings if f.code not in codes] + found
-        self.findings = sort_findings(found)
+        self.findings = share_remedies(sort_findings(found))
         st = trainer.state
         for f in self.findings:
             if f.code not in self.reported:
@@ -525,6 +559,17 @@ class Doctor(Callback):
         self.reported = set(state.get("reported", []))
         if self.remedies is not None and "remedies" in state:
             self.remedies.load_state_dict(state["remedies"])
+
+
+def moment_warmup_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Steps until an Adam-family optimizer's first-moment average spans its horizon, 1/(1 - β1)
+    (10 for β1 = 0.9), after which m/sqrt(v) reflects the gradients' consistency rather than the
+    bias correction; 0 for optimizers without moment estimates (SGD, RMSprop's one average is
+    not bias-corrected)."""
+    betas = optimizer.param_groups[0].get("betas") if optimizer.param_groups else None
+    if not betas or not 0 <= betas[0] < 1:
+        return 0
+    return math.ceil(1 / (1 - betas[0]) - 1e-9)  # 1/(1 - 0.9) is 10.000000000000002
 
 
 def _epochs(trainer) -> list[dict[str, Any]]:

@@ -65,7 +65,9 @@ def _weights_finite(model: torch.nn.Module) -> bool:
     tensors = [t for _, t in _checked_tensors(model)]
     if not tensors:
         return True
-    return bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all())
+    # Norms rather than elementwise checks: weights whose norm overflows float32 (elements near
+    # 1e19) count as blown up too, since the next forward pass overflows; one device sync.
+    return bool(torch.stack([torch.linalg.vector_norm(t) for t in tensors]).isfinite().all())
 
 
 def _nonfinite_modules(model: torch.nn.Module) -> list[str]:

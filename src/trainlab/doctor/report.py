@@ -133,41 +133,53 @@ def doctor_figures(history: DoctorHistory, epochs: list[dict[str, Any]], finding
         marks = [e["step"] for e in history.nonfinite][:1]
         if "exploding_gradients" in by_code and by_code["exploding_gradients"].step is not None:
             marks.append(by_code["exploding_gradients"].step)
-        refs = ((cfg.lr_high_ratio, "doctor.lr_high_ratio"), (cfg.lr_low_ratio, "doctor.lr_low_ratio")) if cfg else ()
+        refs = ((cfg.lr_high_ratio, "too high above doctor.lr_high_ratio"),
+                (cfg.lr_low_ratio, "too low below doctor.lr_low_ratio")) if cfg else ()
+        named = tuple(name for f in findings for name in f.layers)
         for key, name, ylabel, key_refs in (
             ("layer_grad", "doctor-gradients", "gradient norm (before clipping)", ()),
             ("update_ratio", "doctor-update-ratio", "||update|| / ||weights||", refs),
         ):
-            fig = _layer_steps_figure(history, key, dict(PLOTS)[name], ylabel, marks, key_refs)
+            fig = _layer_steps_figure(history, key, dict(PLOTS)[name], ylabel, marks, key_refs, named)
             if fig is not None:
                 yield name, fig
     if history.liveness and history.activations:
-        yield "doctor-dead-units", _dead_units_figure(history, cfg)
+        named = tuple(name for f in findings for name in f.layers)
+        yield "doctor-dead-units", _dead_units_figure(history, cfg, named)
     if epochs:
         yield "doctor-curves", _curves_figure(history, epochs, by_code.get("overfitting"))
 
 
 def _layer_steps_figure(history: DoctorHistory, key: str, title: str, ylabel: str, marks: list[int],
-                        refs: tuple[tuple[float, str], ...]):
-    """One line per layer (at most ``MAX_LINES`` of them, spread over the depth) of a per-step column, the
-    global gradient norm for ``layer_grad``; log y. None when no layer has a positive value."""
+                        refs: tuple[tuple[float, str], ...], named: tuple[str, ...] = ()):
+    """One line per measured layer (conv, linear, LSTM, normalization...) of a per-step column, the
+    global gradient norm for ``layer_grad``; log y. Every layer is drawn; at most ``MAX_LINES`` get a
+    colour and a legend entry (the layers a finding names, then the first, the last and evenly
+    spaced ones), the rest are thin grey lines. None when no layer has a positive value."""
     import numpy as np
 
     from ..report import figures as fg
 
     steps, rows = np.asarray(history.steps["step"]), history.steps[key]
-    every = history.weight_layers() or list(range(len(history.layers)))
-    layers = fg.spread(every, fg.MAX_LINES)
+    every = list(range(len(history.layers)))
+    names = [layer["name"] for layer in history.layers]
+    forced = [j for j in every if names[j] in named][: fg.MAX_LINES]
+    rest = [j for j in every if j not in forced]
+    labelled = sorted(forced + (fg.spread(rest, fg.MAX_LINES - len(forced)) if len(forced) < fg.MAX_LINES else []))
     fig, ax = fg.new_axes(7, 4)
-    fg.line_colors(ax, len(layers))
+    fg.line_colors(ax, len(labelled))
     drawn = False
-    for j in layers:
+    for j in [j for j in every if j not in labelled] + labelled:  # grey ones first, underneath
         # one column of the per-step rows; None (non-finite when recorded) and missing entries -> NaN
         ys = np.array([row[j] if j < len(row) else None for row in rows], dtype=float)
         ok = np.isfinite(ys) & (ys > 0)
-        if ok.any():
-            ax.plot(*fg.decimate(steps[ok], ys[ok]), linewidth=1, label=history.layers[j]["name"])
-            drawn = True
+        if not ok.any():
+            continue
+        drawn = True
+        if j in labelled:
+            ax.plot(*fg.decimate(steps[ok], ys[ok]), linewidth=1, label=names[j])
+        else:
+            ax.plot(*fg.decimate(steps[ok], ys[ok]), linewidth=0.6, color="0.75", zorder=1)
     if not drawn:
         return None
     if key == "layer_grad":
@@ -177,29 +189,43 @@ def _layer_steps_figure(history: DoctorHistory, key: str, title: str, ylabel: st
             ax.plot(*fg.decimate(steps[ok], ys[ok]), color="black", linestyle="--", linewidth=1.2, label="global")
     for s in marks:
         ax.axvline(s, color="red", linestyle=":", linewidth=1)
-    for value, label in refs:
-        ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
+    # the two LR thresholds must be told apart: above the upper one the LR is too high, below the
+    # lower one too low
+    styles = [{"color": "tab:red", "linestyle": "--"}, {"color": "tab:blue", "linestyle": "-."}]
+    for (value, label), style in zip(refs, styles):
+        ax.axhline(value, linewidth=1.2, label=f"{label} = {value:g}", **style)
     fg.log_scale(ax)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title + " (sampled steps)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, title=_shown(len(layers), len(every), "layers"), title_fontsize=7)
+    hidden = len(every) - len(labelled)
+    legend_title = None if not hidden else f"{len(labelled)} of {len(every)} layers named; the other {hidden} in grey"
+    ax.legend(fontsize=7, ncol=2, title=legend_title, title_fontsize=7)
     fg.finish(fig, ax)
     return fig
 
 
-def _dead_units_figure(history: DoctorHistory, cfg=None):
+def _dead_units_figure(history: DoctorHistory, cfg=None, named: tuple[str, ...] = ()):
+    """Dead fraction per ReLU-family layer per epoch: every layer drawn, at most ``MAX_LINES``
+    named (those a finding names first), the rest grey."""
     from ..report import figures as fg
 
-    shown = fg.spread(range(len(history.activations)), fg.MAX_LINES)
+    every = list(range(len(history.activations)))
+    forced = [i for i in every if history.activations[i]["name"] in named][: fg.MAX_LINES]
+    rest = [i for i in every if i not in forced]
+    shown = sorted(forced + (fg.spread(rest, fg.MAX_LINES - len(forced)) if len(forced) < fg.MAX_LINES else []))
     fig, ax = fg.new_axes(7, 4)
     fg.line_colors(ax, len(shown))
-    for i in shown:
+    for i in [i for i in every if i not in shown] + shown:
         act = history.activations[i]
         pts = [(r["epoch"], r["dead"][i]) for r in history.liveness if i < len(r["dead"]) and r["dead"][i] is not None]
-        if pts:
+        if not pts:
+            continue
+        if i in shown:
             ax.plot(*fg.decimate(*zip(*pts)), marker="o", markersize=3, label=f"{act['name']} ({act['type']})")
+        else:
+            ax.plot(*fg.decimate(*zip(*pts)), linewidth=0.6, color="0.75", zorder=1)
     if cfg is not None:
         ax.axhline(cfg.dead_fraction, color="red", linestyle=":", label="doctor.dead_fraction")
     ax.set_ylim(-0.02, 1.02)
@@ -207,7 +233,7 @@ def _dead_units_figure(history: DoctorHistory, cfg=None):
     ax.set_ylabel("fraction of units never positive")
     ax.set_title("dead units per layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title=_shown(len(shown), len(history.activations), "ReLU layers"), title_fontsize=7)
+    ax.legend(fontsize=7, title=_shown(len(shown), len(every), "ReLU layers"), title_fontsize=7)
     fg.finish(fig, ax)
     return fig
 
@@ -228,8 +254,11 @@ def _curves_figure(history: DoctorHistory, epochs: list[dict[str, Any]], over: F
                        label=f"val minimum (epoch {best})")
     for a in history.actions:
         ax.axvline(a["epoch"], color="grey", linestyle=":", linewidth=1)
+    values = [r[k] for r in epochs for k in ("train_loss", "val_loss") if _finite(r.get(k))]
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    from ..report import figures as fg
+
+    ax.set_ylabel("loss" + fg.range_scale(ax, values))
     ax.set_title("training and validation loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -239,7 +268,7 @@ def _curves_figure(history: DoctorHistory, epochs: list[dict[str, Any]], over: F
 
 def _shown(n: int, total: int, what: str) -> str | None:
     """Legend title saying how many of the lines exist when only some are drawn."""
-    return None if n == total else f"{n} of {total} {what} (first, last, evenly spaced)"
+    return None if n == total else f"{n} of {total} {what} named; the others in grey"
 
 
 def _finite(v: Any) -> bool:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .findings import CODES, Finding, finding, sort_findings
+from .findings import CODES, Finding, finding, share_remedies, sort_findings
 from .history import DoctorHistory
 
 Epochs = Sequence[dict[str, Any]]
@@ -89,10 +89,15 @@ def sample_ratio(h: DoctorHistory, i: int) -> float | None:
 
 
 def update_ratio(h: DoctorHistory, epochs_from: int = 1, epochs_to: int | None = None) -> tuple[float | None, int]:
-    """(median over samples of :func:`sample_ratio`, number of samples) for samples in the epoch range."""
+    """(median over samples of :func:`sample_ratio`, number of samples) for samples in the epoch range.
+
+    Samples before the optimizer's moment estimates warm up (``data["moment_warmup_steps"]``) are
+    left out: Adam's bias-corrected first steps move every weight by about the LR whatever its
+    scale (m/sqrt(v) ≈ ±1 after one gradient), so their ratio says nothing about the LR yet."""
     vals = []
-    for i, e in enumerate(h.steps["epoch"]):
-        if e >= epochs_from and (epochs_to is None or e <= epochs_to):
+    warm = h.data.get("moment_warmup_steps", 0)
+    for i, (e, s) in enumerate(zip(h.steps["epoch"], h.steps["step"])):
+        if e >= epochs_from and (epochs_to is None or e <= epochs_to) and s > warm:
             r = sample_ratio(h, i)
             if r is not None:
                 vals.append(r)
@@ -354,11 +359,56 @@ def overfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findi
     if finite(end.get(f"train_{q}")) and finite(end.get(f"val_{q}")):
         msg += f"; {words} train {pct(end[f'train_{q}'])} vs validation {pct(end[f'val_{q}'])}"
     ev = {**o, "val_loss": end["val_loss"], "train_loss": end["train_loss"], "at_epoch": end["epoch"], "rise": rise}
-    return [finding("overfitting", "warning", msg, epoch=o["onset"], evidence=ev)]
+    kept = kept_best_weights(h, epochs, o, cfg)
+    if kept is None:
+        return [finding("overfitting", "warning", msg, epoch=o["onset"], evidence=ev)]
+    msg += "; handled: " + kept["text"]
+    ev["handled"] = {k: v for k, v in kept.items() if k != "text"}
+    # what was done is not advice any more
+    remedies = tuple(r for r in CODES["overfitting"][2] if "train.early_stop" not in r)
+    return [Finding("overfitting", "info", msg, epoch=o["onset"], evidence=ev, remedies=remedies,
+                    feature=CODES["overfitting"][0])]
+
+
+def kept_best_weights(h: DoctorHistory, epochs: Epochs, onset: dict[str, Any], cfg) -> dict[str, Any] | None:
+    """How the run's own configuration already dealt with over-fitting, or None if it did not.
+
+    It did when the weights the run is judged by are the best epoch's (``train.early_stop.restore_best``,
+    or no early stopping: the best checkpoint is restored for the final evaluation) and that epoch
+    is not an over-fitted one: before the onset, or with a validation loss within ``overfit_rise``
+    of the minimum (a run that follows ``val_accuracy`` may keep a later epoch). The trainer's best
+    epoch is recorded in the history (``data["best_epoch"]``) as training goes."""
+    best = h.data.get("best_epoch")
+    if not h.data.get("restore_best") or best is None:
+        return None
+    rec = next((r for r in epochs if r["epoch"] == best), None)
+    if rec is None:
+        return None
+    if best >= onset["onset"] and not (finite(rec.get("val_loss"))
+                                       and rec["val_loss"] < onset["best_val_loss"] * (1 + cfg.overfit_rise)):
+        return None
+    last = max(r["epoch"] for r in epochs)
+    monitor = h.data.get("monitor", "val_loss")
+    where = "its minimum" if best == onset["best_epoch"] else \
+        f"{abs(best - onset['best_epoch'])} epochs {'before' if best < onset['best_epoch'] else 'after'} its minimum"
+    stopped = str(h.data.get("stop_reason") or "").startswith("early stop")
+    text = (f"the best checkpoint holds the weights of epoch {best} (best {monitor}; {where}), which the final "
+            f"evaluation uses")
+    if stopped:
+        text = (f"early stopping ended the run at epoch {last}, {last - onset['best_epoch']} epochs after the "
+                f"validation-loss minimum; " + text)
+    return {"text": text, "best_epoch": best, "monitor": monitor, "last_epoch": last, "stopped_early": stopped}
+
+
+def blown_up_loss(h: DoctorHistory, epochs: Epochs, cfg) -> bool:
+    """The loss diverged above ``diverge_factor`` × its start or became NaN/inf at some point: then
+    a high loss at the end is the blow-up's (``lr_too_high``, ``nan_loss``), not the model's bias,
+    and the rules that read a high loss as under-fitting stay silent."""
+    return diverged(h, epochs, cfg) is not None or any(e["what"] == "loss" for e in h.nonfinite)
 
 
 def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
-    if not done:
+    if not done or blown_up_loss(h, epochs, cfg):
         return []
     basis = fit_basis(h)
     q, words = score(h)
@@ -494,7 +544,7 @@ def lr_too_low(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Findin
     if ratio is None or n < 3 or ratio >= cfg.lr_low_ratio or not not_converged(pts[-1], init, cfg, h):
         return []
     # Weights also stand still when no gradient reaches them (dead units) or after a blow-up.
-    if _fully_dead(h, 0.9) or diverged(h, epochs, cfg) or any(e["what"] == "loss" for e in h.nonfinite):
+    if _fully_dead(h, 0.9) or blown_up_loss(h, epochs, cfg):
         return []
     lrs = [v for v in h.steps["lr"] if finite(v)]
     lr_text = "?" if not lrs else num(lrs[0]) if num(lrs[0]) == num(lrs[-1]) else f"{num(lrs[0])} -> {num(lrs[-1])}"
@@ -637,7 +687,7 @@ def diagnose(history: DoctorHistory | dict[str, Any], epochs: Epochs, cfg, done:
     for code in codes or RULES:
         out.extend(RULES[code](h, epochs, cfg, done))
     out.extend(resolved(h, epochs, out, codes))
-    return sort_findings(out)
+    return share_remedies(sort_findings(out))
 
 
 def resolved(h: DoctorHistory, epochs: Epochs, found: Sequence[Finding],

@@ -40,7 +40,9 @@ class OptimizerSwitch(Swats, Callback):
             self._grads = [torch.empty_like(p.grad) for p in params]
             self._before = [torch.empty_like(p) for p in params]
         with torch.no_grad():
-            torch._foreach_copy_(self._grads + self._before, [p.grad for p in params] + [p.detach() for p in params])
+            for g, b, p in zip(self._grads, self._before, params):
+                g.copy_(p.grad)
+                b.copy_(p)
         self._pending = True
 
     def on_batch_end(self, trainer, batch, outputs, loss) -> None:
@@ -48,7 +50,7 @@ class OptimizerSwitch(Swats, Callback):
             return
         self._pending = False
         with torch.no_grad():
-            update = torch._foreach_sub([p.detach() for p in self._params], self._before)
+            update = [p.detach() - b for p, b in zip(self._params, self._before)]
         gamma = self.observe_step(update, self._grads)
         if self.cfg.auto and gamma is not None and self.criterion(gamma):
             self.switch(trainer, "SWATS criterion")

@@ -60,8 +60,8 @@ class Swats:
         if not update:
             return None
         # Both dot products in float64, read back together: one device synchronization per step.
-        pg_t = torch.stack([t.sum(dtype=torch.float64) for t in torch._foreach_mul(update, grads)]).sum()
-        pp_t = torch.stack([t.sum(dtype=torch.float64) for t in torch._foreach_mul(update, update)]).sum()
+        pg_t = torch.stack([(u * g).sum(dtype=torch.float64) for u, g in zip(update, grads)]).sum()
+        pp_t = torch.stack([(u * u).sum(dtype=torch.float64) for u in update]).sum()
         pg, pp = torch.stack([pg_t, pp_t]).tolist()
         if not pg < 0:
             return None

@@ -120,6 +120,27 @@ def log_scale(ax, axis: str = "y") -> None:
     target.set_minor_formatter(formatter(10, labelOnlyBase=False))
 
 
+LOG_SPAN = 100.0  # max/min of a curve's positive values above which it goes on a log axis
+
+
+def range_scale(ax, values) -> str:
+    """Put values spanning more than ``LOG_SPAN`` (max/min of the positive ones) on a log y axis,
+    or a symlog one if some are 0 or negative, so that a loss that blew up to 1e10 does not flatten
+    the rest of its curve into a line at zero; returns what the axis label should add
+    ("", " (log scale)", " (symlog scale)")."""
+    import math
+
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    pos = [v for v in vals if v > 0]
+    if not pos or max(pos) <= LOG_SPAN * min(pos):
+        return ""
+    if len(pos) == len(vals):
+        log_scale(ax)
+        return " (log scale)"
+    ax.set_yscale("symlog", linthresh=min(pos))
+    return " (symlog scale)"
+
+
 def _minor_labels(ax) -> bool:
     """Whether the y axis's minor ticks in the current view carry labels (a log axis spanning about
     one decade labels some of them; a wider one labels none)."""

@@ -5,19 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .figures import decimate, finish, gc_paused, log_scale, new_axes, save, widest_text
+from .figures import decimate, finish, gc_paused, log_scale, new_axes, range_scale, save, widest_text
 
 
 def plot_curves(epochs: list[dict[str, Any]], keys: list[str], title: str, ylabel: str, path: Path,
-                logy: bool = False, mark_epoch: int | None = None) -> Path | None:
-    """One line per key of the epoch records against the epoch number."""
+                logy: bool | str = False, mark_epoch: int | None = None) -> Path | None:
+    """One line per key of the epoch records against the epoch number; ``logy``: True for a log
+    axis, "auto" for one when the values span orders of magnitude (:func:`range_scale`)."""
     with gc_paused():
         fig = curves_figure(epochs, keys, title, ylabel, logy, mark_epoch)
         return None if fig is None else save(fig, path)
 
 
 def curves_figure(epochs: list[dict[str, Any]], keys: list[str], title: str, ylabel: str,
-                  logy: bool = False, mark_epoch: int | None = None):
+                  logy: bool | str = False, mark_epoch: int | None = None):
     """The figure of ``plot_curves`` (None when no key has a value)."""
     series = []
     for key in keys:
@@ -31,7 +32,9 @@ def curves_figure(epochs: list[dict[str, Any]], keys: list[str], title: str, yla
         ax.plot(*decimate(xs, ys), marker="o", markersize=3, label=key)
     if mark_epoch is not None:
         ax.axvline(mark_epoch, color="grey", linestyle="--", linewidth=1, label=f"best (epoch {mark_epoch})")
-    if logy and all(min(ys) > 0 for _, _, ys in series):  # a schedule that reaches 0 cannot be drawn on a log axis
+    if logy == "auto":
+        ylabel += range_scale(ax, [y for _, _, ys in series for y in ys])
+    elif logy and all(min(ys) > 0 for _, _, ys in series):  # a schedule that reaches 0 cannot be drawn on a log axis
         log_scale(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -116,7 +119,8 @@ def plot_run(run, summary: dict[str, Any], epochs: list[dict[str, Any]] | None =
     task = run.task() if task is None else task
     best = summary.get("best_epoch")
     out = [
-        plot_curves(epochs, ["train_loss", "val_loss"], "loss", "loss", run.plots / "loss.png", mark_epoch=best),
+        plot_curves(epochs, ["train_loss", "val_loss"], "loss", "loss", run.plots / "loss.png", logy="auto",
+                    mark_epoch=best),
         plot_curves(epochs, ["lr"], "learning rate (end of epoch)", "lr", run.plots / "lr.png", logy=True),
     ]
     out += [plot_curves(epochs, keys, name, name, run.plots / f"{name}.png", mark_epoch=best)
