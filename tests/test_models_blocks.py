@@ -15,7 +15,6 @@ from trainlab.models.blocks import (
     DepthwiseSeparableConv,
     DropBlock2d,
     DropConnectLinear,
-    LearnedUpsample,
     Maxout,
     SEBlock,
     Unpool2d,
@@ -201,29 +200,48 @@ def test_softmax_is_a_probability_distribution():
 
 # ---------------------------------------------------------------------------------- norms (M4)
 def test_batchnorm_uses_batch_statistics_in_training_and_running_ones_in_eval():
-    """M4, S2 2.1/S4 1.6: train: (x - batch mean)/sqrt(batch var + eps)·γ + β, running averages updated;
-    eval: the running statistics."""
+    """M4, S2 2.1/S4 1.6: norm=batch in trainlab's layers: a conv block (ConvNormAct) normalizes each channel of
+    its conv's output over (N, H, W), the mlp each feature of its linear layer's output over the batch, before the
+    activation: train: (z - batch mean)/sqrt(batch var + eps)·γ + β, running averages updated; eval: the running
+    statistics."""
     torch.manual_seed(0)
-    bn = make_norm("batch", 3)
+    block = ConvNormAct(2, 3, kernel=1, norm="batch", activation="relu")
+    conv, bn = block[0], block[1]
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
         bn.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
-    x = torch.randn(8, 3, 4, 4) * 3 + 1
-    mean = x.mean((0, 2, 3))
-    var = x.var((0, 2, 3), unbiased=False)
-    expect = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + bn.eps)
-    expect = expect * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
-    torch.testing.assert_close(bn(x), expect, atol=1e-5, rtol=1e-5)
+    x = torch.randn(8, 2, 4, 4) * 3 + 1
+    z = conv(x).detach()
+    mean = z.mean((0, 2, 3))
+    var = z.var((0, 2, 3), unbiased=False)
+    per_channel = lambda v: v[None, :, None, None]  # noqa: E731
+    gamma, beta = per_channel(bn.weight), per_channel(bn.bias)
+    expect = (z - per_channel(mean)) / torch.sqrt(per_channel(var) + bn.eps) * gamma + beta
+    torch.testing.assert_close(block(x), torch.relu(expect), atol=1e-5, rtol=1e-5)
     m = bn.momentum
-    n = x.numel() / 3
+    n = z.numel() / 3
     torch.testing.assert_close(bn.running_mean, (1 - m) * torch.zeros(3) + m * mean)
     torch.testing.assert_close(bn.running_var, (1 - m) * torch.ones(3) + m * var * n / (n - 1))
-    bn.eval()
-    y = torch.randn(2, 3, 4, 4)
-    rm, rv = bn.running_mean[None, :, None, None], bn.running_var[None, :, None, None]
-    expect_eval = (y - rm) / torch.sqrt(rv + bn.eps) * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
-    torch.testing.assert_close(bn(y), expect_eval, atol=1e-5, rtol=1e-5)
+    block.eval()
+    y = torch.randn(2, 2, 4, 4)
+    zy = conv(y).detach()
+    rm, rv = per_channel(bn.running_mean), per_channel(bn.running_var)
+    expect_eval = (zy - rm) / torch.sqrt(rv + bn.eps) * gamma + beta
+    torch.testing.assert_close(block(y), torch.relu(expect_eval), atol=1e-5, rtol=1e-5)
     assert bn.weight.shape == (3,)  # S2: γ, β, mean, var all have one entry per channel
+    # the mlp from a recipe: each hidden feature normalized over the batch between its linear layer and ReLU
+    from trainlab.data.bundle import DataInfo
+    from trainlab.models import build_model
+    from trainlab.recipe import load_recipe
+
+    recipe = load_recipe({"model": {"name": "mlp", "width": 5, "depth": 1, "norm": "batch", "activation": "relu",
+                                    "dropout": 0.0}})
+    net = build_model(recipe, DataInfo((1, 3, 4), 4, list("abcd"))).net
+    first, head = net[1], net[-1]
+    v = torch.randn(16, 1, 3, 4) * 2 - 1
+    h = first(v.flatten(1)).detach()
+    normed = (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)  # γ = 1, β = 0 at the start
+    torch.testing.assert_close(net(v), head(torch.relu(normed)), atol=1e-5, rtol=1e-5)
 
 
 def test_layernorm_normalizes_each_sample_over_its_features():
@@ -312,19 +330,6 @@ def test_unpooling_zero_nearest_and_max():
     assert torch.equal(restored.amax((2, 3)), img.amax((2, 3)))  # each max goes back where it came from
     with pytest.raises(ValueError):
         Unpool2d(2, "max")(pooled)
-
-
-@pytest.mark.parametrize("factor", [2, 3, 4, 8])
-def test_learned_upsampling_starts_bilinear(factor):
-    """M3, S0 Q16: the transposed conv starts as bilinear interpolation (away from the border) and is learnable."""
-    up = LearnedUpsample(3, factor)
-    x = torch.rand(1, 3, 5, 6)
-    y = up(x)
-    assert y.shape == (1, 3, 5 * factor, 6 * factor)
-    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(y[..., factor:-factor, factor:-factor], ref[..., factor:-factor, factor:-factor],
-                               atol=1e-5, rtol=1e-5)
-    assert up.weight.requires_grad
 
 
 def test_conv_norm_act_has_bias_only_without_norm():

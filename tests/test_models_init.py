@@ -115,13 +115,50 @@ def test_zero_init_residual_makes_every_block_start_as_its_shortcut():
     assert float(plain.layer1[0].bn2.weight.detach().abs().sum()) > 0
 
 
-@pytest.mark.parametrize("name", ["se_resnet18", "mobilenet_v2", "xception", "vit_tiny", "blocknet"])
-def test_zero_init_residual_across_families(name):
-    """I3: SE-ResNet, MobileNet v2, Xception, ViT and a residual blocknet all have branch ends to zero."""
-    opts = {"residual": True} if name == "blocknet" else {}
-    info = DataInfo((3, 32, 32), 10, [str(i) for i in range(10)])
-    with torch.device("meta"):
-        build_model(recipe(name=name, zero_init_residual=True, options=opts), info)
+@pytest.mark.parametrize("name, blocks", [("se_resnet18", 8), ("mobilenet_v2", 10), ("xception", 12),
+                                         ("vit_tiny", 12), ("blocknet", 2)])
+def test_zero_init_residual_across_families(name, blocks):
+    """I3, S4 1.1: SE-ResNet, MobileNet v2, Xception, ViT and a residual blocknet have their branch ends zeroed:
+    every residual block starts as its shortcut (SE-ResNet relu(shortcut), MobileNet's inverted residual and ViT's
+    encoder block the identity, Xception its shortcut, blocknet act(shortcut)); without the option none does."""
+    from torchvision.models.mobilenetv2 import InvertedResidual
+    from torchvision.models.resnet import BasicBlock
+    from torchvision.models.vision_transformer import EncoderBlock
+
+    from trainlab.models.blocknet import Block
+    from trainlab.models.convnets import XceptionBlock
+
+    def shortcut(block, x):
+        if isinstance(block, BasicBlock):
+            return torch.relu(x if block.downsample is None else block.downsample(x))
+        if isinstance(block, XceptionBlock):
+            return block.shortcut(x)
+        if isinstance(block, Block):
+            return block.drop(block.act2(block.shortcut(x)))
+        return x  # an inverted residual with its shortcut, a ViT encoder block
+
+    def residual(m):
+        return (isinstance(m, (BasicBlock, XceptionBlock, EncoderBlock))
+                or (isinstance(m, InvertedResidual) and m.use_res_connect)
+                or (isinstance(m, Block) and m.shortcut is not None))
+
+    def starts_as_shortcut(zero_init):
+        torch.manual_seed(0)
+        opts = {"residual": True} if name == "blocknet" else {}
+        info = DataInfo((3, 32, 32), 10, [str(i) for i in range(10)])
+        net = build_model(recipe(name=name, zero_init_residual=zero_init, options=opts), info).net.eval()
+        same = []
+        # exactly: a zeroed branch adds exact zeros (activations shrink to ~1e-7 in MobileNet's last blocks)
+        hooks = [m.register_forward_hook(lambda block, args, out: same.append(
+            torch.equal(out, shortcut(block, args[0])))) for m in net.modules() if residual(m)]
+        with torch.no_grad():
+            net(torch.randn(2, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        return same
+
+    assert starts_as_shortcut(True) == [True] * blocks
+    assert starts_as_shortcut(False) == [False] * blocks
 
 
 def test_zero_init_residual_needs_residual_branches():

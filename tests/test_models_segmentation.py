@@ -139,18 +139,21 @@ def test_transposed_conv_scatters_kernels_and_has_the_size_formula(kernel, strid
 
 def test_learned_upsample_starts_as_bilinear_in_the_interior():
     """M3, S0 Q16: LearnedUpsample(f) at init is bilinear up-sampling away from the border (f//2 pixels, where the
-    transposed conv sees zeros instead of clamped edge values); it multiplies the side by f exactly."""
+    transposed conv sees zeros instead of clamped edge values); it multiplies the side by f exactly, and its
+    weights are learnable."""
     out = LearnedUpsample(1, 2)(X22)[0, 0].detach()
     torch.testing.assert_close(out[1:3, 1:3], BILINEAR_X22[1:3, 1:3])
     assert abs(float(out[0, 0]) - 0.75 * 0.75 * 1.0) < 1e-6  # corner: only x[0, 0] reaches it, weight (3/4)²
     torch.manual_seed(0)
-    x = torch.randn(1, 2, 5, 6)
-    for f in (2, 3, 4, 5):
-        up = LearnedUpsample(2, f)(x).detach()
-        assert up.shape == (1, 2, 5 * f, 6 * f)
+    x = torch.randn(1, 3, 5, 6)
+    for f in (2, 3, 4, 5, 8):
+        layer = LearnedUpsample(3, f)
+        up = layer(x).detach()
+        assert up.shape == (1, 3, 5 * f, 6 * f)
         ref = F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)
         b = f // 2
         torch.testing.assert_close(up[..., b:-b, b:-b], ref[..., b:-b, b:-b], atol=1e-5, rtol=1e-5)
+        assert layer.weight.requires_grad
 
 
 def test_unet_transposed_upconv_is_a_2x2_stride_2_scatter():

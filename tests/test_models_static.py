@@ -90,7 +90,6 @@ def test_compile_failure_falls_back_to_eager_once(tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_compiled_forward_and_backward_match_eager():
     """M13: CompiledForward really compiles (inductor, C++ on the CPU): same outputs and gradients as eager."""
     import shutil

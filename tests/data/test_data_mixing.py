@@ -48,17 +48,20 @@ def test_mixup_lambda_follows_beta():
 
 def test_cutmix_pastes_a_rectangle_and_weights_labels_by_area():
     """D6: the pasted pixels form one rectangle copied from a partner; λ = 1 − area / HW and the
-    soft target rows sum to 1."""
+    soft target rows sum to 1; an image left unchanged (its own partner) keeps its own label."""
     batch = _batch(seed=1)
     x, y = batch["input"], batch["target"]
     out = build_batch_transforms(["cutmix"], INFO)({"input": x.clone(), "target": y}, torch.Generator().manual_seed(4))
     assert out["input"].dtype == torch.uint8
     onehot = torch.nn.functional.one_hot(y, 5).float()
     assert torch.allclose(out["target"].sum(1), torch.ones(16))
+    pasted = 0
     for i in range(16):
         changed = (out["input"][i] != x[i]).any(0)
-        if not changed.any():
+        if not changed.any():  # nothing pasted, so nothing of another label mixed in
+            assert torch.allclose(out["target"][i], onehot[i]), i
             continue
+        pasted += 1
         rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         assert abs(float(out["mix_lambda"][i]) - (1 - (y1 - y0) * (x1 - x0) / 144)) < 1e-6
@@ -66,6 +69,7 @@ def test_cutmix_pastes_a_rectangle_and_weights_labels_by_area():
         j = next(j for j in range(16) if torch.equal(x[j, :, y0:y1, x0:x1], patch))
         lam = out["mix_lambda"][i]
         assert torch.allclose(out["target"][i], lam * onehot[i] + (1 - lam) * onehot[j])
+    assert pasted >= 12  # 15 of the 16 images with this seed (the other drew itself as its partner)
 
 
 def test_cutmix_keeps_the_boxes_of_both_images():
