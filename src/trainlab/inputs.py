@@ -142,14 +142,16 @@ def read_exact_image(path: Path, info) -> torch.Tensor:
     return (x.float() * (info.max_value / 255.0)).unsqueeze(0)
 
 
-def gather_inputs(inputs, info, names: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+def gather_inputs(inputs, info, names: list[str] | None = None, exact: bool = False) -> tuple[torch.Tensor, list[str]]:
     """Stack inputs into one batch; returns (batch, one name per sample for printing).
 
     ``inputs``: arrays, tensors or paths (one or a list). A path is a .npy array, an image file or
     a folder of them (its .png/.jpg/.jpeg/.bmp/.npy files, sorted by name). Image files of a run
     trained on image files are converted to its channels and resized as its training images were;
     a run trained on arrays (digits: values 0..16, ``info.max_value`` 16) takes images of exactly
-    its input size and channels, their 0..255 pixels rescaled to 0..max_value.
+    its input size and channels, their 0..255 pixels rescaled to 0..max_value. ``exact`` asks the
+    same of every image file (a run whose data set draws its images at one size, with no
+    ``data.image_size`` resize to repeat: an embedding must not be judged on a stretched face).
     """
     if isinstance(inputs, (str, Path, np.ndarray, torch.Tensor)):
         inputs = [inputs]
@@ -167,7 +169,7 @@ def gather_inputs(inputs, info, names: list[str] | None = None) -> tuple[torch.T
             elif info.kind != "image":
                 raise DataError(f"{path}: this run was trained on {info.kind} arrays, not image files; "
                                 f"give .npy arrays of shape {list(shape)}")
-            elif info.max_value != 255:
+            elif info.max_value != 255 or exact:
                 batch = read_exact_image(path, info)
             else:
                 from .data.images import read_image

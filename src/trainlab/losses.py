@@ -258,6 +258,19 @@ def focal(cfg, info):
     return loss
 
 
+@LOSSES.register("triplet", help="triplet margin loss of embeddings (L5) for the embedding task: loss.margin, "
+                 "loss.mining (batch_all, batch_hard, semi_hard), loss.distance (euclidean, squared, cosine)")
+def triplet(cfg, info):
+    """The triplet loss of :func:`trainlab.triplet.triplet_loss` as a criterion (embeddings (B, D),
+    identities (B,)) -> scalar; the embedding task calls the function itself to keep its statistics."""
+    from .triplet import triplet_loss
+
+    def loss(embeddings: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return triplet_loss(embeddings.float(), target, cfg.margin, cfg.mining, cfg.distance)[0]
+
+    return loss
+
+
 def penalized_parameters(model: nn.Module) -> list[torch.Tensor]:
     """Weights of conv and linear layers (:func:`trainlab.models.layers.weight_layers`): the
     parameters a weight penalty applies to. Biases, norms and embeddings are not penalized."""

@@ -34,6 +34,18 @@ class Section(BaseModel):
 class SplitConfig(Section):
     val: float = Field(0.15, ge=0.0, lt=1.0, description="fraction of the data held out for validation")
     test: float = Field(0.15, ge=0.0, lt=1.0, description="fraction held out for the final test")
+    by: Literal["sample", "class"] = Field("sample", description="sample: every class in every split "
+                                           "(stratified); class: whole classes (identities) per split, so "
+                                           "validation and test hold identities never seen in training (open set)")
+    unseen: list[str] | None = Field(None, min_length=1, description="with by=class: these classes are held out "
+                                     "of training and their samples divided between val and test in the ratio "
+                                     "val : test (default: val and test are fractions of the classes)")
+
+    @model_validator(mode="after")
+    def _unseen_needs_class(self):
+        if self.unseen is not None and self.by != "class":
+            raise ValueError("unseen: holding classes out needs split.by=class")
+        return self
 
 
 AugmentSpec = Union[str, dict[str, Any]]
@@ -65,6 +77,25 @@ class ShapesConfig(Section):
         if self.min_size > self.max_size:
             raise ValueError(f"min_size ({self.min_size}) must be <= max_size ({self.max_size})")
         return self
+
+
+class FacesConfig(Section):
+    """The procedural ``faces`` data set (D10, K5): identities of face-like part layouts, one class each."""
+
+    identities: Int = Field(300, ge=2, le=100_000, description="number of identities (classes)")
+    samples_per_identity: Int = Field(20, ge=2, le=10_000, description="images of each identity")
+    image_size: Int = Field(32, ge=16, le=512, description="side of the square images in pixels")
+    rotation: float = Field(12.0, ge=0.0, le=60.0, description="largest in-plane head tilt, degrees either way")
+    yaw: float = Field(0.3, ge=0.0, le=1.0, description="largest head turn, 0 to 1 (at 1 the eyes, nose and mouth "
+                       "move sideways by about a fifth of the head's half-height)")
+    shift: float = Field(0.06, ge=0.0, le=0.3, description="largest translation, fraction of the side")
+    scale: float = Field(0.1, ge=0.0, le=0.5, description="largest relative change of the face's size")
+    lighting: float = Field(0.4, ge=0.0, le=1.0, description="strength of brightness, contrast, colour-cast and "
+                            "gradient changes")
+    noise: float = Field(0.04, ge=0.0, le=1.0, description="std of the pixel noise, fraction of 255")
+    occlusion: float = Field(0.25, ge=0.0, le=1.0, description="probability that a rectangle or blob hides part "
+                             "of the face")
+    seed: int | None = Field(None, ge=0, description="seed of the identities and samples (default: the recipe seed)")
 
 
 class CocoConfig(Section):
@@ -109,6 +140,10 @@ class DataConfig(Section):
     image_size: Int | tuple[Int, Int] | None = Field(None, description="resize images to this (H, W)")
     channels: Literal[1, 3] | None = Field(None, description="convert images to grayscale (1) or RGB (3)")
     batch_size: Int | Literal["full"] = Field(64, description="mini-batch size; 1 is SGD, 'full' is GD")
+    sampler: Literal["shuffle", "pk"] = Field("shuffle", description="shuffle: a seeded permutation per epoch; "
+                                              "pk: identity-balanced batches of P identities x K samples each")
+    p: Int | None = Field(None, ge=2, description="pk sampler: identities per batch")
+    k: Int | None = Field(None, ge=2, description="pk sampler: samples per identity in a batch")
     workers: Int = Field(0, ge=0, description="loader worker processes")
     subset: Int | None = Field(None, ge=1, description="use only this many training samples")
     normalize: bool = Field(True, description="zero mean / unit variance from training-split statistics")
@@ -120,6 +155,7 @@ class DataConfig(Section):
     whiten_eps: float = Field(1e-3, ge=0.0, description="added to the covariance eigenvalues when whitening")
     fold: FoldConfig | None = Field(None, description="k-fold split: train on k-1 folds, validate on one")
     shapes: ShapesConfig | None = Field(None, description="options of the shapes data set (defaults if null)")
+    faces: FacesConfig | None = Field(None, description="options of the faces data set (defaults if null)")
     coco: CocoConfig | None = Field(None, description="options of the coco data set (defaults if null)")
     segmentation: SegmentationConfig | None = Field(None, description="options of the segmentation data set")
     text: TextConfig | None = Field(None, description="options of the text data set (defaults if null)")
@@ -140,6 +176,21 @@ class DataConfig(Section):
         if any(s < 1 for s in sizes):
             raise ValueError("must be >= 1")
         return v
+
+    @model_validator(mode="after")
+    def _pk_batches(self):
+        if self.sampler != "pk":
+            if self.p is not None or self.k is not None:
+                raise ValueError("p, k: they shape the pk sampler's batches; set sampler: pk")
+            return self
+        if self.p is None or self.k is None:
+            raise ValueError("sampler: pk needs p (identities per batch) and k (samples per identity)")
+        if "batch_size" not in self.model_fields_set:
+            self.batch_size = self.p * self.k  # a P x K batch
+        elif self.batch_size != self.p * self.k:
+            raise ValueError(f"batch_size: {self.batch_size} with sampler pk must be p x k = {self.p * self.k} "
+                             f"(or left out)")
+        return self
 
     @model_validator(mode="after")
     def _split_sum(self):
@@ -171,6 +222,8 @@ class ModelConfig(Section):
     weights: str | None = Field(None, description="local weights file to start from (.safetensors, a "
                                 "trainlab checkpoint, or a .pt/.pth state dict)")
     options: dict[str, Any] = Field(default_factory=dict, description="architecture-specific options")
+    embed_dim: Int = Field(64, ge=2, description="embedding task: size of the L2-normalised embedding (the "
+                           "architecture's last layer projects to it)")
 
 
 # ----------------------------------------------------------------------------------------- loss
@@ -184,6 +237,12 @@ class LossConfig(Section):
     gamma: float = Field(2.0, ge=0.0, description="focal: focusing exponent γ of (1 − p_t)^γ (0: cross-entropy)")
     alpha: float | None = Field(0.25, ge=0.0, le=1.0, description="focal: weight α of the positive class "
                                 "(1 − α for negatives); null: unweighted")
+    margin: float = Field(0.2, ge=0.0, description="triplet: margin between positive and negative distances")
+    mining: Literal["batch_all", "batch_hard", "semi_hard"] = Field(
+        "batch_hard", description="triplet: which triplets of a batch count (all with positive loss, the hardest "
+        "positive and negative per anchor, or negatives within the margin)")
+    distance: Literal["euclidean", "squared", "cosine"] = Field(
+        "euclidean", description="triplet and embedding evaluation: distance between embeddings")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
     l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
 
@@ -367,6 +426,12 @@ class EvalConfig(Section):
     nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="detection: class-aware NMS drops a box overlapping a "
                            "better one of its class by more than this IoU")
     max_detections: Int = Field(100, ge=1, description="detection: most detections kept per image")
+    # embedding evaluation (open set: gallery and probes of identities unseen in training)
+    knn_k: Int = Field(5, ge=1, description="embedding: neighbours that vote a probe's identity (k-NN, E5)")
+    gallery: float = Field(0.5, gt=0.0, lt=1.0, description="embedding: fraction of each identity's evaluation "
+                           "samples enrolled in the gallery; the rest are probes")
+    pairs: Int = Field(20000, ge=10, description="embedding: most verification pairs (all same-identity pairs up "
+                       "to half of it, as many different-identity pairs)")
 
 
 class DoctorConfig(Section):

@@ -207,6 +207,25 @@ class Run:
                 "images": task.prediction_images(x, probs, info), "task": task, "info": info}
 
 
+def embed_inputs(run: Run, inputs, checkpoint: str = "best", names: list[str] | None = None, model=None):
+    """(embeddings (N, D) float32 tensor, one name per input) of an embedding run's model for
+    arrays, tensors or paths (images, .npy, folders of them). Image files must have the size the
+    model was trained at unless the run resizes its images (``data.image_size``). ``model``:
+    the (model, task, recipe, info) of an earlier load, to embed several lists with one load."""
+    import torch
+
+    from .inputs import gather_inputs
+
+    model, task, recipe, info = model or run.load_model(checkpoint)[:4]
+    if task.name != "embedding":
+        raise RunError(f"run {run.dir} is a {task.name} run; embeddings come from an embedding run "
+                       "(task: embedding)")
+    x, labels = gather_inputs(inputs, info, names, exact=recipe.data.image_size is None)
+    with torch.no_grad():
+        emb = torch.cat([task.predict(model(part)) for part in x.split(256)]) if len(x) else torch.empty(0)
+    return emb, labels
+
+
 def default_dir(recipe) -> Path:
     if recipe.run.dir:
         return Path(recipe.run.dir)

@@ -57,7 +57,8 @@ class _ReversedOrder(ClassificationTask):
 
     calls: list = []
 
-    def order(self, n, seed, epoch, shuffle):
+    def order(self, targets, seed, epoch, shuffle):
+        n = len(targets)
         self.calls.append((n, seed, epoch))
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         blocks = torch.arange(n).flip(0).split(8)
@@ -94,7 +95,7 @@ def test_sampler_hook_decides_the_batches_and_resume_sees_the_same():
     """D8/issue 14: the task's order() draws every batch, from (seed, epoch) only."""
     trainer = _trainer(_ReversedOrder, {"data.batch_size": 16, "data.augment": ["noise"]})
     loader = trainer.train_loader
-    order = _ReversedOrder.order(trainer.task, len(loader.source), 0, 1, True)
+    order = _ReversedOrder.order(trainer.task, loader.source.targets, 0, 1, True)
     batches = [idx.tolist() for idx in loader.index_batches(1)]
     assert batches[0] == order[:16].tolist() and batches[1] == order[16:32].tolist()
     assert [idx.tolist() for idx in loader.index_batches(1, start=1)] == batches[1:]

@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("profile", "per-layer shapes, parameters and MACs of a model"),
     "export": ("export", "export a run's model to TorchScript, torch.export or ONNX with a parity check"),
     "sample": ("sample", "generate text from a Char-RNN run"),
+    "embed": ("embed", "write the embeddings of image or .npy files from an embedding run"),
+    "identify": ("identify", "name the identity of probe images among a gallery folder (k-NN)"),
+    "verify": ("verify", "decide whether two images show the same identity"),
 }
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, RecipeError
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
@@ -143,7 +143,7 @@ SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten")
 # (``DATASETS.register(..., uses=("root", "image_size"))``); any other one set to a value other
 # than its default is refused rather than silently ignored. ``hints`` (option -> advice) may say
 # what to set instead.
-DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "shapes", "coco", "segmentation", "text")
+DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "shapes", "faces", "coco", "segmentation", "text")
 
 
 def _is_default(cfg, key: str) -> bool:
@@ -233,6 +233,21 @@ def batch_size_note(batch_size: int | str, n_train: int, unit: str = "samples") 
     return None
 
 
+def unseen_classes(names: list[str] | None, info: DataInfo) -> list[int] | None:
+    """Class ids of ``data.split.unseen`` (names of the data set's classes; RecipeError naming an
+    unknown one), or None."""
+    if names is None:
+        return None
+    index = {str(n): i for i, n in enumerate(info.class_names)}
+    unknown = [n for n in names if str(n) not in index]
+    if unknown:
+        shown = ", ".join(info.class_names[:12]) + (", ..." if len(info.class_names) > 12 else "")
+        raise RecipeError(f"data.split.unseen: no class {unknown[0]!r} in the data set (classes: {shown})")
+    if len(set(map(str, names))) == len(index):
+        raise RecipeError("data.split.unseen: every class is held out; training needs at least one")
+    return [index[str(n)] for n in names]
+
+
 def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool = True) -> DataBundle:
     """Load the data set, split it from the seed and compute training-split statistics (D1).
 
@@ -253,7 +268,7 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     refused: the trainer uses the whole split as one batch (:func:`batch_size_note`).
     """
     from ..registry import DATASETS
-    from .splits import apply_imbalance, stratified_kfold, stratified_split
+    from .splits import apply_imbalance, class_split, stratified_kfold, stratified_split
     from .statistics import channel_stats
     from .transforms import check_augment
 
@@ -274,6 +289,8 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
         source = source.labelled()
     if not (needs_annotations(recipe) if annotations is None else annotations):
         source = source.labels_only()
+    if cfg.fold is not None and cfg.split.by == "class":
+        raise RecipeError("data.fold: k-fold splits samples, not classes; it cannot be combined with data.split.by=class")
     if cfg.fold is not None:
         rest, _, test_idx = stratified_split(source.targets, 0.0, cfg.split.test, recipe.seed)
         if len(rest) < cfg.fold.k:
@@ -281,6 +298,9 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
         folds = stratified_kfold(source.targets[rest], cfg.fold.k, recipe.seed)
         val_idx = rest[folds == cfg.fold.index]
         train_idx = rest[folds != cfg.fold.index]
+    elif cfg.split.by == "class":
+        train_idx, val_idx, test_idx = class_split(source.targets, cfg.split.val, cfg.split.test, recipe.seed,
+                                                   unseen_classes(cfg.split.unseen, info))
     else:
         train_idx, val_idx, test_idx = stratified_split(source.targets, cfg.split.val, cfg.split.test, recipe.seed)
     if cfg.imbalance is not None:

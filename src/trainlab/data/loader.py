@@ -23,7 +23,9 @@ from .samples import collate
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
 Collate = Callable[[list[tuple[Any, Any]]], dict[str, Any]]
-Order = Callable[[int, int, int, bool], torch.Tensor]  # (n, seed, epoch, shuffle) -> sample order
+# (targets of the split's samples, seed, epoch, shuffle) -> sample order; the targets let an
+# identity-balanced sampler (data.pk_sampler) form its batches
+Order = Callable[[torch.Tensor, int, int, bool], torch.Tensor]
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -114,7 +116,8 @@ class BatchLoader:
 
     The task decides what a batch is and which samples form it: ``collate`` turns a list of
     samples into a batch (default :func:`~trainlab.data.samples.collate`), ``order`` gives an
-    epoch's sample order from (n, seed, epoch, shuffle) (default :func:`epoch_order`); batches are
+    epoch's sample order from (targets, seed, epoch, shuffle) (default :func:`epoch_order` of the
+    split's size); batches are
     consecutive runs of that order. The in-memory fast path applies to the default collate only.
     """
 
@@ -143,7 +146,7 @@ class BatchLoader:
         self.pin_memory = pin_memory
         self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
         self.collate_fn = collate_fn or collate
-        self.order = order or epoch_order
+        self.order = order
         self._fast = isinstance(source, TensorSource) and transform is None and collate_fn is None
         if self._fast:
             # An in-memory split moves to the device once; batches are then gathered there.
@@ -157,7 +160,10 @@ class BatchLoader:
         return self._num_batches
 
     def index_batches(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
-        order = self.order(len(self.source), self.seed, epoch, self.shuffle)
+        if self.order is None:
+            order = epoch_order(len(self.source), self.seed, epoch, self.shuffle)
+        else:
+            order = self.order(self.source.targets, self.seed, epoch, self.shuffle)
         bs = self.batch_size
         for b in range(start, self._num_batches):
             yield order[b * bs : (b + 1) * bs]

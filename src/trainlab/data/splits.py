@@ -78,3 +78,35 @@ def stratified_kfold(targets: torch.Tensor, k: int, seed: int) -> torch.Tensor:
         folds[idx] = (start + torch.arange(len(idx))) % k
         start += len(idx)
     return folds
+
+
+def class_split(
+    targets: torch.Tensor, val: float, test: float, seed: int, unseen: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index tensors (train, val, test) with whole classes per split (open set, K5): no class of
+    validation or test is seen in training.
+
+    Without ``unseen``, ``val`` and ``test`` are fractions of the classes (at least one class each
+    when the fraction is positive), drawn from the seed. With ``unseen`` (class ids), those classes
+    are held out of training and their samples are divided between val and test in the ratio
+    val : test, stratified, so both hold every unseen class (early stopping then picks the model
+    on the same identities the test judges, a choice the recipe makes knowingly).
+    """
+    classes = torch.unique(targets)
+    if unseen is None:
+        g = generator(seed, "class-split")
+        perm = classes[torch.randperm(len(classes), generator=g)]
+        n_test = max(1, int(round(len(classes) * test))) if test > 0 else 0
+        n_val = max(1, int(round(len(classes) * val))) if val > 0 else 0
+        test_c, val_c = perm[:n_test], perm[n_test:n_test + n_val]
+        order = stratified_order(targets, seed)
+        in_test, in_val = torch.isin(targets[order], test_c), torch.isin(targets[order], val_c)
+        return order[~(in_test | in_val)], order[in_val], order[in_test]
+    held = torch.isin(targets, torch.tensor(unseen, dtype=targets.dtype))
+    order = stratified_order(targets, seed)
+    train_idx = order[~held[order]]
+    rest = order[held[order]]
+    share = test / (val + test) if val + test > 0 else 0.5
+    sub = stratified_order(targets[rest], seed, "unseen")
+    n_test = int(round(len(rest) * share))
+    return train_idx, rest[sub[n_test:]], rest[sub[:n_test]]

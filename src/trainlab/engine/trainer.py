@@ -112,7 +112,7 @@ def loader_hooks(task) -> dict[str, Any]:
     hooks: dict[str, Any] = {}
     if type(task).collate is not Task.collate:
         hooks["collate_fn"] = task.collate
-    if type(task).order is not Task.order:
+    if type(task).order is not Task.order or task.recipe.data.sampler != "shuffle":
         hooks["order"] = task.order
     return hooks
 
@@ -136,6 +136,7 @@ class Trainer:
         self.forward_model = self._maybe_compile(model)
         data, train = recipe.data, recipe.train
 
+        task.check_data(bundle)
         batch_size = train_batch_size(recipe, len(bundle.train))  # 'full' or optim gd: whole split
         note = batch_size_note(data.batch_size, len(bundle.train),
                                "windows" if bundle.info.kind == "sequence" else "samples")

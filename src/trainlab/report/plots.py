@@ -95,6 +95,71 @@ def plot_bars(values: list[float], labels: list[str], path: Path, title: str) ->
         return save(fig, path)
 
 
+def scatter_figure(x: list[float], y: list[float], labels: list[int], names: list[str] | None, title: str):
+    """2-D points coloured by their label (an embedding view), a legend of the label names."""
+    import numpy as np
+
+    fig, ax = new_axes(6, 5)
+    labels_arr = np.asarray(labels)
+    groups = sorted(set(labels))
+    cmap = __import__("matplotlib").colormaps["tab20" if len(groups) > 10 else "tab10"]
+    for i, lab in enumerate(groups):
+        m = labels_arr == lab
+        name = names[lab] if names is not None and lab < len(names) else str(lab)
+        ax.scatter(np.asarray(x)[m], np.asarray(y)[m], s=10, color=cmap(i % cmap.N), label=name)
+    if len(groups) <= 20:
+        ax.legend(fontsize=7, markerscale=1.5, ncol=2 if len(groups) > 10 else 1)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(title)
+    finish(fig, ax)
+    return fig
+
+
+def curve_figure(data: dict[str, Any], title: str):
+    """One curve (an ROC): ``x``, ``y``, ``xlabel``, ``ylabel``, ``logx``; ``marks``: label -> an x
+    value drawn as a vertical line."""
+    fig, ax = new_axes(6, 4.5)
+    x, y = data["x"], data["y"]
+    if data.get("logx"):
+        pts = [(a, b) for a, b in zip(x, y) if a > 0]
+        if pts:
+            x, y = [a for a, _ in pts], [b for _, b in pts]
+            log_scale(ax, "x")
+    ax.plot(x, y, linewidth=1.5)
+    for label, value in (data.get("marks") or {}).items():
+        if value is not None and (value > 0 or not data.get("logx")):
+            ax.axvline(value, color="grey", linestyle="--", linewidth=1, label=label)
+    if data.get("marks"):
+        ax.legend(fontsize=8)
+    ax.set_xlabel(data.get("xlabel", ""))
+    ax.set_ylabel(data.get("ylabel", ""))
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    finish(fig, ax)
+    return fig
+
+
+def histograms_figure(data: dict[str, Any], title: str):
+    """Counts over shared bin ``edges``, one outlined histogram per ``series`` entry; ``marks``:
+    label -> x value drawn as a vertical line (a decision threshold)."""
+    fig, ax = new_axes(6, 4)
+    edges = data["edges"]
+    for label, counts in data["series"].items():
+        total = max(sum(counts), 1)
+        ax.stairs([c / total for c in counts], edges, fill=True, alpha=0.35, label=f"{label} ({sum(counts)})")
+    for label, value in (data.get("marks") or {}).items():
+        ax.axvline(value, color="black", linestyle="--", linewidth=1, label=f"{label} {value:.3f}")
+    ax.set_xlabel("distance")
+    ax.set_ylabel("share of pairs")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    finish(fig, ax)
+    return fig
+
+
 def draw_figure(figure, folder: Path) -> Path:
     """A task's :class:`~trainlab.tasks.base.Figure` as ``folder/<name>.png``."""
     path = folder / f"{figure.name}.png"
@@ -102,7 +167,16 @@ def draw_figure(figure, folder: Path) -> Path:
         return plot_confusion(figure.data["matrix"], figure.data["labels"], path, figure.title)
     if figure.kind == "bars":
         return plot_bars(figure.data["values"], figure.data["labels"], path, figure.title)
-    raise ValueError(f"figure {figure.name!r}: unknown kind {figure.kind!r} (matrix or bars)")
+    d = figure.data
+    with gc_paused():
+        if figure.kind == "scatter":
+            return save(scatter_figure(d["x"], d["y"], d["labels"], d.get("names"), figure.title), path)
+        if figure.kind == "curve":
+            return save(curve_figure(d, figure.title), path)
+        if figure.kind == "histograms":
+            return save(histograms_figure(d, figure.title), path)
+    raise ValueError(f"figure {figure.name!r}: unknown kind {figure.kind!r} (matrix, bars, scatter, curve or "
+                     "histograms)")
 
 
 def plot_run(run, summary: dict[str, Any], epochs: list[dict[str, Any]] | None = None, task=None) -> list[Path]:

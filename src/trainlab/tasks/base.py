@@ -49,7 +49,10 @@ class Figure:
     """One figure a task asks the report to draw into ``plots/<name>.png``.
 
     kind ``matrix``: ``data["matrix"]`` (rows true, columns predicted) with ``data["labels"]``;
-    kind ``bars``: ``data["values"]`` per ``data["labels"]``, on a 0..1 axis.
+    kind ``bars``: ``data["values"]`` per ``data["labels"]``, on a 0..1 axis;
+    kind ``scatter``: points ``data["x"]``, ``data["y"]`` coloured by ``data["labels"]`` (int), named by
+    ``data["names"]``; kind ``curve``: ``data["x"]``, ``data["y"]`` with axis labels, ``logx`` and
+    vertical ``marks``; kind ``histograms``: counts per ``data["series"]`` name over ``data["edges"]``.
     """
 
     name: str
@@ -130,13 +133,26 @@ class Task(ABC):
 
         return collate(samples)
 
-    def order(self, n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
-        """The sampler: the order in which an epoch visits the ``n`` samples of a split, a function
-        of (seed, epoch) so that a resumed run sees the same batches. Batches are consecutive
-        runs of it; an identity-balanced sampler returns P×K blocks."""
+    def order(self, targets: torch.Tensor, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+        """The sampler: the order in which an epoch visits the samples of a split (``targets``: one
+        per sample, len N), a function of (targets, seed, epoch) so that a resumed run sees the same
+        batches. Batches are consecutive runs of it; an identity-balanced sampler returns P×K
+        blocks (data.sampler=pk), for any task."""
+        if shuffle and self.recipe.data.sampler == "pk":
+            from ..data.pk_sampler import pk_order
+
+            return pk_order(targets, self.recipe.data.p, self.recipe.data.k, seed, epoch)
         from ..data.loader import epoch_order
 
-        return epoch_order(n, seed, epoch, shuffle)
+        return epoch_order(len(targets), seed, epoch, shuffle)
+
+    def check_data(self, bundle) -> None:
+        """Refuse (RecipeError, one line) a data bundle this task cannot train or evaluate on,
+        before anything is written: P×K batches need P identities of K samples each."""
+        if self.recipe.data.sampler == "pk":
+            from ..data.pk_sampler import check_pk
+
+            check_pk(bundle.train.targets, self.recipe.data.p, self.recipe.data.k, bundle.info.class_names)
 
     def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """``batch`` on ``device``, nested lists and dicts of tensors included."""
