@@ -461,6 +461,9 @@ class DoctorConfig(Section):
     # X4 / X5 fit quality
     overfit_patience: Int = Field(3, ge=1, description="epochs the validation loss must stay up after its minimum")
     overfit_rise: float = Field(0.1, ge=0.0, description="relative rise of the validation loss above its minimum")
+    overfit_score_drop: float = Field(0.02, ge=0.0, le=1.0, description="fall of the validation score below its "
+                                      "maximum (absolute) that counts, for tasks judged by their score, not their "
+                                      "validation loss (embedding: val_rank1)")
     underfit_accuracy: float = Field(0.8, ge=0.0, le=1.0, description="final training accuracy below this is "
                                                                       "under-fitting")
     underfit_loss_ratio: float = Field(0.5, gt=0.0, le=1.0, description="final training loss above this "

@@ -182,7 +182,8 @@ class Run:
         """A :class:`~trainlab.inputs.Prediction` for arrays, tensors or paths (images, .npy
         arrays, folders of them), by name: ``probs`` (NumPy: class probabilities (N, C) for
         classification, per-pixel class probabilities (N, K, H, W) for segmentation, one dict of
-        ``boxes`` (M, 4) XYXY pixels, ``scores`` and ``labels`` per image for detection),
+        ``boxes`` (M, 4) XYXY pixels, ``scores`` and ``labels`` per image for detection, unit
+        embeddings (N, D) for an embedding run),
         ``classes`` (the predicted class name per input, classification), ``inputs`` (one name
         per input) and ``class_names``. It does not unpack like a tuple."""
         from .inputs import Prediction

@@ -189,3 +189,22 @@ def test_a_module_shared_by_pyramid_levels_is_one_layer_of_units():
     alive = (doc._alive["act"] > 0).float().mean().item()
     assert alive >= 0.5 and not math.isnan(alive)
     doc._disarm()
+
+
+def test_a_task_judged_by_its_score_overfits_when_the_score_falls_not_the_loss():
+    """X4/K5: for the embedding task (its validation triplet loss mines unseen identities in other
+    batches) over-fitting is judged by validation rank-1: a rising validation loss with a rising
+    rank-1 is no finding; rank-1 falling by doctor.overfit_score_drop for overfit_patience epochs is."""
+    h = _history()
+    h.data["overfit_measure"] = "rank1"
+    h.data.update(quality="rank1", quality_words="rank-1 identification")
+    rising = [{"epoch": i + 1, "train_loss": 1.0 - 0.1 * i, "val_loss": 0.2 + 0.05 * i, "val_rank1": 0.8 + 0.02 * i}
+              for i in range(7)]
+    assert "overfitting" not in {f.code for f in diagnose(h, rising, CFG)}
+    falling = [dict(r, val_rank1=v) for r, v in zip(rising, [0.8, 0.9, 0.95, 0.92, 0.9, 0.9, 0.91])]
+    over = next(f for f in diagnose(h, falling, CFG) if f.code == "overfitting")
+    assert over.severity == "warning" and over.evidence["measure"] == "rank1"
+    assert over.message.startswith("overfitting from epoch 4: validation rank-1 identification fell from 0.95 "
+                                   "(epoch 3, its maximum) to 0.9 (epoch 6, -5.0 points)")
+    h.data.update(restore_best=True, best_epoch=3, monitor="val_rank1")
+    assert next(f for f in diagnose(h, falling, CFG) if f.code == "overfitting").severity == "info"

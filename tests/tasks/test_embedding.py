@@ -184,6 +184,11 @@ def test_embed_identify_verify_cli(triplet_run, tmp_path, capsys):
     assert main(["verify", str(triplet_run.dir), str(probes[0]), str(probes[0])]) == 0
     line = capsys.readouterr().out.strip()
     assert "euclidean distance 0.0000; same identity (threshold" in line and "validation EER" in line
+    assert main(["evaluate", str(triplet_run.dir), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "rank1" in out and "3 identities:" in out and "distance thresholds: EER" in out
+    p = triplet_run.predict(probes)  # the Python API: unit embeddings in probs
+    assert p.probs.shape == (3, 64) and np.allclose(np.linalg.norm(p.probs, axis=1), 1, atol=1e-5)
 
 
 def test_embedding_bad_input_is_one_line_exit_2(triplet_run, tmp_path, capsys):
@@ -210,3 +215,24 @@ def test_embedding_bad_input_is_one_line_exit_2(triplet_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], (argv, err)
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_folder_of_identities_trains_an_embedding(tmp_path):
+    """K5/D10: the folder data set with one sub-folder per identity trains the embedding task, its
+    validation identities kept out of training (data.split.by=class)."""
+    from trainlab.registry import DATASETS
+
+    recipe = load_recipe("faces-triplet", ["data.faces={identities: 8, samples_per_identity: 6, image_size: 16}"])
+    source, _ = DATASETS.get("faces").fn(recipe.data, 0)  # the faces renderer writes the identities' images
+    for i in range(len(source)):
+        x, y = source.load(i)
+        folder = tmp_path / "people" / f"person{int(y)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    run = trainlab.fit("faces-triplet", quiet=True, **FAST, **{
+        "data.name": "folder", "data.root": str(tmp_path / "people"), "data.faces": None, "data.augment": [],
+        "data.split": {"by": "class", "val": 0.25, "test": 0.0}, "data.p": 3, "data.k": 2, "data.batch_size": 6,
+        "model.width": 8, "model.depth": 2, "model.embed_dim": 8, "train.epochs": 2, "run.dir": str(tmp_path / "r")})
+    s = run.summary()
+    assert s["val"]["verification"]["identities"] == 2 and 0.0 <= s["val"]["rank1"] <= 1.0
+    assert {r["epoch"] for r in run.epochs()} == {1, 2}

@@ -210,6 +210,7 @@ class Doctor(Callback):
             "monitor": trainer.monitor,
             "restore_best": trainer.recipe.train.early_stop is None or trainer.recipe.train.early_stop.restore_best,
             "moment_warmup_steps": moment_warmup_steps(trainer.optimizer),
+            "overfit_measure": trainer.task.overfit_measure,
         }
         targets = getattr(train, "targets", None)
         if trainer.task.labels_per_sample and isinstance(targets, torch.Tensor) and targets.dim() == 1 and not targets.is_floating_point():

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .rules import initial_loss, num, overfit_onset, plateau_window, plural, within_divergence
+from .rules import fit_measure, initial_loss, num, overfit_onset, plateau_window, plural, within_divergence
 
 ADAM_FAMILY = ("adam", "adamw", "nadam", "radam", "adamax")
 SGD_MOMENTUM = 0.9
@@ -230,7 +230,7 @@ class Remedies:
             self.snapshot(trainer)
         if self.stopped:
             return
-        onset = overfit_onset(epochs, self.cfg)
+        onset = overfit_onset(epochs, self.cfg, fit_measure(history))
         if onset is not None:
             self._stop_overfitting(trainer, history, onset)
             return
@@ -251,9 +251,13 @@ class Remedies:
         if self._best is not None:
             trainer.model.load_state_dict(self._best["model"])
             restored = f"; restored the weights of epoch {self._best['epoch']} (best {trainer.monitor})"
-        reason = (f"doctor: overfitting from epoch {onset['onset']} (validation loss "
-                  f"{pct_rise(epochs_val(trainer, st.epoch), onset['best_val_loss'])} above its minimum at epoch "
-                  f"{onset['best_epoch']}){restored}")
+        if onset["measure"] == "loss":
+            worse = (f"validation loss {pct_rise(epochs_val(trainer, st.epoch), onset['best_value'])} above its "
+                     f"minimum at epoch {onset['best_epoch']}")
+        else:
+            worse = (f"validation {onset['measure']} {num(epochs_val(trainer, st.epoch, onset['measure']))} below "
+                     f"its maximum {num(onset['best_value'])} at epoch {onset['best_epoch']}")
+        reason = f"doctor: overfitting from epoch {onset['onset']} ({worse}){restored}"
         trainer.request_stop(reason)
         _record(trainer, history, "doctor_stop", reason, "stop_restore_best", st.step, st.epoch, code="overfitting",
                 restored_epoch=self._best["epoch"] if self._best else None)
@@ -295,11 +299,11 @@ class Remedies:
         self.switched = bool(state.get("switched", False))
 
 
-def epochs_val(trainer, epoch: int) -> float | None:
-    """Validation loss of epoch ``epoch`` (1-based) from the trainer's history."""
+def epochs_val(trainer, epoch: int, measure: str = "loss") -> float | None:
+    """Validation ``measure`` (the loss by default) of epoch ``epoch`` (1-based) from the trainer's history."""
     for r in reversed(trainer.state.history):
         if "event" not in r and r.get("epoch") == epoch:
-            return r.get("val_loss")
+            return r.get(f"val_{measure}")
     return None
 
 

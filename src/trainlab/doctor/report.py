@@ -249,9 +249,10 @@ def _curves_figure(history: DoctorHistory, epochs: list[dict[str, Any]], over: F
     if over is not None:
         ax.axvline(over.epoch, color="red", linestyle="--", label=f"overfitting from epoch {over.epoch}")
         best = over.evidence.get("best_epoch")
-        if best is not None:
-            ax.scatter([best], [over.evidence.get("best_val_loss")], color="red", zorder=3,
-                       label=f"val minimum (epoch {best})")
+        measure = over.evidence.get("measure", "loss")
+        if best is not None and _finite(over.evidence.get("best_val_loss")):
+            ax.scatter([best], [over.evidence["best_val_loss"]], color="red", zorder=3,
+                       label=f"val minimum (epoch {best})" if measure == "loss" else f"best val_{measure} (epoch {best})")
     for a in history.actions:
         ax.axvline(a["epoch"], color="grey", linestyle=":", linewidth=1)
     values = [r[k] for r in epochs for k in ("train_loss", "val_loss") if _finite(r.get(k))]

@@ -331,34 +331,57 @@ def dead_relu(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding
 
 
 # ------------------------------------------------------------------------- X4, X5: fit quality
-def overfit_onset(epochs: Epochs, cfg) -> dict[str, Any] | None:
-    """The first point where validation loss has risen ``overfit_rise`` above its minimum for at
-    least ``overfit_patience`` epochs while training loss kept falling, or None."""
-    pts = [r for r in epochs if finite(r.get("val_loss")) and finite(r.get("train_loss"))]
+def fit_measure(h: DoctorHistory | None) -> str:
+    """The validation metric over-fitting is judged by (bare name): the loss, unless the task says
+    its validation loss is not comparable with its training loss (an embedding's triplet loss on
+    unseen identities, in other batches) and names its score instead (``Task.overfit_measure``)."""
+    return (h.data.get("overfit_measure") if h is not None else None) or "loss"
+
+
+def overfit_onset(epochs: Epochs, cfg, measure: str = "loss") -> dict[str, Any] | None:
+    """The first point where the validation ``measure`` has been worse than its best for at least
+    ``overfit_patience`` epochs while training loss kept falling, or None. Worse: the loss
+    ``overfit_rise`` (relative) above its minimum; a score (higher is better)
+    ``overfit_score_drop`` (absolute) below its maximum."""
+    key, lower = f"val_{measure}", measure == "loss"
+    pts = [r for r in epochs if finite(r.get(key)) and finite(r.get("train_loss"))]
     for end in range(len(pts)):
-        best = min(range(end + 1), key=lambda k: pts[k]["val_loss"])
+        best = (min if lower else max)(range(end + 1), key=lambda k: pts[k][key])
         b, e = pts[best], pts[end]
-        if (end - best >= cfg.overfit_patience and e["val_loss"] >= b["val_loss"] * (1 + cfg.overfit_rise)
-                and e["train_loss"] < b["train_loss"]):
-            return {"best_epoch": b["epoch"], "onset": b["epoch"] + 1, "detected": e["epoch"],
-                    "best_val_loss": b["val_loss"], "train_loss_at_best": b["train_loss"]}
+        worse = (e[key] >= b[key] * (1 + cfg.overfit_rise) if lower
+                 else e[key] <= b[key] - cfg.overfit_score_drop)
+        if end - best >= cfg.overfit_patience and worse and e["train_loss"] < b["train_loss"]:
+            return {"measure": measure, "best_epoch": b["epoch"], "onset": b["epoch"] + 1, "detected": e["epoch"],
+                    "best_value": b[key], "best_val_loss": b.get("val_loss"), "train_loss_at_best": b["train_loss"]}
     return None
 
 
+def overfit_words(h: DoctorHistory | None, o: dict[str, Any], value: float, at: int) -> str:
+    """'validation loss rose from A (epoch N, its minimum) to B (epoch M, +x%)', or for a score
+    'validation rank-1 identification fell from A (epoch N, its maximum) to B (epoch M, -x points)'."""
+    if o["measure"] == "loss":
+        return (f"validation loss rose from {num(o['best_value'])} (epoch {o['best_epoch']}, its minimum) to "
+                f"{num(value)} (epoch {at}, +{pct(value / o['best_value'] - 1)})")
+    words = score(h)[1] if h is not None and score(h)[0] == o["measure"] else o["measure"]
+    return (f"validation {words} fell from {num(o['best_value'])} (epoch {o['best_epoch']}, its maximum) to "
+            f"{num(value)} (epoch {at}, -{100 * (o['best_value'] - value):.1f} points)")
+
+
 def overfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
-    o = overfit_onset(epochs, cfg)
+    o = overfit_onset(epochs, cfg, fit_measure(h))
     if o is None:
         return []
-    after = [r for r in epochs if r["epoch"] >= o["detected"] and finite(r.get("val_loss"))]
-    end = max(after, key=lambda r: r["val_loss"])  # the worst validation loss seen since detection
-    rise = end["val_loss"] / o["best_val_loss"] - 1
-    msg = (f"overfitting from epoch {o['onset']}: validation loss rose from {num(o['best_val_loss'])} (epoch "
-           f"{o['best_epoch']}, its minimum) to {num(end['val_loss'])} (epoch {end['epoch']}, +{pct(rise)}) while "
-           f"training loss fell from {num(o['train_loss_at_best'])} to {num(end['train_loss'])}")
+    key, lower = f"val_{o['measure']}", o["measure"] == "loss"
+    after = [r for r in epochs if r["epoch"] >= o["detected"] and finite(r.get(key))]
+    end = (max if lower else min)(after, key=lambda r: r[key])  # the worst value seen since detection
+    msg = (f"overfitting from epoch {o['onset']}: {overfit_words(h, o, end[key], end['epoch'])} while training "
+           f"loss fell from {num(o['train_loss_at_best'])} to {num(end['train_loss'])}")
     q, words = score(h)
     if finite(end.get(f"train_{q}")) and finite(end.get(f"val_{q}")):
         msg += f"; {words} train {pct(end[f'train_{q}'])} vs validation {pct(end[f'val_{q}'])}"
-    ev = {**o, "val_loss": end["val_loss"], "train_loss": end["train_loss"], "at_epoch": end["epoch"], "rise": rise}
+    ev = {**o, key: end[key], "train_loss": end["train_loss"], "at_epoch": end["epoch"]}
+    if lower:
+        ev["rise"] = end[key] / o["best_value"] - 1
     kept = kept_best_weights(h, epochs, o, cfg)
     if kept is None:
         return [finding("overfitting", "warning", msg, epoch=o["onset"], evidence=ev)]
@@ -375,28 +398,33 @@ def kept_best_weights(h: DoctorHistory, epochs: Epochs, onset: dict[str, Any], c
 
     It did when the weights the run is judged by are the best epoch's (``train.early_stop.restore_best``,
     or no early stopping: the best checkpoint is restored for the final evaluation) and that epoch
-    is not an over-fitted one: before the onset, or with a validation loss within ``overfit_rise``
-    of the minimum (a run that follows ``val_accuracy`` may keep a later epoch). The trainer's best
-    epoch is recorded in the history (``data["best_epoch"]``) as training goes."""
+    is not an over-fitted one: before the onset, or with its validation measure within
+    ``overfit_rise`` (``overfit_score_drop``) of the best (a run that follows ``val_accuracy``
+    may keep a later epoch). The trainer's best epoch is recorded in the history
+    (``data["best_epoch"]``) as training goes."""
     best = h.data.get("best_epoch")
     if not h.data.get("restore_best") or best is None:
         return None
     rec = next((r for r in epochs if r["epoch"] == best), None)
     if rec is None:
         return None
-    if best >= onset["onset"] and not (finite(rec.get("val_loss"))
-                                       and rec["val_loss"] < onset["best_val_loss"] * (1 + cfg.overfit_rise)):
+    key, lower = f"val_{onset['measure']}", onset["measure"] == "loss"
+    v = rec.get(key)
+    near = finite(v) and (v < onset["best_value"] * (1 + cfg.overfit_rise) if lower
+                          else v > onset["best_value"] - cfg.overfit_score_drop)
+    if best >= onset["onset"] and not near:
         return None
     last = max(r["epoch"] for r in epochs)
     monitor = h.data.get("monitor", "val_loss")
-    where = "its minimum" if best == onset["best_epoch"] else \
-        f"{abs(best - onset['best_epoch'])} epochs {'before' if best < onset['best_epoch'] else 'after'} its minimum"
+    extreme = "minimum" if lower else "maximum"
+    where = f"its {extreme}" if best == onset["best_epoch"] else \
+        f"{abs(best - onset['best_epoch'])} epochs {'before' if best < onset['best_epoch'] else 'after'} its {extreme}"
     stopped = str(h.data.get("stop_reason") or "").startswith("early stop")
     text = (f"the best checkpoint holds the weights of epoch {best} (best {monitor}; {where}), which the final "
             f"evaluation uses")
     if stopped:
-        text = (f"early stopping ended the run at epoch {last}, {last - onset['best_epoch']} epochs after the "
-                f"validation-loss minimum; " + text)
+        what = "validation-loss minimum" if lower else f"validation {onset['measure']} maximum"
+        text = f"early stopping ended the run at epoch {last}, {last - onset['best_epoch']} epochs after the {what}; " + text
     return {"text": text, "best_epoch": best, "monitor": monitor, "last_epoch": last, "stopped_early": stopped}
 
 

@@ -93,6 +93,9 @@ class Task(ABC):
     quality_judges_fit = False  # whether a low quality means under-fitting (doctor.underfit_accuracy)
     labels_per_sample = False  # one class per sample: per-class counts and rules apply (the doctor)
     exportable = True  # the model maps a tensor to a tensor (trainlab export checks parity on it)
+    # The validation metric the doctor judges over-fitting by: the loss, where it is the training
+    # loss measured on other samples; a score where it is not (the doctor: rules.fit_measure).
+    overfit_measure = "loss"
 
     def __init__(self, recipe, info):
         self.recipe = recipe

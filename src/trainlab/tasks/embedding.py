@@ -122,6 +122,9 @@ class EmbeddingTask(Task):
     quality_judges_fit = False  # measured on unseen identities only; the loss judges the fit
     labels_per_sample = False  # the model's outputs are embedding dimensions, not classes
     exportable = False  # the L2 normalisation is the task's, outside the model
+    # the validation triplet loss mines other identities in larger batches than training's P×K:
+    # it may rise while identification improves, so over-fitting is judged by rank-1
+    overfit_measure = "rank1"
 
     def __init__(self, recipe, info):
         super().__init__(recipe, info)
@@ -253,7 +256,7 @@ class _EmbeddingMeter:
         if not self.n:
             return {}
         r = self.task.recipe
-        out = {"loss": self.loss_sum / self.n}
+        out = {"loss": self.loss_sum / self.n, "n": self.n}
         out.update(open_set_metrics(torch.cat(self.emb), torch.cat(self.labels), k=r.eval.knn_k,
                                     metric=r.loss.distance, gallery=r.eval.gallery, pairs=r.eval.pairs, seed=r.seed))
         return out
