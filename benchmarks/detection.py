@@ -7,7 +7,9 @@
    evaluation, plots, report) on this machine's CPU. Printed per recipe: the validation mAP@0.5
    curve by epoch, mAP@0.5 and mAP@[.5:.95] of the weights the run keeps (its best checkpoint) on
    the validation split and on the test split, and the wall time. Goals: faster_rcnn and retinanet
-   >= 0.90 mAP@0.5, yolo_v1 and ssd >= 0.80, each under 15 minutes on 2 cores.
+   >= 0.90 mAP@0.5, yolo_v1 and ssd >= 0.80, each under 15 minutes on 2 cores; the set-prediction
+   detectors deformable_detr >= 0.80 and detr >= 0.60, each under 20 minutes (their curves show
+   DETR's slow convergence, the reason Deformable DETR exists).
 2. Step cost: the training step of `faster_rcnn` through trainlab's trainer (task step under
    autocast, weight penalty check, backward, clipping, optimizer step, schedule) against the same
    torchvision model stepped by a minimal hand-written loop (normalize, shift labels, sum the loss
@@ -26,8 +28,11 @@ from pathlib import Path
 
 from recipe_runs import SRC, run_recipe
 
-GOALS = {"shapes-faster_rcnn": 0.90, "shapes-retinanet": 0.90, "shapes-yolo_v1": 0.80, "shapes-ssd": 0.80}
+GOALS = {"shapes-faster_rcnn": 0.90, "shapes-retinanet": 0.90, "shapes-yolo_v1": 0.80, "shapes-ssd": 0.80,
+         "shapes-deformable-detr": 0.80, "shapes-detr": 0.60}
 LIMIT_S = 900.0
+# the set-prediction detectors (issue: DETR, Deformable DETR) get 20 minutes: they converge slowly
+LIMITS_S = {"shapes-detr": 1200.0, "shapes-deformable-detr": 1200.0}
 
 
 def quality(names: list[str], overrides: list[str], keep: str | None) -> None:
@@ -38,10 +43,10 @@ def quality(names: list[str], overrides: list[str], keep: str | None) -> None:
             r = run_recipe(name, overrides, folder)
             s, val, test = r["summary"], r["summary"]["val"], r["summary"].get("test") or {}
             curve = " ".join(f"{e['val_map50']:.3f}" for e in r["epochs"] if e.get("val_map50") is not None)
-            goal = GOALS.get(name)
+            goal, limit = GOALS.get(name), LIMITS_S.get(name, LIMIT_S)
             verdict = "" if goal is None else (
-                f" (goal >= {goal} mAP@0.5 in < {LIMIT_S / 60:.0f} min: "
-                f"{'met' if val['map50'] >= goal and r['wall'] < LIMIT_S else 'NOT met'})")
+                f" (goal >= {goal} mAP@0.5 in < {limit / 60:.0f} min: "
+                f"{'met' if val['map50'] >= goal and r['wall'] < limit else 'NOT met'})")
             print(f"{name}: val mAP@0.5 by epoch: {curve}")
             print(f"{name}: best epoch {s['best_epoch']} of {s['epochs_run']} ({s['monitor']}); val mAP@0.5 "
                   f"{val['map50']:.4f}, mAP@[.5:.95] {val['map']:.4f}; test mAP@0.5 {test.get('map50', float('nan')):.4f}, "

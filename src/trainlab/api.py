@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import RunError
 from .recipe import Recipe, check_names, load_recipe, override_pairs
+from .lock import acquire as acquire_lock
 from .run import Run, check_writable_target, default_dir, open_run
 
 
@@ -22,7 +23,8 @@ def _merge_overrides(overrides, kwargs: dict[str, Any]):
 # it is logged. Anything else (model, data, optimizer, seed...) would make the checkpoint describe
 # a different run than its recipe.
 RESUMABLE = ("train.epochs", "train.early_stop", "train.device", "train.threads", "train.progress",
-             "train.checkpoint_every_steps", "data.workers", "run.tensorboard", "run.plots")
+             "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "data.workers", "run.tensorboard",
+             "run.plots")
 
 
 def check_resume_overrides(pairs: dict[str, Any]) -> None:
@@ -54,6 +56,12 @@ def finished_line(run: Run, state: dict[str, Any], epochs: int) -> str | None:
         how += f"; {stopped}"
     hint = "" if stopped else f" (train.epochs=N with N > {done} trains on)"
     return f"{run.dir}: finished ({how}); nothing to resume{hint}"
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a checkpoint is replaced (it is renamed into place: a new inode)."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def check_weights_fit(recipe: Recipe, tensors, state: dict[str, Any], source: str) -> None:
@@ -90,6 +98,10 @@ def build_components(recipe: Recipe, callbacks=()):
     bundle = build_data(recipe)
     task = build_task(recipe, bundle.info)
     model = build_model(recipe, task.model_info(bundle.info), bundle.mean, bundle.std, whiten=bundle.whiten)
+    if recipe.distill is not None:
+        from .distill import load_teacher
+
+        task.teacher = load_teacher(recipe, bundle.info)
     return Trainer(recipe, bundle, task, model, list(callbacks))
 
 
@@ -114,7 +126,7 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
     # After every callback that may log an event (the doctor's remedies, even at fit end), so that
     # metrics.jsonl holds them all; before the Checkpointer, which stays last to save their state.
     cbs.append(MetricsLogger(run.metrics_path))
-    cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps))
+    cbs.append(Checkpointer(run.checkpoints, recipe.train.checkpoint_every_steps, recipe.train.checkpoint_every_minutes))
     return cbs
 
 
@@ -134,7 +146,9 @@ def fit(
     Overrides come as ``["optim.lr=0.01"]``, as a mapping of dotted keys, or as keywords with
     ``__`` for dots (``train__epochs=5``). ``resume`` continues an interrupted run directory; a
     finished one (see :func:`finished_line`) is returned as it is, after one line saying so.
-    Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C (a checkpoint is saved).
+    Raises :class:`~trainlab.engine.trainer.Interrupted` after Ctrl-C, SIGTERM or SIGHUP (a checkpoint
+    is saved). The run's lock (:mod:`trainlab.lock`) is held throughout: a second ``fit`` into the
+    same run, resumed or forced, fails with a RunError naming this process.
     """
     import sys
 
@@ -147,57 +161,77 @@ def fit(
     t0 = time.perf_counter()
     state = None
     pairs = _merge_overrides(overrides, kwargs)
-    if resume is not None:
-        run = open_run(resume)
-        if recipe is not None:
-            raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
-        check_resume_overrides(pairs)
-        recipe_obj = load_recipe(run.recipe_path, pairs or None)
-        last = run.checkpoints / "last.safetensors"
-        for stale in run.checkpoints.glob(".*.tmp-*"):  # left by a process killed during a save
-            stale.unlink(missing_ok=True)
-        if last.exists():
-            tensors, state = load_checkpoint(last, RESUME_KEYS)
-            done = finished_line(run, state, recipe_obj.train.epochs)
-            if done:  # nothing to train, evaluate or write: the run stays as it is
-                check_weights_fit(recipe_obj, tensors, state, str(last))
-                if not quiet:
-                    print(done)
-                return run
-        else:  # killed before its first checkpoint: start over in the same directory
-            tensors = state = None
-            if not quiet:
-                print(f"{run.dir} has no checkpoint yet: training from the start")
-    else:
-        recipe_obj = load_recipe(recipe, pairs or None)
-        if recipe_obj.train.threads is None and resolve_device(recipe_obj.train.device).type == "cpu":
-            # resolved now and kept in recipe.yaml: a resumed run computes with the same count
-            recipe_obj.train.threads = default_threads()
-            if recipe_obj.train.threads < torch.get_num_threads() and not quiet:
-                print(f"train.threads: {recipe_obj.train.threads} of {torch.get_num_threads()} (the other cores are "
-                      "busy now; set train.threads to choose)", file=sys.stderr)
-        target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
-        check_writable_target(target, force)
-        run = Run(target)
-
-    user_cbs = list(callbacks or [])
-    trainer = build_components(recipe_obj, user_cbs)
-    if resume is None:
-        run = Run.create(recipe_obj, run.dir, force=force)
-    trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
-    if state is not None:
-        trainer.restore(tensors, state, str(last))  # callbacks' states too, so after add_callbacks
-    if resume is not None and pairs:  # only once the checkpoint is known to fit the recipe
-        from .atomic import write_text
-
-        write_text(run.recipe_path, recipe_obj.to_yaml())
+    lock = None  # one writer per run (trainlab.lock): held from before the first write to the end
     try:
-        trainer.fit()
-    except Interrupted as err:
-        err.run_dir = run.dir
-        raise
-    finish(run, trainer, time.perf_counter() - t0, quiet)
-    return run
+        if resume is not None:
+            run = open_run(resume)
+            if recipe is not None:
+                raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
+            check_resume_overrides(pairs)
+            last = run.checkpoints / "last.safetensors"
+            seen = None
+            # Read before locking, so that a finished run is left untouched (its lock file too), and
+            # again under the lock where another writer changed the run in between.
+            for locked in (False, True):
+                if locked:
+                    lock = acquire_lock(run.dir, "fit --resume")
+                recipe_obj = load_recipe(run.recipe_path, pairs or None)
+                if not last.exists() or seen == _identity(last):
+                    continue
+                seen = _identity(last)
+                tensors, state = load_checkpoint(last, RESUME_KEYS)  # its JSON state checked by the schema
+                done = finished_line(run, state, recipe_obj.train.epochs)
+                if done:  # nothing to train, evaluate or write: the run stays as it is
+                    check_weights_fit(recipe_obj, tensors, state, str(last))
+                    if not quiet:
+                        print(done)
+                    return run
+            if not last.exists():  # killed before its first checkpoint: start over in the same directory
+                tensors = state = None
+                if not quiet:
+                    print(f"{run.dir} has no checkpoint yet: training from the start")
+        else:
+            recipe_obj = load_recipe(recipe, pairs or None)
+            if recipe_obj.train.threads is None and resolve_device(recipe_obj.train.device).type == "cpu":
+                # resolved now and kept in recipe.yaml: a resumed run computes with the same count
+                recipe_obj.train.threads = default_threads()
+                if recipe_obj.train.threads < torch.get_num_threads() and not quiet:
+                    print(f"train.threads: {recipe_obj.train.threads} of {torch.get_num_threads()} (the other cores "
+                          "are busy now; set train.threads to choose)", file=sys.stderr)
+            target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
+            check_writable_target(target, force)  # before the data is built; checked again under the lock
+            run = Run(target)
+
+        user_cbs = list(callbacks or [])
+        trainer = build_components(recipe_obj, user_cbs)
+        if resume is None:
+            try:
+                run.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
+            lock = acquire_lock(run.dir, "fit --force" if force else "fit")
+            run = Run.create(recipe_obj, run.dir, force=force)
+        trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
+        if state is not None:
+            # checks every tensor and the data position first: a failure leaves the run as it was
+            trainer.restore(tensors, state, str(last))  # callbacks' states too, so after add_callbacks
+        if resume is not None:
+            for stale in run.checkpoints.glob(".*.tmp-*"):  # left by a process killed during a save
+                stale.unlink(missing_ok=True)
+            if pairs:  # only once the checkpoint is known to fit the recipe
+                from .atomic import write_text
+
+                write_text(run.recipe_path, recipe_obj.to_yaml())
+        try:
+            trainer.fit()
+        except Interrupted as err:
+            err.run_dir = run.dir
+            raise
+        finish(run, trainer, time.perf_counter() - t0, quiet)
+        return run
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, Any]:

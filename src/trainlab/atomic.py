@@ -25,41 +25,66 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:  # a read-only folder: there is no temporary file to remove
+        pass
+
+
 def temporary(path: Path) -> Path:
     """The temporary file that becomes ``path`` (same folder, so the rename stays atomic)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably."""
+def _named(err: BaseException, path: Path) -> BaseException:
+    """An OS error about the file being written named by ``path``, not by the temporary file (or
+    by nothing: a full disk fails a write() that knows no file name), so that its one line says
+    which file could not be written."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return err
+    named = OSError(err.errno, err.strerror or str(err), str(path))  # the errno's subclass: PermissionError...
+    named.__cause__ = err
+    return named
+
+
+def _replace(path: str | Path, fill: Callable[[Path], None]) -> None:
+    """Have ``fill(tmp)`` write and fsync the temporary file, rename it over ``path`` and fsync the
+    folder; on any failure the temporary file is removed and an OS error names ``path``."""
     path = Path(path)
     tmp = temporary(path)
     try:
+        fill(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        _discard(tmp)
+        named = _named(err, path)
+        if named is err:
+            raise
+        raise named from err
+    _fsync_dir(path.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    def fill(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+    _replace(path, fill)
 
 
 def write_file(path: str | Path, fill: Callable[[Path], None]) -> None:
     """Replace ``path`` atomically and durably with the file that ``fill(tmp)`` writes at the
     temporary path ``tmp``: for writers that take a file name (``safetensors.torch.save_file``)."""
-    path = Path(path)
-    tmp = temporary(path)
-    try:
+    def fill_synced(tmp: Path) -> None:
         fill(tmp)
         with open(tmp, "rb+") as f:  # opened for writing: Windows refuses to fsync a read-only handle
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+
+    _replace(path, fill_synced)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -8,12 +8,14 @@ left free, and the check uses a different batch size than the capture to show it
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .atomic import write_bytes
 from .errors import RecipeError, TrainlabError
 
 FORMATS = ("torchscript", "exported", "onnx")
@@ -117,7 +119,18 @@ def export_model(model: torch.nn.Module, info, fmt: str, out: str | Path, batch:
         raise TrainlabError(f"--out: folder {str(path.parent)!r} does not exist")
     model = model.cpu().eval()
     x = example_batch(model, info, batch, seed=0)
-    run = EXPORTERS[fmt](model, x, path)
+    # Captured into a temporary folder, then written to --out durably (trainlab.atomic): a full
+    # disk or a read-only folder is one line naming --out, and never leaves a torn file there.
+    with tempfile.TemporaryDirectory(prefix="trainlab-export-") as tmp:
+        staged = Path(tmp) / path.name
+        run = EXPORTERS[fmt](model, x, staged)
+        try:
+            write_bytes(path, staged.read_bytes())
+            for extra in sorted(Path(tmp).iterdir()):  # ONNX external data of a large model, beside it
+                if extra != staged:
+                    write_bytes(path.parent / extra.name, extra.read_bytes())
+        except OSError as err:
+            raise TrainlabError(f"--out {str(path)!r}: cannot write ({err.strerror or err})") from None
     worst, scale = 0.0, 1.0
     sizes = (batch, batch + 3)
     with torch.no_grad():

@@ -1,6 +1,9 @@
 """Turning user inputs (arrays, tensors, image files, .npy files) into one model batch."""
 from __future__ import annotations
 
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -8,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, show_path
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,57 +95,102 @@ def expand_folders(inputs: list, names: list[str] | None) -> tuple[list, list[st
         files = sorted(f for f in path.iterdir()
                        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in INPUT_SUFFIXES)
         if not files:
-            raise DataError(f"{path}: folder has no image or .npy files ({', '.join(INPUT_SUFFIXES)})")
+            subs = " (its sub-folders are not searched)" if any(f.is_dir() for f in path.iterdir()) else ""
+            raise DataError(f"{show_path(path)}: folder has no image or .npy files ({', '.join(INPUT_SUFFIXES)})"
+                            f"{subs}")
         items += files
         if names:
             out_names += [f"{names[i]}/{f.name}" for f in files]
     return items, out_names
 
 
+def what_is(path: Path) -> str:
+    """What a path that is no regular file is, for a message: "no such file", "a directory",
+    "a FIFO (named pipe)"... (a FIFO or a device would block or never end a read)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link to nothing" if path.is_symlink() else "no such file"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((word for test, word in kinds if test(mode)), "not a regular file")
+
+
+def check_npy_header(path: Path) -> None:
+    """DataError unless the .npy header of ``path`` describes a numeric array that the file holds:
+    its shape x item size, in bytes, must be what follows the header. np.load allocates what
+    the header claims before reading (a 136-byte file can claim 466 TiB), so this comes first."""
+    name = show_path(path)
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        try:
+            version = fmt.read_magic(f)
+            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ValueError(f"format version {version[0]}.{version[1]}, expected 1.0 or 2.0")
+            shape, _, dtype = read_header(f)
+        except (ValueError, OSError, EOFError, SyntaxError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(f"{name}: not a readable .npy array, damaged header ({reason})") from None
+        start = f.tell()
+    if dtype.hasobject:
+        raise DataError(f"{name}: expected a numeric array, got Python objects (dtype object)")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{name}: expected a numeric array, got dtype {dtype}")
+    claimed = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for any claimed shape
+    held = os.path.getsize(path) - start
+    if claimed > held:  # more bytes than claimed are left unread by np.load, as NumPy allows
+        raise DataError(f"{name}: the .npy header claims shape {list(shape)} of {dtype} ({claimed} bytes) but the file "
+                        f"holds {held} bytes after its header (truncated or damaged)")
+
+
 def load_npy(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     """A numeric .npy file as a batch of ``shape``. Files that are no .npy (a renamed text file
     or pickle) and .npy files of Python objects get trainlab's own words: NumPy's advice to pass
-    allow_pickle is no advice for a prediction input."""
+    allow_pickle is no advice for a prediction input. The header is checked against the file's
+    size before NumPy allocates what it claims."""
+    name = show_path(path)
     with open(path, "rb") as f:
         head = f.read(len(NPY_MAGIC))
     if head != NPY_MAGIC:
         what = "an empty file" if not head else "it does not start with the .npy header"
-        raise DataError(f"{path}: not a NumPy .npy file (not a readable .npy array: {what}; "
+        raise DataError(f"{name}: not a NumPy .npy file (not a readable .npy array: {what}; "
                         "save arrays with numpy.save)")
+    check_npy_header(path)
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if "pickle" in reason.lower():  # NumPy's words for a .npy of dtype object
-            raise DataError(f"{path}: expected a numeric array, got Python objects (dtype object)") from None
-        raise DataError(f"{path}: not a readable .npy array, truncated or damaged ({reason})") from None
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        raise DataError(f"{name}: not a readable .npy array, truncated or damaged ({reason})") from None
     arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))  # torch wants native order
-    return _as_batch(torch.from_numpy(arr), shape, str(path))
+    return _as_batch(torch.from_numpy(arr), shape, name)
 
 
-def read_exact_image(path: Path, info) -> torch.Tensor:
+def read_exact_image(path: Path, info, max_pixels: int | None = None) -> torch.Tensor:
     """(1, C, H, W) float32 from an image file for a run trained on arrays (digits: values
     0..16): the file must have the model input's size and channels (nothing is resized, as no
     training sample was), and its 0..255 pixels are rescaled to the run's 0..info.max_value."""
-    from .data.images import GRAY_MODES, inspect_image, read_image
+    from .data.images import DEFAULT_MAX_PIXELS, GRAY_MODES, inspect_image, read_image
 
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     channels, height, width = info.input_shape
-    mode, (h, w) = inspect_image(path)
+    mode, (h, w) = inspect_image(path, max_pixels)
     grey = mode in (*GRAY_MODES, "LA", "La", "F", "I;16B", "I;16L")
-    x = read_image(path, 1 if grey else 3)
+    x = read_image(path, 1 if grey else 3, max_pixels=max_pixels)
     if channels == 1 and not grey and bool((x == x[:1]).all()):
         x = x[:1]  # a grey picture stored as RGB: one channel of grey
     if tuple(x.shape) != (channels, height, width):
         got = len(x)
-        raise DataError(f"{path}: image of {h}x{w} pixels with {got} channel{'s' if got > 1 else ''}; this run "
-                        f"was trained on {channels}x{height}x{width} arrays, so images must be {height}x{width} "
+        raise DataError(f"{show_path(path)}: image of {h}x{w} pixels with {got} channel{'s' if got > 1 else ''}; "
+                        f"this run was trained on {channels}x{height}x{width} arrays, so images must be {height}x{width} "
                         f"with {channels} channel{'s' if channels > 1 else ''}")
     return (x.float() * (info.max_value / 255.0)).unsqueeze(0)
 
 
-def gather_inputs(inputs, info, names: list[str] | None = None, exact: bool = False) -> tuple[torch.Tensor, list[str]]:
+def gather_inputs(inputs, info, names: list[str] | None = None, exact: bool = False,
+                  max_pixels: int | None = None) -> tuple[torch.Tensor, list[str]]:
     """Stack inputs into one batch; returns (batch, one name per sample for printing).
 
     ``inputs``: arrays, tensors or paths (one or a list). A path is a .npy array, an image file or
@@ -152,6 +200,8 @@ def gather_inputs(inputs, info, names: list[str] | None = None, exact: bool = Fa
     its input size and channels, their 0..255 pixels rescaled to 0..max_value. ``exact`` asks the
     same of every image file (a run whose data set draws its images at one size, with no
     ``data.image_size`` resize to repeat: an embedding must not be judged on a stretched face).
+    ``max_pixels`` bounds an image file's pixels (default: ``data.max_pixels``' default); a path
+    that is no regular file (a FIFO, a device) is named for what it is, not read.
     """
     if isinstance(inputs, (str, Path, np.ndarray, torch.Tensor)):
         inputs = [inputs]
@@ -159,22 +209,24 @@ def gather_inputs(inputs, info, names: list[str] | None = None, exact: bool = Fa
     shape = tuple(info.input_shape)
     parts, labels = [], []
     for i, item in enumerate(inputs):
-        name = names[i] if names else (str(item) if isinstance(item, (str, Path)) else f"input {i}")
+        name = names[i] if names else (show_path(item) if isinstance(item, (str, Path)) else f"input {i}")
         if isinstance(item, (str, Path)):
             path = Path(item)
             if not path.is_file():
-                raise DataError(f"{path}: no such file")
+                what = what_is(path)
+                raise DataError(f"{show_path(path)}: {what}" + ("" if what == "no such file" else
+                                                                 "; expected an image or .npy file"))
             if path.suffix.lower() == ".npy":
                 batch = load_npy(path, shape)
             elif info.kind != "image":
-                raise DataError(f"{path}: this run was trained on {info.kind} arrays, not image files; "
+                raise DataError(f"{show_path(path)}: this run was trained on {info.kind} arrays, not image files; "
                                 f"give .npy arrays of shape {list(shape)}")
             elif info.max_value != 255 or exact:
-                batch = read_exact_image(path, info)
+                batch = read_exact_image(path, info, max_pixels)
             else:
-                from .data.images import read_image
+                from .data.images import DEFAULT_MAX_PIXELS, read_image
 
-                batch = read_image(path, shape[0], shape[1:]).unsqueeze(0)
+                batch = read_image(path, shape[0], shape[1:], max_pixels or DEFAULT_MAX_PIXELS).unsqueeze(0)
         else:
             arr = item if isinstance(item, torch.Tensor) else torch.from_numpy(np.asarray(item))
             batch = _as_batch(arr, shape, name)

@@ -271,6 +271,22 @@ def triplet(cfg, info):
     return loss
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, hard: torch.Tensor, temperature: float,
+                      alpha: float) -> torch.Tensor:
+    """Knowledge distillation (T8, Hinton et al. 2015): ``alpha · T² · KL(p_teacher^T ‖ p_student^T)
+    + (1 − alpha) · hard``.
+
+    student, teacher: logits (N, C); ``p^T = softmax(logits / T)``; the KL divergence is summed over
+    classes and averaged over the batch; ``hard``: the student's usual loss on the labels (scalar).
+    The T² keeps the soft term's gradients the size of the hard term's as T grows (they scale as
+    1/T²)."""
+    t = float(temperature)
+    log_s = F.log_softmax(student.float() / t, dim=1)
+    log_t = F.log_softmax(teacher.float() / t, dim=1)
+    soft = F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
+    return alpha * soft + (1 - alpha) * hard
+
+
 def penalized_parameters(model: nn.Module) -> list[torch.Tensor]:
     """Weights of conv and linear layers (:func:`trainlab.models.layers.weight_layers`): the
     parameters a weight penalty applies to. Biases, norms and embeddings are not penalized."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from .errors import RecipeError, closest
+from .errors import RecipeError, closest, show
 
 
 
@@ -161,6 +161,13 @@ class DataConfig(Section):
     text: TextConfig | None = Field(None, description="options of the text data set (defaults if null)")
     imbalance: float | None = Field(None, gt=0.0, le=1.0, description="keep this fraction of later classes")
     skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing")
+    max_pixels: Int = Field(89_478_485, ge=1, description="largest image read, in pixels (height x width), "
+                            "checked from the file's header before it is decoded; a larger one is an error. The "
+                            "default is PIL's own Image.MAX_IMAGE_PIXELS (about 9459 x 9459, 256 MiB as RGB), "
+                            "above which PIL only warns and which a 329 KB PNG can claim")
+    follow_links: bool = Field(False, description="read image files that lie outside their data set's folder: "
+                               "symbolic links leaving data.root (folder) and COCO file_name values leaving "
+                               "the images folder ('../', absolute paths)")
 
     @field_validator("batch_size")
     @classmethod
@@ -397,6 +404,9 @@ class TrainConfig(Section):
     ema: EmaConfig | None = None
     compile: bool = False
     checkpoint_every_steps: Int | None = Field(None, ge=1)
+    checkpoint_every_minutes: float | None = Field(None, gt=0.0, description="also save last.safetensors at "
+                                                   "the first step after this many minutes since the last save "
+                                                   "(bounds the work a hard kill loses on long epochs)")
     threads: Int | None = Field(None, ge=1, description="torch CPU threads (default for a new run on the CPU: "
                                 "torch's count, lowered to the cores other processes leave idle; written into "
                                 "the run's recipe.yaml so that a resume uses the same)")
@@ -416,6 +426,17 @@ class RunConfig(Section):
     dir: str | None = Field(None, description="run directory (default runs/<name>-<timestamp>)")
     tensorboard: bool = True
     plots: bool = True
+
+
+class DistillConfig(Section):
+    """Knowledge distillation (T8, Hinton et al. 2015): train on a finished run's soft targets."""
+
+    teacher: str = Field(..., min_length=1, description="run directory of the teacher (a finished classification "
+                         "run with the same classes); its best checkpoint, frozen, in eval mode")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of teacher and student; the soft "
+                               "loss is scaled by T² so its gradients keep their size")
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the soft (teacher) loss; 1 - alpha weighs the "
+                         "hard-label loss")
 
 
 class EvalConfig(Section):
@@ -516,6 +537,7 @@ class Recipe(Section):
     run: RunConfig = Field(default_factory=RunConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     doctor: DoctorConfig | None = Field(default_factory=DoctorConfig)
+    distill: DistillConfig | None = Field(None, description="knowledge distillation from a teacher run (null: off)")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -525,6 +547,101 @@ class Recipe(Section):
 
 
 # ------------------------------------------------------------------------------ loading recipes
+# A recipe is small: these bounds are far above any real one and far below what hurts. PyYAML's
+# composer recurses once per nesting level (a RecursionError near 300), and an alias is a
+# reference, so a few lines of nested aliases stand for 10^9 values that validation, a deep copy
+# or an error message would each expand (76 s, 8.7 GB and a 2.1 GB error line, measured).
+YAML_MAX_DEPTH = 50
+YAML_MAX_VALUES = 100_000
+
+
+class YamlBoundError(yaml.MarkedYAMLError):
+    """YAML that parses but is refused for its shape: too deep, or aliases that expand too far."""
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raise YamlBoundError if the node graph, with every alias expanded, is cyclic, deeper than
+    YAML_MAX_DEPTH or holds more than YAML_MAX_VALUES values beyond those written out.
+
+    An alias is the same node object as its anchor, so the graph is a DAG (or has a cycle, from an
+    alias inside its own anchor): each node's expanded size and depth are computed once, from its
+    children's, in one iterative depth-first pass (no recursion, linear in the written nodes)."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            sizes = [done[id(c)] for c in _yaml_children(node)]
+            values = 1 + sum(v for v, _ in sizes)
+            depth = 1 + max((d for _, d in sizes), default=0)
+            if depth > YAML_MAX_DEPTH:
+                raise YamlBoundError(problem=f"aliases nest the values deeper than {YAML_MAX_DEPTH} levels",
+                                     problem_mark=node.start_mark)
+            if values > YAML_MAX_VALUES and values > len(done) + 1:
+                raise YamlBoundError(problem=f"aliases expand this to more than {YAML_MAX_VALUES} values (an alias "
+                                             "bomb?); write the values out", problem_mark=node.start_mark)
+            done[key] = (values, depth)
+        elif key in on_path:
+            raise YamlBoundError(problem="an alias refers to a value that contains it (a cycle)",
+                                 problem_mark=node.start_mark)
+        elif key not in done:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _yaml_children(node))
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: nesting depth (counted while composing, before Python's
+    own recursion limit is near), the values that aliases expand to, and integers of more digits
+    than Python converts (a ValueError, not a YAML error, in PyYAML)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise YamlBoundError(problem=f"nested deeper than {YAML_MAX_DEPTH} levels",
+                                     problem_mark=self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise YamlBoundError(problem=f"integer of {len(node.value)} digits; Python reads at most 4300",
+                                 problem_mark=node.start_mark) from None
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` within the bounds of :class:`BoundedLoader` (YamlBoundError past them)."""
+    return yaml.load(text, Loader=BoundedLoader)
+
+
 def builtin_recipes() -> dict[str, Path]:
     """Built-in recipe names → files shipped inside the package."""
     folder = resources.files("trainlab") / "recipes"
@@ -562,12 +679,13 @@ def read_recipe_dict(source: str | Path | None) -> dict[str, Any]:
         if path.is_dir():
             raise RecipeError(f"recipe {text_source!r} is a directory, expected a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RecipeError(f"recipe file {path}:{where}: YAML syntax error: {problem}") from None
+        kind = "YAML refused" if isinstance(err, YamlBoundError) else "YAML syntax error"
+        raise RecipeError(f"recipe file {path}:{where}: {kind}: {problem}") from None
     except UnicodeDecodeError:
         raise RecipeError(f"recipe file {path} is not UTF-8 text") from None
     if data is None:
@@ -581,15 +699,17 @@ def read_recipe_dict(source: str | Path | None) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr=0.01"`` → ``(["optim", "lr"], 0.01)``; the value is parsed as YAML."""
     if "=" not in text:
-        raise RecipeError(f"override {text!r}: expected key=value, e.g. optim.lr=0.01")
+        raise RecipeError(f"override {show(text)}: expected key=value, e.g. optim.lr=0.01")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise RecipeError(f"override {text!r}: empty key part in {key!r}")
+        raise RecipeError(f"override {show(text)}: empty key part in {show(key)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except YamlBoundError as err:
+        raise RecipeError(f"override {key.strip()}: value {show(raw)} refused: {err.problem}") from None
     except yaml.YAMLError:
-        raise RecipeError(f"override {text!r}: value {raw!r} is not valid YAML") from None
+        raise RecipeError(f"override {show(text)}: value {show(raw)} is not valid YAML") from None
     # YAML reads "nan"/"inf" as strings; take them as the floats the user meant so that the
     # validator rejects them by name instead of reporting a type mismatch.
     if isinstance(value, str) and value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
@@ -659,7 +779,7 @@ def _format_validation(err: ValidationError, data: dict[str, Any]) -> str:
     msg = first["msg"].replace("Value error, ", "")
     if isinstance(value, float) and not math.isfinite(value):
         msg = "must be a finite number"
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    shown = "" if isinstance(value, dict) else f" (got {show(value)})"
     return f"{field}: {msg}{shown}"
 
 

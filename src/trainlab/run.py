@@ -8,6 +8,7 @@
       tensorboard/       event files
       summary.json       best epoch, wall time, val and test metrics
       report.md          numbers, plots and findings together
+      .trainlab.lock     locked by the one process writing the run (trainlab.lock); inert otherwise
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
+from .lock import LOCK_NAME
+from .lock import holder as lock_holder
 
 RUN_FILES = ("recipe.yaml", "metrics.jsonl", "summary.json", "report.md", "doctor.json")
 RUN_FOLDERS = ("checkpoints", "plots", "tensorboard")
@@ -219,7 +222,7 @@ def embed_inputs(run: Run, inputs, checkpoint: str = "best", names: list[str] | 
 
     model, task, recipe, info = model or run.load_model(checkpoint)[:4]
     if task.name != "embedding":
-        raise RunError(f"run {run.dir} is a {task.name} run; embeddings come from an embedding run "
+        raise RunError(f"run {run.dir} is a run of the {task.name} task; embeddings come from an embedding run "
                        "(task: embedding)")
     x, labels = gather_inputs(inputs, info, names, exact=recipe.data.image_size is None)
     with torch.no_grad():
@@ -239,9 +242,13 @@ def default_dir(recipe) -> Path:
 
 
 def check_writable_target(path: Path, force: bool) -> None:
-    """A run may be written to ``path``: it is absent, empty, or ``force`` is given."""
+    """A run may be written to ``path``: it is absent, empty, or ``force`` is given, and no other
+    process is writing a run there (even with ``force``)."""
     if path.exists() and not path.is_dir():
         raise RunError(f"run.dir: {str(path)!r} exists and is not a folder")
+    busy = lock_holder(path)
+    if busy:
+        raise RunError(busy)
     if path.is_dir() and _occupied(path) and not force:
         raise RunError(
             f"run.dir: {str(path)!r} is not empty; resume it with --resume {path}, "
@@ -251,9 +258,9 @@ def check_writable_target(path: Path, force: bool) -> None:
 
 def _occupied(path: Path) -> bool:
     """True when ``path`` holds anything but what a run killed during its creation leaves behind
-    (an empty checkpoints/ folder, a torn temporary file): such a folder may be reused."""
+    (an empty checkpoints/ folder, a torn temporary file, the lock file): such a folder may be reused."""
     for entry in path.iterdir():
-        if entry.name.startswith(".") and ".tmp-" in entry.name:
+        if (entry.name.startswith(".") and ".tmp-" in entry.name) or entry.name == LOCK_NAME:
             continue
         if entry.name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
             continue

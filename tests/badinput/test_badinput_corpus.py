@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -67,6 +71,12 @@ def truncated_png() -> bytes:
     return data[: len(data) // 2]
 
 
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
 def npy_bytes(arr) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
@@ -93,6 +103,69 @@ def mask_bytes(array: np.ndarray, mode: str) -> bytes:
     return buf.getvalue()
 
 
+def zeros_png(width: int, height: int, rows: int) -> bytes:
+    """A grayscale PNG whose header claims width x height, with only ``rows`` rows of pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * (width + 1) * rows)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def turned_image_bytes(size=(12, 10), orientation: int = 6) -> bytes:
+    """An RGB PNG stored as H x W = ``size`` whose EXIF orientation turns it by 90 degrees."""
+    im = Image.fromarray(np.random.default_rng(3).integers(0, 255, (*size, 3), dtype=np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif)
+    return buf.getvalue()
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """The billion laughs: each level a list of nine aliases of the level before (9^9 values)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def coco(edit: Callable[[dict, Path], None] = lambda data, root: None, text: Callable[[str], str] = lambda s: s):
+    """Setup of coco/ann.json with eight 10x10 images, one square polygon each, two categories
+    (and an image outside/: outside.png), after ``edit`` of the data and ``text`` of the JSON."""
+    def setup(root: Path):
+        (root / "coco").mkdir(parents=True, exist_ok=True)
+        (root / "outside.png").write_bytes(image_bytes(seed=9))
+        data = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+        for i in range(8):
+            (root / "coco" / f"{i}.png").write_bytes(image_bytes(seed=i))
+            data["images"].append({"id": i, "file_name": f"{i}.png", "height": 10, "width": 10})
+            data["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [1, 1, 4, 4],
+                                        "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]})
+        edit(data, root)
+        (root / "coco" / "ann.json").write_text(text(json.dumps(data)))
+
+    return setup
+
+
+def file_name(name: str) -> Callable[[dict, Path], None]:
+    def edit(data: dict, root: Path):
+        data["images"][0]["file_name"] = name.replace("ROOT", str(root))
+
+    return edit
+
+
+def link(rel: str, target: str, base: Callable[[Path], object] = tree):
+    def setup(root: Path):
+        base(root)
+        (root / "elsewhere").mkdir(exist_ok=True)
+        (root / "elsewhere" / "0.png").write_bytes(image_bytes(seed=7))
+        (root / rel).symlink_to(root / target)
+
+    return setup
+
+
+COCO = ["data.name=coco", "data.root=coco/ann.json", "data.batch_size=2", *FAST, "train.epochs=1", "run.dir=out"]
 SEG = ["task=segmentation", "data.name=segmentation", "data.root=seg", "data.batch_size=2", "model.name=unet",
        "model.width=4", "model.depth=1", *FAST, "train.epochs=1", "run.dir=out"]
 
@@ -136,6 +209,47 @@ CASES = [
     Case("missing data root", lambda root: None, ["fit", *FOLDER], ["data.root", "does not exist"]),
     Case("corrupt files skipped with data.skip_corrupt", put("data/a/bad.png", b"garbage"),
          ["fit", *FOLDER, "data.skip_corrupt=true"], code=0),
+    # ------------------------------------------------- bounded and rooted image files (issue 23)
+    Case("an image larger than data.max_pixels", tree, ["fit", *FOLDER, "data.max_pixels=50"],
+         ["data/a/0.png", "10x10 = 100 pixels", "data.max_pixels = 50"]),
+    Case("a tiny PNG whose header claims 10^10 pixels", put("data/a/bomb.png", zeros_png(100_000, 100_000, 1)),
+         ["fit", *FOLDER], ["bomb.png", "data.max_pixels = 89478485"]),
+    Case("an image turned by its EXIF orientation is read upright",
+         lambda root: (tree(root, size=(10, 12)), (root / "data/a/turned.png").write_bytes(turned_image_bytes())),
+         ["fit", *FOLDER], code=0),
+    Case("a symbolic link leaving data.root", link("data/a/x.png", "elsewhere/0.png"), ["fit", *FOLDER],
+         ["data/a/x.png is a symbolic link to", "elsewhere/0.png, outside", "data.follow_links=true"]),
+    Case("a class folder linked from outside data.root", link("data/c", "elsewhere"), ["fit", *FOLDER],
+         ["data/c is a symbolic link to", "elsewhere, outside", "data.follow_links=true"]),
+    Case("a symbolic link leaving data.root with data.follow_links", link("data/a/x.png", "elsewhere/0.png"),
+         ["fit", *FOLDER, "data.follow_links=true"], code=0),
+    Case("a file name with a line break is quoted", put("data/a/bad\nname.png", b"garbage"), ["fit", *FOLDER],
+         ["'data/a/bad\\nname.png': not a readable image"]),
+    # --------------------------------------------------------------------- COCO files (issue 23)
+    Case("a COCO file_name with ../", coco(file_name("../outside.png")), ["fit", *COCO],
+         ["coco/ann.json: images[0].file_name: '../outside.png' leads outside the images folder coco",
+          "data.follow_links=true"]),
+    Case("an absolute COCO file_name", coco(file_name("ROOT/outside.png")), ["fit", *COCO],
+         ["images[0].file_name:", "outside.png' leads outside the images folder coco", "data.follow_links=true"]),
+    Case("a COCO file_name outside with data.follow_links", coco(file_name("../outside.png")),
+         ["fit", *COCO, "data.follow_links=true"], code=0),
+    Case("a COCO number beyond float64", coco(text=lambda s: s.replace("[1, 1, 4, 4]", "[1, 1, 1e400, 4]", 1)),
+         ["fit", *COCO], ["coco/ann.json: annotations[0].bbox[2]: expected a finite number, got 1e400 (beyond the "
+                          "float64 range)"]),
+    Case("a COCO integer of 5000 digits", coco(text=lambda s: s.replace("[1, 1, 4, 4]", f"[1, 1, {'9' * 5000}, 4]", 1)),
+         ["fit", *COCO], ["annotations[0].bbox[2]: expected a finite number, got 99999", "(beyond the float64 range)"]),
+    Case("a COCO id beyond 64 bits", coco(lambda data, root: data["images"][0].update(id=2**70)), ["fit", *COCO],
+         ["images[0].id: expected an integer, got 1180591620717411303424 (beyond 64-bit integers)"]),
+    Case("COCO JSON nested deeper than 100 levels",
+         coco(text=lambda s: s[:-1] + ', "info": ' + "[" * 5000 + "]" * 5000 + "}"), ["fit", *COCO],
+         ["coco/ann.json: JSON nested deeper than 100 levels"]),
+    Case("a COCO polygon point far outside its image",
+         coco(lambda data, root: data["annotations"][0]["segmentation"][0].__setitem__(2, 1e9)), ["fit", *COCO],
+         ["annotations[0] (id 0).segmentation[0]: point (1e+09, 1) lies outside image 0.png"]),
+    Case("a COCO RLE of another size than its image",
+         coco(lambda data, root: data["annotations"][0].update(segmentation={"size": [20, 5], "counts": [100]})),
+         ["fit", *COCO], ["annotations[0] (id 0).segmentation.size: the RLE mask is 20x5 but its image 0.png is "
+                          "10x10"]),
     # ------------------------------------------------------------------------------------ recipes
     Case("YAML syntax error", recipe_file("train:\n  epochs: [3\n"), ["fit", "r.yaml"],
          ["r.yaml", "line", "YAML syntax error"]),
@@ -160,6 +274,18 @@ CASES = [
          ["is a directory"]),
     Case("recipe file is not text", put("r.yaml", b"\xff\xfe\x00\x81", base=lambda r: None),
          ["fit", "r.yaml"], ["r.yaml", "UTF-8"]),
+    Case("a YAML alias bomb", recipe_file(alias_bomb() + "data:\n  augment: *a8\n"), ["fit", "r.yaml"],
+         ["r.yaml: line", "YAML refused: aliases expand this to more than 100000 values"]),
+    Case("YAML nested deeper than 50 levels", recipe_file("data:\n  augment: " + "[" * 3000 + "]" * 3000 + "\n"),
+         ["fit", "r.yaml"], ["r.yaml: line 2", "YAML refused: nested deeper than 50 levels"]),
+    Case("a YAML alias inside its own anchor", recipe_file("data:\n  augment: &a [*a]\n"), ["fit", "r.yaml"],
+         ["r.yaml: line 2", "a cycle"]),
+    Case("a YAML integer of 5000 digits", recipe_file("train:\n  epochs: " + "9" * 5000 + "\n"), ["fit", "r.yaml"],
+         ["r.yaml: line 2", "integer of 5000 digits"]),
+    Case("an override nested deeper than 50 levels", lambda root: None,
+         ["fit", "data.augment=" + "[" * 3000 + "]" * 3000], ["override data.augment: value", "deeper than 50"]),
+    Case("a long value is cut in the message", lambda root: None, ["fit", "train.epochs=" + "x" * 100_000],
+         ["train.epochs", "xxx...xxx"]),
     # ------------------------------------------------------------------------------------ data sizes
     Case("a subset larger than the training split", lambda root: None, ["fit", "data.subset=5000"],
          ["data.subset=5000", "larger than the training split"]),
@@ -182,7 +308,8 @@ def test_fit_inputs(case: Case, tmp_path, monkeypatch, capsys):
             assert any("skipped 1 unreadable" in line for line in lines), out.err
         return
     assert code == 2, (code, out.err[-2000:])
-    assert len(lines) == 1 and "Traceback" not in out.err, out.err
+    assert len(lines) == 1 and "Traceback" not in out.err, out.err[-2000:]
+    assert len(lines[0]) < 1000, lines[0][:2000]  # long values are cut
     for needle in case.needles:
         assert needle in lines[0], (needle, lines[0])
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
@@ -208,13 +335,23 @@ RUN_CASES = [
     ("a file that is not .npy", "x.npy", b"not numpy at all", ["x.npy", "not a readable .npy"]),
     ("a .npy of strings", "x.npy", npy_bytes(np.array(["a", "b"])), ["x.npy", "numeric"]),
     ("a missing input file", None, None, ["missing.npy", "no such file"]),
+    ("a .npy header claiming 727 TiB", "x.npy", npy_header((10**7, 10**7)) + bytes(8),
+     ["x.npy: the .npy header claims shape [10000000, 10000000] of float64", "holds 8 bytes after its header"]),
+    ("a truncated .npy", "x.npy", npy_bytes(np.zeros((8, 8)))[:-8], ["x.npy", "claims shape [8, 8]", "holds 504"]),
+    ("a FIFO", "x.npy", os.mkfifo, ["x.npy: a FIFO (named pipe); expected an image or .npy file"]),
+    ("a folder of folders", "sub", lambda path: (path / "inner").mkdir(parents=True),
+     ["sub: folder has no image or .npy files", "its sub-folders are not searched"]),
+    ("an image above data.max_pixels", "bomb.png", zeros_png(100_000, 100_000, 1), ["bomb.png", "data.max_pixels"]),
+    ("a file name with a line break", "odd\nname.png", b"garbage", ["odd\\nname.png': not a readable image"]),
 ]
 
 
 @pytest.mark.parametrize("name, rel, data, needles", RUN_CASES, ids=[c[0] for c in RUN_CASES])
 def test_predict_inputs(name, rel, data, needles, run_dir, tmp_path, capsys):
     before = digest(run_dir)
-    if rel:
+    if callable(data):
+        data(tmp_path / rel)
+    elif rel:
         (tmp_path / rel).write_bytes(data)
     target = tmp_path / (rel or "missing.npy")
     assert main(["predict", str(run_dir), str(target)]) == 2

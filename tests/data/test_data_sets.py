@@ -77,13 +77,13 @@ def test_shapes_options_are_validated():
     (["data.channels=3"], "data.channels: the digits data set does not use it (it uses no data-set option)"),
     (["data.name=coco", "data.root=x.json", "data.skip_corrupt=true"],
      "data.skip_corrupt: the coco data set does not use it (it uses: data.root, data.image_size, data.channels, "
-     "data.coco)"),
+     "data.coco, data.max_pixels, data.follow_links)"),
     (["data.name=segmentation", "data.root=nowhere", "data.skip_corrupt=true"],
      "data.skip_corrupt: the segmentation data set does not use it (it uses: data.root, data.image_size, "
      "data.channels, data.segmentation)"),
     (["data.name=folder", "data.root=nowhere", "data.shapes={count: 10}"],
      "data.shapes: the folder data set does not use it (it uses: data.root, data.image_size, data.channels, "
-     "data.skip_corrupt)"),
+     "data.skip_corrupt, data.max_pixels, data.follow_links)"),
     (["data.name=text", "data.segmentation={}"],
      "data.segmentation: the text data set does not use it (it uses: data.root, data.text)"),
 ])

@@ -3,7 +3,12 @@
 Each subcommand lives in its own module here with two functions, ``add_arguments(parser)`` and
 ``run(args) -> int``. Only the module of the command being run is imported, so ``trainlab --help``
 and ``trainlab recipes`` start in a fraction of a second. Errors the user can cause
-(:class:`~trainlab.errors.TrainlabError`) become one line on stderr and exit code 2.
+(:class:`~trainlab.errors.TrainlabError`) become one line on stderr and exit code 2, and so does an
+operating-system error (a full disk, a read-only folder): the path and the reason, no traceback.
+
+Exit codes: 0 done; 1 a failed check (an export's parity); 2 a user or OS error; 128 + N a run
+stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; `trainlab fit
+--resume RUN` continues it).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "write the embeddings of image or .npy files from an embedding run"),
     "identify": ("identify", "name the identity of probe images among a gallery folder (k-NN)"),
     "verify": ("verify", "decide whether two images show the same identity"),
+    "prune": ("prune", "zero a run's smallest weights (optionally fine-tune) into a new run"),
+    "quantize": ("quantize", "int8 quantization of a run's model: accuracy, latency and size vs float"),
 }
 
 
@@ -76,3 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:
+        print(f"trainlab {name}: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # A run stopped by a signal inside another command (kfold): the trainer saved it.
+        trainer = sys.modules.get("trainlab.engine.trainer")
+        if trainer is None or not isinstance(err, trainer.Interrupted):
+            raise
+        print(f"trainlab {name}: stopped by {err.signal_name} at {err}; checkpoint saved in {err.run_dir}",
+              file=sys.stderr)
+        return err.exit_code
+
+
+def os_error_line(err: OSError) -> str:
+    """'PATH: reason' of an operating-system error (both paths of a failed rename)."""
+    reason = err.strerror or str(err) or type(err).__name__
+    paths = [str(p) for p in (err.filename, getattr(err, "filename2", None)) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason

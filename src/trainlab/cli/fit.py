@@ -29,7 +29,10 @@ def run(args) -> int:
     try:
         run = fit(recipe, overrides, resume=args.resume, force=args.force, quiet=args.quiet)
     except Interrupted as err:
-        print(f"trainlab fit: interrupted at {err}; checkpoint saved. "
+        # Exit 128 + the signal, as a shell reports it: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; a job
+        # scheduler that sees 143 knows the run was preempted and can be resumed.
+        how = "interrupted" if err.signal_name == "SIGINT" else f"stopped by {err.signal_name}"
+        print(f"trainlab fit: {how} at {err}; checkpoint saved. "
               f"Resume with: trainlab fit --resume {err.run_dir}", file=sys.stderr)
-        return 130
+        return err.exit_code
     return 0 if run else 1

@@ -143,7 +143,8 @@ SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten")
 # (``DATASETS.register(..., uses=("root", "image_size"))``); any other one set to a value other
 # than its default is refused rather than silently ignored. ``hints`` (option -> advice) may say
 # what to set instead.
-DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "shapes", "faces", "coco", "segmentation", "text")
+DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "max_pixels", "follow_links", "shapes", "faces",
+                   "coco", "segmentation", "text")
 
 
 def _is_default(cfg, key: str) -> bool:

@@ -16,8 +16,9 @@ got 4 numbers``.
 For classification, an image's class is its dominant category: the one covering the largest total
 area (the annotation's ``area``, else its mask or box area). Images without annotations have no
 class: classification skips them (and says how many); detection and segmentation train on them as
-background. A box reaching more than a pixel outside its image is an error naming the annotation
-and the image.
+background. A box or polygon point reaching more than a pixel outside its image is an error naming
+the annotation and the image. A ``file_name`` that leads outside the images folder (``../``, an
+absolute path, a symbolic link) is an error unless ``data.follow_links=true``.
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from ..errors import DataError
+from ..errors import DataError, show, show_path
 from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
-from .images import common_shape, inspect_image, read_image
+from .images import DEFAULT_MAX_PIXELS, common_shape, inspect_image, read_image
 from .samples import dominant_class, make_target
 
 
@@ -100,7 +101,7 @@ def _check_segmentation(seg: Any, source: str, where: str) -> None:
     """Raise DataError ``{source}: {where}...: problem`` unless ``seg`` is a list of polygons of at
     least 3 finite points or an RLE ``{size: [H, W], counts}`` whose runs sum to H x W (that the
     size is its image's is checked where the image is read)."""
-    from ..evaluate.coco_json import is_int, is_number
+    from ..evaluate.coco_json import describe_value, is_int, is_number
 
     def fail(path: str, problem: str) -> DataError:
         return DataError(f"{source}: {path}: {problem}")
@@ -113,7 +114,7 @@ def _check_segmentation(seg: Any, source: str, where: str) -> None:
                 raise fail(f"{where}[{j}]", "expected a polygon [x1, y1, x2, y2, x3, y3, ...]")
             for k, v in enumerate(poly):
                 if not is_number(v):
-                    raise fail(f"{where}[{j}][{k}]", f"expected a finite number, got {v!r}")
+                    raise fail(f"{where}[{j}][{k}]", f"expected a finite number, got {describe_value(v)}")
             if len(poly) < 6:
                 raise fail(f"{where}[{j}]", f"a polygon needs at least 3 points (6 numbers), got {len(poly)} numbers")
             if len(poly) % 2:
@@ -146,9 +147,9 @@ def _check_segmentation(seg: Any, source: str, where: str) -> None:
 
 def check_coco(data: Any, path: Path) -> None:
     """Raise DataError naming the file and the JSON path of the first problem in a COCO-style mapping."""
-    from ..evaluate.coco_json import check_annotation, is_int
+    from ..evaluate.coco_json import check_annotation, describe_value, is_int
 
-    source = str(path)
+    source = show_path(path)
 
     def fail(where: str, problem: str) -> DataError:
         return DataError(f"{source}: {where}: {problem}")
@@ -168,7 +169,7 @@ def check_coco(data: Any, path: Path) -> None:
         if not isinstance(im, dict):
             raise fail(where, "expected an object with id and file_name")
         if not is_int(im.get("id")):
-            got = " (missing)" if "id" not in im else f", got {im['id']!r}"
+            got = " (missing)" if "id" not in im else f", got {describe_value(im['id'])}"
             raise fail(f"{where}.id", f"expected an integer{got}")
         if im["id"] in images:
             raise fail(f"{where}.id", f"duplicate image id {im['id']}")
@@ -176,7 +177,7 @@ def check_coco(data: Any, path: Path) -> None:
             raise fail(f"{where}.file_name", "expected a file name")
         for key in ("width", "height"):
             if key in im and not (is_int(im[key]) and im[key] > 0):
-                raise fail(f"{where}.{key}", f"expected a positive integer, got {im[key]!r}")
+                raise fail(f"{where}.{key}", f"expected a positive integer, got {describe_value(im[key])}")
         images[im["id"]] = im
     cats: set[int] = set()
     for i, cat in enumerate(data["categories"]):
@@ -194,7 +195,7 @@ def check_coco(data: Any, path: Path) -> None:
         where = f"annotations[{i}]"
         if "id" in ann:
             if not is_int(ann["id"]):
-                raise fail(f"{where}.id", f"expected an integer, got {ann['id']!r}")
+                raise fail(f"{where}.id", f"expected an integer, got {describe_value(ann['id'])}")
             if ann["id"] in ids:
                 raise fail(f"{where}.id", f"duplicate annotation id {ann['id']}")
             ids.add(ann["id"])
@@ -207,9 +208,10 @@ class CocoSource(SampleSource):
     """Images of a COCO file with their annotations, decoded on demand."""
 
     def __init__(self, records: list[dict[str, Any]], channels: int, size: tuple[int, int] | None, masks: bool,
-                 annotated: bool = True):
+                 annotated: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.records = records
         self.annotated = annotated
+        self.max_pixels = max_pixels
         self.channels = channels
         self.size = size
         self.masks = masks
@@ -219,8 +221,8 @@ class CocoSource(SampleSource):
     def load(self, index: int):
         r = self.records[index]
         if not self.annotated:
-            return read_image(r["path"], self.channels, self.size), torch.tensor(r["label"])
-        image = read_image(r["path"], self.channels)
+            return read_image(r["path"], self.channels, self.size, self.max_pixels), torch.tensor(r["label"])
+        image = read_image(r["path"], self.channels, max_pixels=self.max_pixels)
         h, w = image.shape[1:]
         anns = r["annotations"]
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
@@ -245,20 +247,36 @@ class CocoSource(SampleSource):
 
     def subset(self, indices: torch.Tensor) -> CocoSource:
         return CocoSource([self.records[int(i)] for i in indices], self.channels, self.size, self.masks,
-                          self.annotated)
+                          self.annotated, self.max_pixels)
 
     def labelled(self) -> CocoSource:
         keep = [r for r in self.records if r["label"] is not None]
         if len(keep) < len(self.records):
             print(f"data: skipped {len(self.records) - len(keep)} image(s) without annotations (they have no class "
                   "to classify by)", file=sys.stderr)
-        return CocoSource(keep, self.channels, self.size, self.masks, self.annotated)
+        return CocoSource(keep, self.channels, self.size, self.masks, self.annotated, self.max_pixels)
 
     def labels_only(self) -> CocoSource:
-        return CocoSource(self.records, self.channels, self.size, self.masks, annotated=False)
+        return CocoSource(self.records, self.channels, self.size, self.masks, False, self.max_pixels)
 
     def describe(self, index: int) -> str:
-        return str(self.records[index]["path"])
+        return show_path(self.records[index]["path"])
+
+
+def _polygon_outside(seg: Any, height: int, width: int) -> tuple[int, float, float] | None:
+    """(polygon index, x, y) of the first point of a checked segmentation lying more than a pixel
+    outside an (H, W) image, as boxes may not; None if there is none, or it is an RLE. Besides
+    being no part of the image, such a point costs pycocotools' rasteriser memory in proportion
+    to its distance (a point at 1e9 is a segmentation fault)."""
+    if not isinstance(seg, list):
+        return None
+    for j, poly in enumerate(seg):
+        xs, ys = np.asarray(poly[0::2], dtype=np.float64), np.asarray(poly[1::2], dtype=np.float64)
+        out = (xs < -1) | (xs > width + 1) | (ys < -1) | (ys > height + 1)
+        if out.any():
+            k = int(np.argmax(out))
+            return j, float(xs[k]), float(ys[k])
+    return None
 
 
 def _area(ann: dict[str, Any], height: int, width: int) -> float:
@@ -271,7 +289,7 @@ def _area(ann: dict[str, Any], height: int, width: int) -> float:
 
 
 @DATASETS.register("coco", help="COCO-style JSON (data.root) with boxes and polygon/RLE masks; class = dominant",
-                   uses=("root", "image_size", "channels", "coco"))
+                   uses=("root", "image_size", "channels", "coco", "max_pixels", "follow_links"))
 def coco(cfg, seed: int):
     from ..recipe import CocoConfig
 
@@ -285,9 +303,11 @@ def coco(cfg, seed: int):
         raise DataError(f"data.root: {str(path)!r} is not a file (expected a COCO-style JSON file)")
     data = read_json(path)
     check_coco(data, path)
+    src = show_path(path)
     folder = Path(cc.images).expanduser() if cc.images else path.parent
     if not folder.is_dir():
         raise DataError(f"data.coco.images: {str(folder)!r} is not a folder")
+    inside = folder.resolve()
     cats = sorted(data["categories"], key=lambda c: c["id"])
     class_of = {c["id"]: k for k, c in enumerate(cats)}
     names = [c["name"] for c in cats]
@@ -300,21 +320,31 @@ def coco(cfg, seed: int):
     records, headers, where, skipped = [], [], [], 0
     for i, im in enumerate(data["images"]):
         file = folder / im["file_name"]
+        # '../', an absolute name or a symbolic link would read any file the user can: not unasked
+        if not cfg.follow_links and not file.resolve().is_relative_to(inside):
+            raise DataError(f"{src}: images[{i}].file_name: {show(im['file_name'])} leads outside the images folder "
+                            f"{show_path(folder)} (to {show_path(file.resolve())}); set data.follow_links=true to "
+                            "read it")
         if not file.is_file():
-            raise DataError(f"{path}: images[{i}].file_name: {im['file_name']!r} not found in {folder}")
-        mode, hw = inspect_image(file)
+            raise DataError(f"{src}: images[{i}].file_name: {show(im['file_name'])} not found in {show_path(folder)}")
+        mode, hw = inspect_image(file, cfg.max_pixels)
         if "height" in im and "width" in im and (im["height"], im["width"]) != hw:
             raise DataError(
-                f"{path}: images[{i}]: {file} is {hw[0]}x{hw[1]} but the JSON says height {im['height']}, "
-                f"width {im['width']}"
+                f"{src}: images[{i}]: {show_path(file)} is {hw[0]}x{hw[1]} but the JSON says height "
+                f"{im['height']}, width {im['width']}"
             )
         anns, areas = [], []
         for a in by_image.get(im["id"], []):
             seg = a.get("segmentation")
             if isinstance(seg, dict) and tuple(seg["size"]) != hw:
-                raise DataError(f"{path}: {a['segmentation_path']}.size: the RLE mask is {seg['size'][0]}x"
-                                f"{seg['size'][1]} but its image {im['file_name']} is {hw[0]}x{hw[1]} "
+                raise DataError(f"{src}: {a['segmentation_path']}.size: the RLE mask is {seg['size'][0]}x"
+                                f"{seg['size'][1]} but its image {show_path(im['file_name'])} is {hw[0]}x{hw[1]} "
                                 "(height x width)")
+            outside = _polygon_outside(seg, *hw)
+            if outside is not None:
+                j, x, y = outside
+                raise DataError(f"{src}: {a['segmentation_path']}[{j}]: point ({x:g}, {y:g}) lies outside image "
+                                f"{show_path(im['file_name'])} ({hw[1]}x{hw[0]}, width x height)")
             area = _area(a, *hw)
             if area >= cc.min_area:
                 anns.append(a)
@@ -323,8 +353,8 @@ def coco(cfg, seed: int):
             x, y, bw, bh = a["bbox"]
             # COCO's own files overshoot by a fraction of a pixel now and then: that is clipped
             if x < -1 or y < -1 or x + bw > hw[1] + 1 or y + bh > hw[0] + 1:
-                raise DataError(f"{path}: {a['where']}.bbox: box {a['bbox']} lies outside image {im['file_name']} "
-                                f"({hw[1]}x{hw[0]}, width x height)")
+                raise DataError(f"{src}: {a['where']}.bbox: box {a['bbox']} lies outside image "
+                                f"{show_path(im['file_name'])} ({hw[1]}x{hw[0]}, width x height)")
         if not anns:
             skipped += 1
         # an image without annotations is background: a detector or a segmenter learns from it,
@@ -333,9 +363,9 @@ def coco(cfg, seed: int):
             if anns else None
         records.append({"path": file, "annotations": anns, "label": label})
         headers.append((mode, hw))
-        where.append(f"images[{i}] ({im['file_name']})")
+        where.append(f"images[{i}] ({show_path(im['file_name'])})")
     if len(records) - skipped < 2:
-        raise DataError(f"{path}: {len(records) - skipped} image(s) have annotations; at least 2 are needed")
+        raise DataError(f"{src}: {len(records) - skipped} image(s) have annotations; at least 2 are needed")
     channels, size = common_shape(cfg.image_size, cfg.channels, headers, where)
     info = DataInfo(
         input_shape=(channels, size[0], size[1]),
@@ -347,4 +377,4 @@ def coco(cfg, seed: int):
                "category_ids": [c["id"] for c in cats],
                "label": "dominant category by area"},
     )
-    return CocoSource(records, channels, size, with_masks), info
+    return CocoSource(records, channels, size, with_masks, max_pixels=cfg.max_pixels), info

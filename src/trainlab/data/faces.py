@@ -50,32 +50,37 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return 255.0 * np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
 
 
+# (probability, hue, saturation, value ranges) of each kind of colour, drawn in this order
+HAIR = (
+    (0.30, (0.0, 0.1), (0.1, 0.5), (0.06, 0.2)),  # black
+    (0.28, (0.04, 0.1), (0.4, 0.75), (0.22, 0.5)),  # brown
+    (0.14, (0.1, 0.15), (0.35, 0.7), (0.7, 0.95)),  # blond
+    (0.10, (0.01, 0.06), (0.6, 0.9), (0.5, 0.85)),  # red
+    (0.10, (0.0, 0.0), (0.0, 0.0), (0.55, 0.92)),  # grey / white
+    (0.08, (0.0, 1.0), (0.5, 0.9), (0.4, 0.9)),  # dyed
+)
+IRIS = (
+    (0.40, (0.04, 0.09), (0.5, 0.85), (0.15, 0.4)),  # brown
+    (0.20, (0.55, 0.62), (0.35, 0.75), (0.45, 0.8)),  # blue
+    (0.15, (0.25, 0.4), (0.3, 0.6), (0.35, 0.6)),  # green
+    (0.15, (0.1, 0.16), (0.4, 0.7), (0.35, 0.55)),  # hazel
+    (0.10, (0.5, 0.6), (0.05, 0.2), (0.4, 0.7)),  # grey
+)
+
+
+def _colour(rng: np.random.Generator, table) -> np.ndarray:
+    """An RGB colour (0..255) of one kind of ``table``, drawn by its probabilities."""
+    kind = rng.choice(len(table), p=[row[0] for row in table])
+    _, h, s, v = table[kind]
+    return _hsv(*(rng.uniform(lo, hi) if hi > lo else lo for lo, hi in (h, s, v)))
+
+
 def _hair_colour(rng: np.random.Generator) -> np.ndarray:
-    kind = rng.choice(6, p=[0.3, 0.28, 0.14, 0.1, 0.1, 0.08])
-    if kind == 0:  # black
-        return _hsv(rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.5), rng.uniform(0.06, 0.2))
-    if kind == 1:  # brown
-        return _hsv(rng.uniform(0.04, 0.1), rng.uniform(0.4, 0.75), rng.uniform(0.22, 0.5))
-    if kind == 2:  # blond
-        return _hsv(rng.uniform(0.1, 0.15), rng.uniform(0.35, 0.7), rng.uniform(0.7, 0.95))
-    if kind == 3:  # red
-        return _hsv(rng.uniform(0.01, 0.06), rng.uniform(0.6, 0.9), rng.uniform(0.5, 0.85))
-    if kind == 4:  # grey / white
-        return _hsv(0.0, 0.0, rng.uniform(0.55, 0.92))
-    return _hsv(rng.uniform(0, 1), rng.uniform(0.5, 0.9), rng.uniform(0.4, 0.9))  # dyed
+    return _colour(rng, HAIR)
 
 
 def _iris_colour(rng: np.random.Generator) -> np.ndarray:
-    kind = rng.choice(5, p=[0.4, 0.2, 0.15, 0.15, 0.1])
-    if kind == 0:  # brown
-        return _hsv(rng.uniform(0.04, 0.09), rng.uniform(0.5, 0.85), rng.uniform(0.15, 0.4))
-    if kind == 1:  # blue
-        return _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.35, 0.75), rng.uniform(0.45, 0.8))
-    if kind == 2:  # green
-        return _hsv(rng.uniform(0.25, 0.4), rng.uniform(0.3, 0.6), rng.uniform(0.35, 0.6))
-    if kind == 3:  # hazel
-        return _hsv(rng.uniform(0.1, 0.16), rng.uniform(0.4, 0.7), rng.uniform(0.35, 0.55))
-    return _hsv(rng.uniform(0.5, 0.6), rng.uniform(0.05, 0.2), rng.uniform(0.4, 0.7))  # grey
+    return _colour(rng, IRIS)
 
 
 def draw_identity(rng: np.random.Generator) -> dict[str, Any]:

@@ -1,16 +1,71 @@
-"""Reading image files into uint8 tensors, with errors that name the file; rounding float pixels to uint8."""
+"""Reading image files into uint8 tensors, with errors that name the file; rounding float pixels to uint8.
+
+Every read checks the pixel count from the file's header before anything is decoded
+(``data.max_pixels``; a small PNG can claim gigapixels) and turns the image as its EXIF
+orientation says (PIL's ``ImageOps.exif_transpose``: a phone photo stored sideways is read upright,
+as torchvision.io and timm read it); the sizes reported are the turned ones.
+"""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, show_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("L", "1", "I;16", "I")  # PIL modes of single-channel files
+# PIL's own Image.MAX_IMAGE_PIXELS, where it warns (it refuses at twice this): data.max_pixels' default
+DEFAULT_MAX_PIXELS = 89_478_485
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap height and width
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """The PIL image at ``path``, opened lazily (header only), as a context manager; a DataError
+    naming the file if it is no image or has more than ``max_pixels`` pixels. PIL's own bomb
+    check (a warning above Image.MAX_IMAGE_PIXELS) is an error here; a ``max_pixels`` above PIL's
+    limit raises that limit, PIL's documented switch, as the recipe asked for larger images."""
+    from PIL import Image, UnidentifiedImageError
+
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    name = show_path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except UnidentifiedImageError:
+            raise DataError(f"{name}: not a readable image (expected PNG or JPEG data)") from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+            raise DataError(f"{name}: image has more pixels than data.max_pixels = {max_pixels} "
+                            f"({str(err).splitlines()[0]})") from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"{name}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
+        with im:
+            if im.width * im.height > max_pixels:
+                raise DataError(f"{name}: image of {im.width}x{im.height} = {im.width * im.height} pixels (width x "
+                                f"height) is larger than data.max_pixels = {max_pixels}; raise data.max_pixels "
+                                "to read it")
+            try:
+                yield im
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+                    Image.DecompressionBombError) as err:
+                raise DataError(f"{name}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation (1..8; 1 upright) of a loaded image (a PNG's eXIf chunk may follow
+    its pixels). A damaged EXIF block leaves the pixels as stored, as it does in other readers."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return int(value) if isinstance(value, int) else 1
+    except Exception:  # PIL's EXIF parser raises whatever a damaged block makes it raise
+        return 1
 
 
 def _to_array(im, channels: int) -> np.ndarray:
@@ -23,21 +78,23 @@ def _to_array(im, channels: int) -> np.ndarray:
     return np.asarray(im.convert("L" if channels == 1 else "RGB"))
 
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The image at ``path`` as a (channels, H, W) uint8 tensor, resized to ``size`` if given.
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """The image at ``path`` as a (channels, H, W) uint8 tensor, upright as its EXIF orientation
+    says, resized to ``size`` if given.
 
     Grayscale, palette, RGBA and RGB files are all converted to the requested channel count
-    (alpha is dropped), so a folder of mixed modes loads as one consistent data set.
+    (alpha is dropped), so a folder of mixed modes loads as one consistent data set. More than
+    ``max_pixels`` pixels is a DataError, found from the header before decoding.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import ImageOps
 
-    try:
-        with Image.open(path) as im:
+    with open_image(path, max_pixels) as im:
+        im.load()  # decoding errors surface here, not in the EXIF read of a PNG
+        if _orientation(im) in range(2, 9):
+            arr = _to_array(ImageOps.exif_transpose(im), channels)
+        else:  # exif_transpose would copy an upright image
             arr = _to_array(im, channels)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
     x = torch.from_numpy(arr.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
     if size is not None and tuple(x.shape[1:]) != tuple(size):
@@ -47,19 +104,15 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
     return x.contiguous()
 
 
-def inspect_image(path: str | Path) -> tuple[str, tuple[int, int]]:
-    """(PIL mode, (H, W)) of an image file, decoding it fully so that truncated or corrupt files
-    are found before a run starts, not halfway through it. Raises DataError naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.mode, (im.height, im.width)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (expected PNG or JPEG data)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: corrupt or truncated image ({str(err).splitlines()[0]})") from None
+def inspect_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (H, W)) of an image file, H and W as :func:`read_image` returns it (turned by its
+    EXIF orientation). The file is decoded fully so that truncated or corrupt files are found
+    before a run starts, not halfway through it, once its header has shown at most ``max_pixels``
+    pixels. Raises DataError naming the file."""
+    with open_image(path, max_pixels) as im:
+        im.load()
+        turned = _orientation(im) in _TURNED
+        return im.mode, ((im.width, im.height) if turned else (im.height, im.width))
 
 
 def common_shape(image_size, channels: int | None, headers: Sequence[tuple[str, tuple[int, int]]],

@@ -103,8 +103,10 @@ class _KeyBatches:
 
 
 def _ignore_sigint(worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process, which saves a checkpoint and stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Workers leave Ctrl-C, and SIGTERM/SIGHUP sent to the whole process group (SLURM's scancel,
+    a terminal closing), to the main process, which saves a checkpoint and stops them."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class BatchLoader:

@@ -543,9 +543,13 @@ class Doctor(Callback):
         if self.run is None:
             return
         from ..atomic import write_json
+        from ..errors import RunError
 
-        write_json(self.run.dir / "doctor.json",
-                   {"findings": [f.to_dict() for f in self.findings], "history": self.history.to_dict()})
+        path = self.run.dir / "doctor.json"
+        try:
+            write_json(path, {"findings": [f.to_dict() for f in self.findings], "history": self.history.to_dict()})
+        except OSError as err:  # a full disk: one line naming the file, not a traceback
+            raise RunError(f"could not write {path}: {err.strerror or err}") from None
         self._written = time.monotonic()
 
     # ---------------------------------------------------------------------------- resume

@@ -435,6 +435,42 @@ def blown_up_loss(h: DoctorHistory, epochs: Epochs, cfg) -> bool:
     return diverged(h, epochs, cfg) is not None or any(e["what"] == "loss" for e in h.nonfinite)
 
 
+SET_LOSS_PARTS = ("class", "l1", "giou")  # DETR's set loss (models/set_loss.py), recorded as train_loss_<part>
+STUCK_PART, MOVING_PART = 0.10, 0.30  # relative falls: a part "stuck" below the first, "improving" above the second
+
+
+def set_loss_parts(epochs: Epochs, first_epoch: int = 0, last_epoch: int | None = None) -> dict[str, Any] | None:
+    """How each part of a set detector's loss (class, L1, GIoU) moved between the first and the last
+    epoch in [first_epoch, last_epoch] that record all three; None for other models.
+
+    A single loss hides which part is the problem: a DETR whose class loss is stuck while its boxes
+    improve finds objects without naming them (the "no object" weight, the class weight, more
+    epochs), the opposite points at the box terms. Returns {"text", "from_epoch", "to_epoch",
+    "parts": {part: (first, last, fall)}, "stuck": [...], "improving": [...]}.
+    """
+    keys = [f"train_loss_{p}" for p in SET_LOSS_PARTS]
+    pts = [r for r in epochs if all(finite(r.get(k)) for k in keys) and r["epoch"] >= first_epoch
+           and (last_epoch is None or r["epoch"] <= last_epoch)]
+    if len(pts) < 2:
+        return None
+    a, b = pts[0], pts[-1]
+    parts = {p: (a[k], b[k], 1 - b[k] / a[k] if a[k] > 0 else 0.0) for p, k in zip(SET_LOSS_PARTS, keys)}
+    stuck = [p for p, (_, _, fall) in parts.items() if fall < STUCK_PART]
+    improving = [p for p, (_, _, fall) in parts.items() if fall >= MOVING_PART]
+    text = (f"set loss parts from epoch {a['epoch']} to {b['epoch']}: "
+            + ", ".join(f"{p} {num(x)} → {num(y)} ({'−' + pct(f) if f > 0 else '+' + pct(-f)})"
+                        for p, (x, y, f) in parts.items()))
+    if stuck and improving:
+        text += f"; the {'/'.join(stuck)} loss is stuck while {'/'.join(improving)} improve"
+        if "class" in stuck:
+            text += (" (the queries place boxes but do not name their objects: raise model.options.class_weight "
+                     "or eos_coef, or train longer)")
+        else:
+            text += " (the boxes lag the classes: raise model.options.l1_weight/giou_weight, or train longer)"
+    return {"text": text, "from_epoch": a["epoch"], "to_epoch": b["epoch"], "parts": parts, "stuck": stuck,
+            "improving": improving}
+
+
 def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     if not done or blown_up_loss(h, epochs, cfg):
         return []
@@ -463,6 +499,10 @@ def underfitting(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Find
                 f"({', '.join(h.data['mixed_labels'])})")
     ev: dict[str, Any] = {loss_key: last[loss_key], "initial_loss": init, acc_key: acc, "epochs": last["epoch"],
                           "basis": basis}
+    parts = set_loss_parts(epochs)
+    if parts is not None:
+        msg += "; " + parts["text"]
+        ev["set_loss_parts"] = parts
     remedies: tuple[str, ...] = ()
     if len(pts) >= 2 and pts[-2][loss_key] > 0:
         fall = 1 - last[loss_key] / pts[-2][loss_key]
@@ -623,7 +663,12 @@ def plateau(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
     actions = [a for a in h.actions if a.get("action") in ("lr_decay", "switch_optimizer")]
     if actions:
         msg += f"; the doctor acted {plural(len(actions), 'time')} ({', '.join(a['action'] for a in actions)})"
-    return [finding("plateau", "warning", msg, epoch=w["first_epoch"], evidence={**w, "improvement": change})]
+    ev = {**w, "improvement": change}
+    parts = set_loss_parts(epochs, w["first_epoch"] - 1, w["last_epoch"])
+    if parts is not None:
+        msg += "; " + parts["text"]
+        ev["set_loss_parts"] = parts
+    return [finding("plateau", "warning", msg, epoch=w["first_epoch"], evidence=ev)]
 
 
 # ---------------------------------------------------------------------------------- X8: the data

@@ -8,8 +8,10 @@ with state to resume implements ``state_dict``/``load_state_dict`` (JSON values)
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,56 +212,100 @@ class ProgressPrinter(Callback):
 
 
 class TensorBoardLogger(Callback):
-    """Scalars of every epoch record as TensorBoard event files (V2)."""
+    """Scalars of every epoch record as TensorBoard event files (V2).
+
+    TensorBoard writes on its own thread and reports a failed write (a full disk) at the next
+    call, as a bare OS error: it is turned into one line naming the folder here, and the thread's
+    own report of it (a traceback from threading.excepthook) is left out."""
 
     name = "tensorboard"
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.writer = None
+        self._excepthook = None
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except OSError as err:
+            from ..errors import RunError
+
+            self._restore_excepthook()
+            raise RunError(f"could not write TensorBoard events in {self.folder}: {err.strerror or err}") from None
+
+    def _restore_excepthook(self) -> None:
+        if threading.excepthook == self._quiet_writer_thread:
+            threading.excepthook = self._excepthook
+
+    def _quiet_writer_thread(self, args) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return  # tensorboard raises it again on the training thread, where _writing words it
+        self._excepthook(args)
 
     def on_fit_start(self, trainer):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.folder))
+        self._excepthook, threading.excepthook = threading.excepthook, self._quiet_writer_thread
+        with self._writing():
+            self.writer = SummaryWriter(log_dir=str(self.folder))
 
     def on_epoch_end(self, trainer, record):
-        for key, value in record.items():
-            if key in ("epoch", "step") or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            group = "train" if key.startswith("train_") else "val" if key.startswith("val_") else "misc"
-            self.writer.add_scalar(f"{group}/{key.split('_', 1)[-1] if group != 'misc' else key}", value, record["epoch"])
-        self.writer.flush()
+        with self._writing():
+            for key, value in record.items():
+                if key in ("epoch", "step") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                group = "train" if key.startswith("train_") else "val" if key.startswith("val_") else "misc"
+                self.writer.add_scalar(f"{group}/{key.split('_', 1)[-1] if group != 'misc' else key}", value,
+                                       record["epoch"])
+            self.writer.flush()
 
     def on_fit_end(self, trainer):
         if self.writer is not None:
-            self.writer.close()
+            writer, self.writer = self.writer, None
+            try:
+                with self._writing():
+                    writer.close()
+            finally:
+                self._restore_excepthook()
 
     on_interrupt = on_fit_end
 
 
 # ---------------------------------------------------------------------------------- checkpoints
 class Checkpointer(Callback):
-    """Writes ``last.safetensors`` at each epoch end and every ``every_steps`` optimizer steps,
-    and ``best.safetensors`` whenever the monitored metric improves. Runs after every other
-    callback, so the state it saves includes their decisions. The snapshot is taken here; the
-    trainer's background writer puts it on disk."""
+    """Writes ``last.safetensors`` at each epoch end, every ``every_steps`` optimizer steps and at
+    the first step boundary ``every_minutes`` after the last save (wall clock: it bounds the work a
+    hard kill loses on a long epoch, whatever a step costs), and ``best.safetensors`` whenever the
+    monitored metric improves. Runs after every other callback, so the state it saves includes
+    their decisions. The snapshot is taken here; the trainer's background writer puts it on disk.
+    Saving reads the state and changes nothing, so when it happens does not affect exact resume."""
 
     name = "checkpoint"
 
-    def __init__(self, folder: Path, every_steps: int | None):
+    def __init__(self, folder: Path, every_steps: int | None, every_minutes: float | None = None):
         self.folder = folder
         self.every_steps = every_steps
+        self.every_s = every_minutes * 60.0 if every_minutes else None
+        self._saved_at = time.monotonic()
 
     def save_last(self, trainer):
         from .checkpoint import save_checkpoint
 
         tensors, state = trainer.checkpoint_state()
         save_checkpoint(self.folder / "last.safetensors", tensors, state, trainer.writer.submit)
+        self._saved_at = time.monotonic()
+
+    def on_fit_start(self, trainer):
+        self._saved_at = time.monotonic()
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         st = trainer.state
-        if self.every_steps and trainer.at_step_boundary and st.step % self.every_steps == 0 and st.step > 0:
+        if not trainer.at_step_boundary or st.step == 0:
+            return
+        due = self.every_steps and st.step % self.every_steps == 0
+        if due or (self.every_s is not None and time.monotonic() - self._saved_at >= self.every_s):
             self.save_last(trainer)
 
     def on_epoch_end(self, trainer, record):

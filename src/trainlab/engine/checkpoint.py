@@ -24,6 +24,7 @@ import torch
 from .. import atomic
 from ..atomic import dumps
 from ..errors import RunError
+from .state_schema import RESUME_KEYS, check_state
 
 STATE_KEY = "trainlab_state"
 FORMAT = "trainlab-checkpoint/1"
@@ -68,7 +69,6 @@ def save_checkpoint(
 
 # State keys a checkpoint must hold to be evaluated / to be resumed from.
 MODEL_KEYS = ("info",)
-RESUME_KEYS = ("info", "epoch", "batch", "step", "history", "best", "optimizer", "rng", "meter")
 
 
 def load_checkpoint(
@@ -106,6 +106,8 @@ def load_checkpoint(
     missing = [k for k in require if k not in state]
     if missing:
         raise RunError(f"checkpoint {path}: its state lacks {', '.join(missing)} (file damaged or tampered with?)")
+    if require in (MODEL_KEYS, RESUME_KEYS):  # what evaluating / resuming reads, checked before any use
+        check_state(state, str(path), resume=require == RESUME_KEYS)
     return tensors, state
 
 
@@ -119,8 +121,10 @@ def with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return {f"{prefix}.{k}": v for k, v in tensors.items()}
 
 
-def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Load a full state dict into ``model``; any missing, unexpected or mis-shaped key is a RunError."""
+def check_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a RunError unless ``weights`` is a full state dict of ``model``: the same keys and
+    shapes, each tensor of the model's own dtype (a float64 or float16 tensor would be cast
+    silently by ``load_state_dict``), and no NaN or infinity in a floating tensor."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -138,7 +142,72 @@ def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor],
         if unexpected:
             parts.append(f"unexpected: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         raise RunError(f"checkpoint {source} does not match the recipe's model ({'; '.join(parts)})")
+    for k, mine in own.items():
+        theirs = weights[k]
+        if theirs.dtype != mine.dtype:
+            raise RunError(f"checkpoint {source}: model tensor {k} is {str(theirs.dtype).replace('torch.', '')}, "
+                           f"the model's is {str(mine.dtype).replace('torch.', '')} (not written by this recipe's fit)")
+        if theirs.is_floating_point() and not bool(torch.isfinite(theirs).all()):
+            raise RunError(f"checkpoint {source}: model tensor {k} holds NaN or infinite values "
+                           "(a diverged or damaged checkpoint)")
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load a full state dict into ``model``; anything :func:`check_model_weights` refuses is a RunError."""
+    check_model_weights(model, weights, source)
     model.load_state_dict(weights)
+
+
+def check_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                            source: str) -> None:
+    """Raise a RunError unless the optimizer state of a checkpoint (``tensors`` named
+    ``state.<parameter index>.<name>``, ``meta`` its checked JSON) fits ``opt``: the same parameter
+    groups, and each state tensor of its parameter's shape and dtype (a one-element ``step``)."""
+    def fail(path: str, what: str) -> RunError:
+        return RunError(f"checkpoint {source}: {path}: {what}")
+
+    mine = [len(g["params"]) for g in opt.param_groups]
+    theirs = [len(g["params"]) for g in meta["param_groups"]]
+    if mine != theirs:
+        raise fail("state.optimizer.param_groups", f"groups of {theirs} parameters; this model's optimizer has {mine}")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for key, value in tensors.items():
+        kind, pid, name = (key.split(".", 2) + ["", ""])[:3]
+        if kind != "state" or not pid.isdigit() or not name or int(pid) >= len(params):
+            raise fail(f"tensor optim.{key}", f"not an optimizer state of this model ({len(params)} parameters)")
+        param = params[int(pid)]
+        if name == "step":
+            if not value.is_floating_point() or value.numel() != 1:
+                raise fail(f"tensor optim.{key}", f"expected one step count, got {value.dtype} {tuple(value.shape)}")
+        elif value.shape != param.shape or value.dtype != param.dtype:
+            raise fail(f"tensor optim.{key}", f"expected {param.dtype} {tuple(param.shape)} like its parameter, "
+                       f"got {value.dtype} {tuple(value.shape)}")
+
+
+def check_rng_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a RunError unless ``tensors`` are generator states as :func:`trainlab.rng.rng_state`
+    saves them: torch's CPU state (a uint8 vector of its size) and any CUDA ones."""
+    size = torch.get_rng_state().numel()
+    if "torch" not in tensors:
+        raise RunError(f"checkpoint {source}: tensor rng.torch: missing (torch's generator state)")
+    for key, value in tensors.items():
+        if key != "torch" and not key.startswith("cuda"):
+            raise RunError(f"checkpoint {source}: tensor rng.{key}: not a generator state trainlab saves")
+        if value.dtype != torch.uint8 or value.dim() != 1 or (key == "torch" and value.numel() != size):
+            what = f"a uint8 vector of {size} bytes" if key == "torch" else "a uint8 vector"
+            raise RunError(f"checkpoint {source}: tensor rng.{key}: expected {what}, got {value.dtype} "
+                           f"{tuple(value.shape)}")
+
+
+def check_like(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], prefix: str, source: str) -> None:
+    """Raise a RunError unless ``tensors`` has ``own``'s keys, shapes and dtypes (the EMA's averages)."""
+    if set(tensors) != set(own):
+        raise RunError(f"checkpoint {source}: tensors {prefix}.*: expected the {len(own)} tensors of this model, "
+                       f"got {len(tensors)}")
+    for key, value in tensors.items():
+        if value.shape != own[key].shape or value.dtype != own[key].dtype:
+            raise RunError(f"checkpoint {source}: tensor {prefix}.{key}: expected {own[key].dtype} "
+                           f"{tuple(own[key].shape)}, got {value.dtype} {tuple(value.shape)}")
 
 
 def optimizer_to_checkpoint(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

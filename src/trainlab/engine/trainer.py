@@ -13,6 +13,7 @@ must survive an interruption and hands it to the checkpointer as tensors + JSON.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import signal
 import sys
@@ -41,10 +42,30 @@ from .writer import DurableWriter
 
 
 
+# Signals that stop a run the way the first Ctrl-C does: finish the step, save, stop. SIGTERM is
+# what Kubernetes, SLURM and spot instances send before a kill, SIGHUP a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Interrupted(Exception):
-    """Raised out of fit() after Ctrl-C, once a checkpoint has been saved."""
+    """Raised out of fit() after Ctrl-C, SIGTERM or SIGHUP, once a checkpoint has been saved."""
 
     run_dir = None  # set by trainlab.fit so the CLI can say how to resume
+
+    def __init__(self, where: str, signum: int = signal.SIGINT):
+        super().__init__(where)
+        # a callback that sets trainer._interrupt = True asks for what Ctrl-C does
+        self.signum = int(signal.SIGINT) if isinstance(signum, bool) else int(signum)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process the signal ended: 130 for
+        Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+        return 128 + self.signum
 
 
 @dataclass
@@ -187,7 +208,7 @@ class Trainer:
         self.writer = DurableWriter()
         self.callbacks: list[Callback] = []
         self.add_callbacks(callbacks)
-        self._interrupt = False
+        self._interrupt: int | None = None  # the stop signal received, if any
         self._epoch_t0 = time.perf_counter()
 
     # ------------------------------------------------------------------------------- set-up
@@ -228,9 +249,12 @@ class Trainer:
         try:
             self._emit("on_fit_start")
             self.schedule.apply(self.optimizer, self.state.step)
-            with self._sigint_guard():
+            with self._signal_guard():
                 try:
                     while self.state.epoch < self.recipe.train.epochs and self.state.stop_reason is None:
+                        if self._interrupt:  # came during the last epoch's validation: stop before the next
+                            raise Interrupted(f"epoch {self.state.epoch + 1}, batch {self.state.batch}",
+                                              self._interrupt)
                         self.train_epoch()
                 except Interrupted:
                     self._emit("on_interrupt")
@@ -271,7 +295,7 @@ class Trainer:
             self._emit("on_batch_end", batch, outputs, loss)
             if self.at_step_boundary and (self._interrupt or st.stop_reason):
                 if self._interrupt:
-                    raise Interrupted(f"epoch {st.epoch + 1}, batch {st.batch}")
+                    raise Interrupted(f"epoch {st.epoch + 1}, batch {st.batch}", self._interrupt)
                 return self.end_epoch(partial=st.batch < n_batches)
         return self.end_epoch()
 
@@ -431,6 +455,8 @@ class Trainer:
                           "momentum": getattr(self.optimizer, "trainlab_momentum", None), **opt_meta},
             "schedule": self.schedule.state_dict(),
             "ema_steps": self.ema.steps if self.ema is not None else 0,
+            # the LR of the last step: an epoch resumed at its very end logs it, not the next one
+            "last_lr": self.last_lr,
             "rng": rng_meta,
             "callbacks": {cb.name: cb_state for cb in self.callbacks if (cb_state := cb.state_dict())},
             "info": self.bundle.info.to_dict(),
@@ -453,8 +479,36 @@ class Trainer:
                  "info": self.bundle.info.to_dict()}
         return tensors, state
 
+    def check_restorable(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], source: str) -> None:
+        """Raise a one-line RunError, changing nothing, unless the ``last`` checkpoint (its JSON
+        ``state`` already checked by :func:`state_schema.check_state`) fits this trainer: the data
+        position within this recipe's epochs, the data it describes, the tensors of the model, the
+        optimizer, the RNG and the EMA, and the meter and schedule states."""
+        from ..registry import OPTIMIZERS
+        from .state_schema import check_positions, info_mismatch
+
+        check_positions(state, source, len(self.train_loader), self.steps_per_epoch, self.accumulate)
+        wrong = info_mismatch(state["info"], self.bundle.info.to_dict(), source)
+        if wrong is not None:
+            raise wrong
+        ckpt.check_model_weights(self.model, ckpt.split_prefix(tensors, "model"), source)
+        if state["optimizer"]["name"] not in OPTIMIZERS:
+            raise RunError(f"checkpoint {source}: state.optimizer.name: unknown optimizer {state['optimizer']['name']!r}")
+        ckpt.check_optimizer_tensors(self.optimizer, ckpt.split_prefix(tensors, "optim"), state["optimizer"], source)
+        ckpt.check_rng_tensors(ckpt.split_prefix(tensors, "rng"), source)
+        if self.ema is not None:
+            ckpt.check_like(self.ema.shadow, ckpt.split_prefix(tensors, "ema"), "ema", source)
+        for what, load in (("meter", self.task.train_meter().load),
+                           ("schedule", copy.deepcopy(self.schedule).load_state_dict)):
+            try:  # on fresh objects: the trainer's own change only once everything passed
+                load(state.get(what, {}))
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+                raise RunError(f"checkpoint {source}: state.{what}: does not fit this recipe's {what} ({err!r})") from None
+
     def restore(self, tensors: dict[str, torch.Tensor], state: dict[str, Any], source: str) -> None:
-        """Continue from a ``last`` checkpoint written by :meth:`checkpoint_state`."""
+        """Continue from a ``last`` checkpoint written by :meth:`checkpoint_state`, after
+        :meth:`check_restorable` (nothing changes when it fails)."""
+        self.check_restorable(tensors, state, source)
         ckpt.load_model_weights(self.model, ckpt.split_prefix(tensors, "model"), source)
         opt = state["optimizer"]
         if opt["name"] != getattr(self.optimizer, "trainlab_name", None):
@@ -471,32 +525,44 @@ class Trainer:
         st.history = list(state["history"])
         st.best_value, st.best_epoch = state["best"]["value"], state["best"]["epoch"]
         st.stop_reason = state.get("stop_reason")
+        self.last_lr = state.get("last_lr")
         self.meter = self.task.train_meter()
         self.meter.load(state["meter"])
         self.printed_events = len(st.history)
         saved = state.get("callbacks", {})
         for cb in self.callbacks:
             if cb.name in saved:
-                cb.load_state_dict(saved[cb.name])
+                try:
+                    cb.load_state_dict(saved[cb.name])
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                    raise RunError(f"checkpoint {source}: state.callbacks.{cb.name}: does not fit the {cb.name} "
+                                   f"callback ({err!r})") from None
         set_rng_state(ckpt.split_prefix(tensors, "rng"), state["rng"])
 
-    # -------------------------------------------------------------------------------- Ctrl-C
+    # ------------------------------------------------------------------- Ctrl-C, SIGTERM, SIGHUP
     @contextlib.contextmanager
-    def _sigint_guard(self):
-        """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+    def _signal_guard(self):
+        """First stop signal (Ctrl-C, SIGTERM, SIGHUP): finish the current step, save, stop.
+        A second one acts as it would without trainlab (Ctrl-C: KeyboardInterrupt; SIGTERM: the
+        process ends at once). Loader workers leave these signals to this process (their
+        worker_init_fn ignores them), for a signal sent to the whole process group (a terminal's
+        Ctrl-C, SLURM's scancel) reaches them too."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):
-            self._interrupt = True
-            signal.signal(signal.SIGINT, previous)
+            if self._interrupt is None:
+                self._interrupt = signum
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def close(self) -> None:
         """Stop loader workers and wait until every file handed to the writer is on disk."""

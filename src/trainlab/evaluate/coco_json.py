@@ -10,7 +10,8 @@ offending item exactly.
 
 Beyond what pycocotools checks, these are errors here (pycocotools crashes or silently drops
 them): a detection or annotation whose image or category is not in the ground truth, duplicate
-image or category ids, negative widths or heights, non-finite numbers. A ground-truth ``area``
+image or category ids, negative widths or heights, non-finite numbers, numbers beyond float64
+(and ids beyond int64), JSON nested deeper than 100 levels. A ground-truth ``area``
 may be omitted (the box area is used) and so may ``iscrowd`` (0).
 
 Mask evaluation (``iou_type="segm"``) also needs every image's ``height`` and ``width``, every
@@ -20,7 +21,9 @@ one ``{"size": [h, w], "counts": "..."}``) and every detection's ``segmentation`
 RLE, as COCO results files hold). An RLE's size must be its image's ``[height, width]`` (where
 pycocotools silently scores masks of different sizes as not overlapping) and an uncompressed
 RLE's counts must add up to height x width; compressed strings are taken as they are, as
-pycocotools takes them. Ground truth is turned into RLEs as pycocotools' ``COCO.annToRLE`` does
+pycocotools takes them. Polygon points may lie at most an image size outside their image, and
+an image at most 2^26 pixels a side and 2^32 in all (pycocotools' rasteriser works in 32-bit
+integers). Ground truth is turned into RLEs as pycocotools' ``COCO.annToRLE`` does
 (polygons rasterized with ``mask.frPyObjects`` and merged), so the masks are identical. In this
 mode an annotation's ``bbox`` may be omitted (a missing ``area`` is the mask area) and so may a
 detection's. Detection areas (for the area ranges) follow pycocotools' ``loadRes``: where every
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -39,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, shorten, show, show_path
 from .coco import IOU_TYPES, Boxes, CocoParams, CocoResult, evaluate, mask_area, mask_utils
 
 
@@ -56,40 +60,109 @@ class GroundTruth:
     image_sizes: np.ndarray | None = None
 
 
+# A COCO file nests 5 levels (file, list, item, polygons, polygon); anything past this is not COCO,
+# and Python's own reader gives up near 1000 with a RecursionError.
+JSON_MAX_DEPTH = 100
+
+
+class OutOfRange(float):
+    """A JSON number that does not fit a float64 (``1e400``, an integer of 400 digits): an infinity
+    that every finiteness check refuses, shown in messages as it was written (cut)."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str):
+        value = super().__new__(cls, "-inf" if text.startswith("-") else "inf")
+        value.text = text
+        return value
+
+    def __repr__(self) -> str:
+        return f"{shorten(self.text, 40)} (beyond the float64 range)"
+
+    __str__ = __repr__
+
+
+def _parse_int(text: str):
+    # Python's int() refuses more than 4300 digits with a ValueError (not a JSON error), and an
+    # integer past float64 overflows every float or numpy conversion further on
+    if len(text) <= 300:
+        return int(text)
+    value = int(text) if len(text) <= 4300 else None
+    return value if value is not None and abs(value) <= sys.float_info.max else OutOfRange(text)
+
+
+def _parse_float(text: str):
+    value = float(text)
+    return value if math.isfinite(value) else OutOfRange(text)
+
+
+def _deeper_than(data, limit: int) -> bool:
+    """Whether lists and objects in ``data`` nest more than ``limit`` levels; level by level, no
+    recursion, and C-speed type checks on the (long) lists of numbers."""
+    level = [data] if type(data) in (list, dict) else []
+    for _ in range(limit):
+        if not level:
+            return False
+        below = []
+        for item in level:
+            values = item.values() if type(item) is dict else item
+            if {list, dict} & set(map(type, values)):
+                below += [v for v in values if type(v) in (list, dict)]
+        level = below
+    return bool(level)
+
+
 def read_json(path: str | Path):
-    """Parse a JSON file; a missing or unparsable file is a DataError naming it."""
+    """Parse a JSON file; a missing or unparsable file is a DataError naming it, as is one that
+    nests deeper than JSON_MAX_DEPTH or holds a number beyond float64 (:class:`OutOfRange`, so that
+    the checks name its JSON path)."""
     path = Path(path)
     try:
         with path.open("rb") as f:
-            return json.load(f)
+            data = json.load(f, parse_int=_parse_int, parse_float=_parse_float)
     except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        raise DataError(f"{show_path(path)}: no such file") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a JSON file") from None
+        raise DataError(f"{show_path(path)}: is a directory, expected a JSON file") from None
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise DataError(f"{show_path(path)}: not valid JSON (line {err.lineno}, column {err.colno}: "
+                        f"{err.msg})") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not valid JSON (not UTF-8 text)") from None
+        raise DataError(f"{show_path(path)}: not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise DataError(f"{show_path(path)}: JSON nested deeper than {JSON_MAX_DEPTH} levels (a COCO file nests "
+                        "5)") from None
+    if _deeper_than(data, JSON_MAX_DEPTH):
+        raise DataError(f"{show_path(path)}: JSON nested deeper than {JSON_MAX_DEPTH} levels (a COCO file nests 5)")
+    return data
 
 
 # --- item-by-item checks: slow, exact messages ------------------------------------------------
 
 
-def _kind(value) -> str:
+def describe_value(value) -> str:
+    """A JSON value as an error message shows it: null, true, a short string or number as written
+    (cut), or what it is (an object, a list)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value) if len(value) <= 30 else "a string"
+    if isinstance(value, int) and not is_int(value):
+        return f"{show(value, 40)} (beyond 64-bit integers)"
     if isinstance(value, (int, float)):
-        return repr(value)
+        return show(value)
     return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
+_kind = describe_value
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def is_int(v) -> bool:
-    """A JSON integer (true and false are not)."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A JSON integer that fits 64 bits, as numpy and pycocotools hold ids (true and false are not)."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64[0] <= v <= INT64[1]
 
 
 def is_number(v) -> bool:
@@ -170,6 +243,23 @@ def check_annotation(source, i, a, image_set, category_set, image_sizes: dict | 
         raise _fail(source, f"{path}.iscrowd", f"expected 0 or 1, got {_kind(a['iscrowd'])}")
 
 
+# pycocotools rasterises a polygon at 5x its coordinates in 32-bit ints and indexes pixels in 32
+# bits: beyond these it overflows (a point at 1e9 is a segmentation fault) or allocates in
+# proportion to a point's distance. Points may lie up to an image size outside their image.
+MAX_SIDE = 2**26
+MAX_PIXELS = 2**32 - 1
+
+
+def _polygon_outside(poly: list, hw: tuple[int, int]) -> tuple[float, float] | None:
+    """The first point (x, y) of a polygon of finite numbers lying more than its image's size
+    outside the (height, width) image ``hw``; None if there is none."""
+    h, w = hw
+    for x, y in zip(poly[0::2], poly[1::2]):
+        if not (-w <= x <= 2 * w and -h <= y <= 2 * h):
+            return x, y
+    return None
+
+
 def _check_rle_size(source: str, path: str, rle: dict, image: int, hw: tuple[int, int]) -> None:
     if "size" not in rle:
         raise _fail(source, f"{path}.size", "missing")
@@ -206,6 +296,10 @@ def check_segmentation(source: str, path: str, segm, image: int, hw: tuple[int, 
             if len(poly) % 2:
                 raise _fail(source, f"{path}[{j}]",
                             f"a polygon needs x, y pairs (an even count of numbers), got {len(poly)} numbers")
+            outside = _polygon_outside(poly, hw)
+            if outside is not None:
+                raise _fail(source, f"{path}[{j}]", f"point ({outside[0]:g}, {outside[1]:g}) lies more than the "
+                            f"image's size outside image {image} ({hw[1]}x{hw[0]}, width x height)")
         return
     if not isinstance(segm, dict):
         raise _fail(source, path,
@@ -321,7 +415,13 @@ def _image_sizes(source: str, images: list, image_ids: np.ndarray) -> np.ndarray
             v = _need_int(source, f"images[{i}]", img, key)
             if v <= 0:
                 raise _fail(source, f"images[{i}].{key}", f"expected a positive integer, got {v}")
+            if v > MAX_SIDE:
+                raise _fail(source, f"images[{i}].{key}", f"{v} pixels is more than pycocotools rasterises "
+                                                          f"({MAX_SIDE})")
             hw.append(v)
+        if hw[0] * hw[1] > MAX_PIXELS:
+            raise _fail(source, f"images[{i}]", f"height x width = {hw[0] * hw[1]} pixels is more than "
+                                                f"pycocotools' 32-bit pixel index holds ({MAX_PIXELS})")
         by_id[img["id"]] = hw
     return np.array([by_id[v] for v in image_ids.tolist()], dtype=np.int64).reshape(-1, 2)
 
@@ -353,10 +453,16 @@ def _gt_masks(anns: list, img_idx: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     if (length < 6).any() or (length % 2).any():
         raise ValueError("polygon")
     flat = list(chain.from_iterable(polys))
-    if not set(map(type, flat)) <= {int, float} or not np.isfinite(np.array(flat, dtype=np.float64)).all():
+    coords = np.array(flat, dtype=np.float64)
+    if not set(map(type, flat)) <= {int, float} or not np.isfinite(coords).all():
         raise ValueError("polygon")
     first = np.cumsum(n_poly) - n_poly  # each annotation's first polygon
     hw = sizes[img_idx[p_ann]] if p_ann.size else np.zeros((0, 2), dtype=np.int64)
+    # every point within an image size of its image (see MAX_SIDE)
+    wh = np.repeat(np.repeat(hw, n_poly, axis=0), length // 2, axis=0)[:, ::-1]
+    xy = coords.reshape(-1, 2)
+    if ((xy < -wh) | (xy > 2 * wh)).any():
+        raise ValueError("polygon")
     key = hw[:, 0] * (int(sizes[:, 1].max(initial=0)) + 1) + hw[:, 1]
     for k in np.unique(key).tolist():
         sel = np.flatnonzero(key == k)  # positions in p_ann
@@ -447,7 +553,7 @@ def ground_truth_from_dict(data, source: str = "ground truth", iou_type: str = "
         area[present] = values
         if not np.isfinite(area).all() or (area < 0).any():
             raise ValueError("area")
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError):
         hw = {int(i): (int(h), int(w)) for i, (h, w) in zip(image_ids, sizes)} if segm else None
         raise _slow_scan(check_annotation, anns, source, set(image_ids.tolist()), set(category_ids.tolist()),
                          hw) from None
@@ -514,7 +620,7 @@ def detections_from_list(data, gt: GroundTruth, source: str = "detections", iou_
         else:
             bbox = _bbox_column(data)
         score = _number_column(data, "score")
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, OverflowError):
         hw = {int(i): (int(h), int(w)) for i, (h, w) in zip(images, gt.image_sizes)} if segm else None
         raise _slow_scan(_check_detection, data, source, set(images.tolist()), set(cats.tolist()), gt.source,
                          hw) from None

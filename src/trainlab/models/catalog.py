@@ -1,2 +1,4 @@
 """Imports every module that registers architectures, so the model registry is complete."""
-from . import blocknet, convnets, rcnn, segmentation, sequence, simple, ssd, timm_models, transformers, yolo  # noqa: F401
+from . import (  # noqa: F401
+    blocknet, convnets, deformable_detr, detr, rcnn, segmentation, sequence, simple, ssd, timm_models, transformers, yolo,
+)

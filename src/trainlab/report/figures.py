@@ -104,8 +104,19 @@ def widest_text(fig, texts: Sequence[str], size: str = "xtick.labelsize") -> flo
 
 
 def save(fig, path: Path) -> Path:
-    """Draw once and write the PNG."""
-    fig.savefig(path)
+    """Draw once and write the PNG, durably (:mod:`trainlab.atomic`: a full disk leaves the old
+    file, not a torn one); an OS error is a one-line RunError naming the file."""
+    import io
+
+    from ..atomic import write_bytes
+    from ..errors import RunError
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
+    try:
+        write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise RunError(f"could not write {path}: {err.strerror or err}") from None
     return path
 
 

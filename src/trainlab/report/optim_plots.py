@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .figures import save
+
 
 def _pyplot():
     import matplotlib
@@ -53,9 +55,10 @@ def plot_schedule(curve: dict[str, Any], steps_per_epoch: int, title: str, path:
         ax.text(0.99, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top", fontsize=8,
                 bbox={"boxstyle": "round", "facecolor": "lightyellow", "alpha": 0.9})
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return save(fig, Path(path))
+    finally:
+        plt.close(fig)
 
 
 def plot_lr_find(result, title: str, path: str | Path) -> Path:
@@ -84,6 +87,7 @@ def plot_lr_find(result, title: str, path: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.text(0.01, 0.02, result.stop_reason, transform=ax.transAxes, fontsize=8, color="dimgrey")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    try:
+        return save(fig, Path(path))
+    finally:
+        plt.close(fig)

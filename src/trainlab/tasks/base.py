@@ -100,6 +100,9 @@ class Task(ABC):
     def __init__(self, recipe, info):
         self.recipe = recipe
         self.info = info
+        # a frozen teacher model whose outputs the step may learn from (``distill``, T8); set by
+        # api.build_components, which loads it from its run; only classification uses one
+        self.teacher: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------------------ metrics
     def metric_mode(self, name: str, mode: str = "auto") -> str:

@@ -41,6 +41,20 @@ class ClassificationTask(Task):
     def loss(self, outputs, batch):
         return self.criterion(outputs, batch["target"])
 
+    def step(self, model, batch):
+        outputs = self.forward(model, batch)
+        loss = self.loss(outputs, batch)
+        if self.teacher is not None and model.training:
+            # the teacher sees the same (augmented) batch; validation keeps the plain loss, so that
+            # val_loss compares with a run trained without a teacher
+            from ..losses import distillation_loss
+
+            with torch.no_grad():
+                soft = self.teacher(batch["input"])
+            cfg = self.recipe.distill
+            loss = distillation_loss(outputs, soft, loss, cfg.temperature, cfg.alpha)
+        return outputs, loss
+
     def train_update(self, meter: TrainMeter, outputs, batch, loss):
         target = batch["target"]
         if target.dim() == 2:
