@@ -40,6 +40,7 @@ def _screen(args: list[str], timeout: float = 240.0) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][AB0-2]", "", text).replace("\r", "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_live_display_shows_the_run_and_a_live_eta_without_warnings(tmp_path):
     """T1 (issue 22 point 1): an interactive fit shows no warning text inside its display, a

@@ -60,6 +60,7 @@ def assert_stopped(proc, name: str, code: int, run: Path, step: int) -> None:
     assert (state["epoch"], state["batch"], state["step"]) == (0, step, step)  # the step it was in, finished
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
 def test_stop_signal_saves_exits_128_plus_n_and_resumes_exactly(name, code, reference, tmp_path):
     """T3: SIGTERM / SIGHUP mid-epoch: finish the step, save, exit 143 / 129 with one line; the
@@ -75,6 +76,7 @@ def test_stop_signal_saves_exits_128_plus_n_and_resumes_exactly(name, code, refe
     assert got.keys() == reference.keys() and all(torch.equal(got[k], reference[k]) for k in got)
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_process_group_with_loader_workers(tmp_path):
     """T3: SLURM's scancel signals every process of the job, loader workers included, from a process
     that is not their parent: the workers must leave it to the main process, which saves and exits 143."""

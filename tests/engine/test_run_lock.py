@@ -51,6 +51,7 @@ def test_a_second_writer_in_the_same_process_is_refused(tmp_path):
     lock.acquire(tmp_path, "fit").release()  # released: free again
 
 
+@pytest.mark.slow
 def test_other_writers_get_one_line_naming_the_holder_and_change_nothing(interrupted, tmp_path):
     """T3: while a process holds the run, `fit --resume` (with another train.epochs) and
     `fit --force` into it exit 2 with one line naming that process; nothing in the run changes."""
@@ -71,6 +72,7 @@ def test_other_writers_get_one_line_naming_the_holder_and_change_nothing(interru
     assert trainlab.fit(resume=interrupted, overrides=["train.epochs=2"], quiet=True).epochs()[-1]["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
     """T3: a real fit SIGKILLed mid-epoch (two loader workers): the lock is free at once, and the
     resume that takes it continues the run."""

@@ -135,6 +135,7 @@ def test_digits_triplet_trains_and_reports_open_set_metrics(triplet_run):
     assert task.metric_mode("val_rank1") == "max" and task.metric_mode("val_eer") == "min"
 
 
+@pytest.mark.slow
 def test_pk_run_resumes_bit_for_bit(tmp_path):
     """K5/T3: P×K batches come from (seed, epoch), so a run stopped after epoch 1 and resumed ends
     with the weights of an uninterrupted run."""
