@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 # Tests run torch on one thread: their tensors are small, and on a 2-core machine shared with other
 # processes two threads spend more time handing work over than computing (10-50x slower here).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# What file data sets cache at start-up (issue 25) goes to a folder of this test session, never the
+# user's ~/.cache/trainlab; tests of the cache itself point it at their tmp_path.
+os.environ.setdefault("TRAINLAB_CACHE", tempfile.mkdtemp(prefix="trainlab-test-cache-"))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)

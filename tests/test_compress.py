@@ -82,6 +82,26 @@ def test_distilled_fit_and_teachers_that_do_not_fit(teacher, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("trainlab fit: error: distill.teacher: ") and not (tmp_path / "x").exists()
 
 
+def test_a_student_keeps_its_best_epoch_by_accuracy(teacher, capsys):
+    """T8: a distilled student watches val_accuracy by default and the doctor judges its
+    over-fitting by accuracy: its val_loss (cross-entropy at T = 1) rises as it copies the teacher's
+    confident logits while its accuracy improves, and its training loss is another loss. A recipe
+    that names val_loss keeps it and is told why it may keep an early epoch."""
+    from trainlab.api import build_components
+    from trainlab.recipe import load_recipe
+
+    plain = build_components(load_recipe("digits-mlp", ["train.early_stop={patience: 3}"]))
+    student = build_components(load_recipe("digits-mlp", [f"distill.teacher={teacher.dir}",
+                                                          "train.early_stop={patience: 3}"]))
+    assert (plain.monitor, student.monitor) == ("val_loss", "val_accuracy")
+    assert (plain.task.overfit_measure, student.task.overfit_measure) == ("loss", "accuracy")
+    capsys.readouterr()
+    named = build_components(load_recipe("digits-mlp", [f"distill.teacher={teacher.dir}",
+                                                        "train.early_stop={monitor: val_loss}"]))
+    assert named.monitor == "val_loss"
+    assert "train.early_stop.monitor=val_accuracy" in capsys.readouterr().err
+
+
 def test_global_pruning_zeroes_the_smallest_weights_of_the_whole_network():
     """T8: unstructured pruning zeroes exactly the amount × N smallest |w| over every conv and
     linear weight together (global L1); structured pruning zeroes, in each layer but the last,

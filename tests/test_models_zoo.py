@@ -19,9 +19,9 @@ from trainlab.registry import MODELS
 
 # trainlab's own architectures (tests elsewhere may register throwaway models into the registry);
 # the detectors take targets and return losses and boxes: tests/tasks/test_detection.py and the
-# models' own tests cover them
+# models' own tests cover them; the multitask trunk and heads: tests/tasks/test_multitask.py
 ALL = [e.name for e in MODELS.entries() if ":" not in e.name and e.fn.__module__.startswith("trainlab.")
-       and not {"detection", "instance_segmentation"} & set(e.meta.get("tasks", ()))]
+       and not {"detection", "instance_segmentation", "multitask"} & set(e.meta.get("tasks", ()))]
 DENSE = [e.name for e in MODELS.entries() if "segmentation" in e.meta.get("tasks", ())]
 TASK = {"char_rnn": "sequence", **{name: "segmentation" for name in DENSE}}
 

@@ -1,6 +1,7 @@
 """The library entry points the CLI is a thin layer over: fit, evaluate, predict."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def check_weights_fit(recipe: Recipe, tensors, state: dict[str, Any], source: st
     load_model_weights(model, split_prefix(tensors, "model"), source)
 
 
-def build_components(recipe: Recipe, callbacks=()):
+def build_components(recipe: Recipe, callbacks=(), dist=None):
     """Data, task, model and trainer for ``recipe``; nothing is written to disk."""
     import torch
 
@@ -102,13 +103,18 @@ def build_components(recipe: Recipe, callbacks=()):
         from .distill import load_teacher
 
         task.teacher = load_teacher(recipe, bundle.info)
-    return Trainer(recipe, bundle, task, model, list(callbacks))
+    return Trainer(recipe, bundle, task, model, list(callbacks), dist=dist)
 
 
-def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
+def standard_callbacks(recipe: Recipe, run: Run, quiet: bool, steps_per_epoch: int | None = None) -> list:
     from .engine.callbacks import Checkpointer, EarlyStopping, MetricsLogger, ProgressPrinter, TensorBoardLogger
 
     cbs = []
+    if recipe.train.snapshots and steps_per_epoch is not None:  # T4: a snapshot at each cycle's end
+        from .engine.callbacks import SnapshotSaver
+        from .optim.schedules import restart_ends
+
+        cbs.append(SnapshotSaver(run.checkpoints, restart_ends(recipe.schedule, steps_per_epoch, recipe.train.epochs)))
     if recipe.optim.switch is not None:
         from .engine.optimizer_switch import OptimizerSwitch
 
@@ -119,6 +125,9 @@ def standard_callbacks(recipe: Recipe, run: Run, quiet: bool) -> list:
         cbs.append(ProgressPrinter(live=recipe.train.progress))
     if recipe.run.tensorboard:
         cbs.append(TensorBoardLogger(run.tensorboard))
+    from .report.live import LiveReport
+
+    cbs.append(LiveReport(run, recipe))  # V5: report.html shows the run so far at every epoch end
     if recipe.doctor is not None and recipe.doctor.enabled:
         from .doctor import Doctor
 
@@ -138,6 +147,7 @@ def fit(
     force: bool = False,
     quiet: bool = False,
     callbacks: list | None = None,
+    dist_timeout: float | None = None,
     **kwargs: Any,
 ) -> Run:
     """Train a recipe and return its :class:`Run`.
@@ -161,6 +171,12 @@ def fit(
     t0 = time.perf_counter()
     state = None
     pairs = _merge_overrides(overrides, kwargs)
+    if "WORLD_SIZE" in os.environ:  # started by torchrun: one rank of a data-parallel run (T7)
+        from .engine.distributed import from_env
+
+        ctx = from_env()
+        if ctx is not None:
+            return _fit_distributed(ctx, recipe, pairs, resume, force, quiet, callbacks, dist_timeout)
     lock = None  # one writer per run (trainlab.lock): held from before the first write to the end
     try:
         if resume is not None:
@@ -168,6 +184,12 @@ def fit(
             if recipe is not None:
                 raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
             check_resume_overrides(pairs)
+            parent = load_recipe(run.recipe_path, pairs or None)
+            if parent.train.bagging or parent.train.boosting:  # a folder of member runs (T4, T5)
+                from .ensemble import fit_members
+
+                return fit_members(parent, run.dir, fit, resume=True, quiet=quiet, overrides=pairs,
+                                   callbacks=callbacks)
             last = run.checkpoints / "last.safetensors"
             seen = None
             # Read before locking, so that a finished run is left untouched (its lock file too), and
@@ -200,6 +222,10 @@ def fit(
                           "are busy now; set train.threads to choose)", file=sys.stderr)
             target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
             check_writable_target(target, force)  # before the data is built; checked again under the lock
+            if recipe_obj.train.bagging or recipe_obj.train.boosting:  # a folder of member runs (T4, T5)
+                from .ensemble import fit_members
+
+                return fit_members(recipe_obj, target, fit, force=force, quiet=quiet, callbacks=callbacks)
             run = Run(target)
 
         user_cbs = list(callbacks or [])
@@ -211,7 +237,7 @@ def fit(
                 raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
             lock = acquire_lock(run.dir, "fit --force" if force else "fit")
             run = Run.create(recipe_obj, run.dir, force=force)
-        trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet))
+        trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet, trainer.steps_per_epoch))
         if state is not None:
             # checks every tensor and the data position first: a failure leaves the run as it was
             trainer.restore(tensors, state, str(last))  # callbacks' states too, so after add_callbacks
@@ -222,6 +248,8 @@ def fit(
                 from .atomic import write_text
 
                 write_text(run.recipe_path, recipe_obj.to_yaml())
+        if not quiet:
+            print(f"report: {run.dir / 'report.html'} (rewritten at every epoch end: reload it in a browser)")
         try:
             trainer.fit()
         except Interrupted as err:
@@ -234,10 +262,169 @@ def fit(
             lock.release()
 
 
+def _fit_distributed(ctx, recipe, pairs: dict[str, Any], resume, force: bool, quiet: bool, callbacks,
+                     timeout_s: float | None) -> Run:
+    """One rank of ``torchrun ... trainlab fit`` (T7; engine/distributed.py says what changes).
+
+    Rank 0 alone reads and writes the run directory (the lock, recipe.yaml, checkpoints, metrics,
+    report): on a resume it sends the recipe and the last checkpoint to the others, so only its
+    machine needs the run. Every rank checks the recipe before joining the group (the same error
+    everywhere, nobody left waiting), then the ranks compare recipe hashes. A failure that only
+    rank 0 sees (a run folder in use) is sent to the others, which stop quietly.
+    """
+    import tempfile
+
+    import torch
+
+    from .engine import distributed as D
+    from .engine.callbacks import Checkpointer, EarlyStopping
+    from .engine.checkpoint import RESUME_KEYS, load_checkpoint
+    from .engine.trainer import Interrupted
+    from .errors import TrainlabError
+
+    t0 = time.perf_counter()
+
+    def everywhere(err: TrainlabError) -> TrainlabError:
+        err.every_rank = True  # the CLI prints it on rank 0 only
+        return err
+
+    def from_rank0(prepare):
+        """``prepare()`` on rank 0, its result (or its error) on every rank."""
+        result, error = None, None
+        if ctx.main:
+            try:
+                result = prepare()
+            except TrainlabError as err:
+                error = err
+        shared = D.broadcast({"result": result, "error": str(error) if error else None})
+        if error is not None:
+            raise everywhere(error)
+        if shared["error"] is not None:
+            raise everywhere(RunError(shared["error"]))
+        return shared["result"]
+
+    recipe_obj = None
+    if resume is None:
+        try:
+            recipe_obj = load_recipe(recipe, pairs or None)
+            D.check_recipe(recipe_obj, ctx.world)
+        except TrainlabError as err:
+            raise everywhere(err) from None
+        if recipe_obj.train.threads is None:  # torchrun sets OMP_NUM_THREADS; the same on every rank
+            recipe_obj.train.threads = torch.get_num_threads()
+    D.setup(ctx, timeout_s or D.DEFAULT_TIMEOUT_S)
+    lock, run, tensors, state = None, None, None, None
+    try:
+        with D.peer_failures(ctx):
+            if resume is not None:
+                def read_run():
+                    nonlocal lock, run, tensors, state
+                    run = open_run(resume)
+                    if recipe is not None:
+                        raise RunError("give either a recipe or --resume RUN, not both (the run holds its recipe)")
+                    check_resume_overrides(pairs)
+                    lock = acquire_lock(run.dir, "fit --resume")
+                    base = run.recipe_path.read_text()
+                    last = run.checkpoints / "last.safetensors"
+                    if last.exists():
+                        tensors, state = load_checkpoint(last, RESUME_KEYS)
+                        done = finished_line(run, state, load_recipe(run.recipe_path, pairs or None).train.epochs)
+                        if done:
+                            if not quiet:
+                                print(done)
+                            return {"dir": str(run.dir), "finished": True}
+                    elif not quiet:
+                        print(f"{run.dir} has no checkpoint yet: training from the start")
+                    return {"dir": str(run.dir), "recipe": base, "finished": False,
+                            "checkpoint": last.read_bytes() if last.exists() else None}
+
+                shared = from_rank0(read_run)
+                run = run or Run(shared["dir"])
+                if shared["finished"]:
+                    return run
+                import yaml
+
+                try:
+                    check_resume_overrides(pairs)
+                    recipe_obj = load_recipe(yaml.safe_load(shared["recipe"]), pairs or None)
+                    D.check_recipe(recipe_obj, ctx.world)
+                except TrainlabError as err:
+                    raise everywhere(err) from None
+                if not ctx.main and shared["checkpoint"] is not None:
+                    with tempfile.TemporaryDirectory() as tmp:  # the bytes rank 0 read, checked here the same way
+                        path = Path(tmp) / "last.safetensors"
+                        path.write_bytes(shared["checkpoint"])
+                        tensors, state = load_checkpoint(path, RESUME_KEYS)
+            try:
+                D.check_same_recipe(recipe_obj)
+            except TrainlabError as err:
+                raise everywhere(err) from None
+            if resume is None:
+                def choose_dir():
+                    target = Path(recipe_obj.run.dir) if recipe_obj.run.dir else default_dir(recipe_obj)
+                    check_writable_target(target, force)
+                    return str(target)
+
+                run = Run(from_rank0(choose_dir))
+            trainer = build_components(recipe_obj, list(callbacks or []), dist=ctx)
+            if resume is None:
+                def create():
+                    nonlocal lock, run
+                    try:
+                        run.dir.mkdir(parents=True, exist_ok=True)
+                    except OSError as err:
+                        raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
+                    lock = acquire_lock(run.dir, "fit --force" if force else "fit")
+                    run = Run.create(recipe_obj, run.dir, force=force)
+
+                from_rank0(create)
+            if ctx.main:
+                trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet, trainer.steps_per_epoch))
+            else:  # what changes training, and the checkpoint's gathering of every rank's state
+                ranks_cbs = []
+                if recipe_obj.optim.switch is not None:
+                    from .engine.optimizer_switch import OptimizerSwitch
+
+                    ranks_cbs.append(OptimizerSwitch(recipe_obj.optim.switch, recipe_obj.optim.betas[1]))
+                if recipe_obj.train.early_stop is not None:
+                    ranks_cbs.append(EarlyStopping(recipe_obj.train.early_stop.patience))
+                ranks_cbs.append(Checkpointer(run.checkpoints, recipe_obj.train.checkpoint_every_steps,
+                                              recipe_obj.train.checkpoint_every_minutes))
+                trainer.add_callbacks(ranks_cbs)
+            if state is not None:
+                trainer.restore(tensors, state, str(run.checkpoints / "last.safetensors"))
+            if ctx.main and resume is not None:
+                for stale in run.checkpoints.glob(".*.tmp-*"):
+                    stale.unlink(missing_ok=True)
+                if pairs:
+                    from .atomic import write_text
+
+                    write_text(run.recipe_path, recipe_obj.to_yaml())
+        last = run.checkpoints / "last.safetensors" if ctx.main else None
+        try:
+            with D.peer_failures(ctx, last):
+                trainer.fit()
+        except Interrupted as err:
+            err.run_dir = run.dir
+            raise
+        if ctx.main:  # the final evaluation and the report: rank 0 alone, over whole splits
+            trainer.task.reduce_meter, trainer.eval_shard = None, None
+            for loader in trainer.eval_loaders.values():
+                if loader is not None:
+                    loader.shard = None
+            finish(run, trainer, time.perf_counter() - t0, quiet)
+        D.leave_together()  # the others wait for rank 0's report before they exit
+        return run
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, Any]:
     """Evaluate the final weights on val and test, then write summary.json, plots and report.md."""
     from .atomic import jsonable, write_json
     from .engine.checkpoint import load_checkpoint, load_model_weights, split_prefix
+    from .report.html import environment, write_html_report
     from .tasks.base import scalar_metrics
 
     recipe = trainer.recipe
@@ -269,12 +456,21 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
         "class_names": trainer.task.model_info(trainer.bundle.info).class_names,
         "val": val,
         "test": test,
+        "environment": environment(trainer.device),
     }
+    if recipe.train.snapshots:  # T4: the cycle-end snapshots evaluated together
+        from .ensemble import snapshot_summary
+
+        summary["snapshot_ensemble"] = snapshot_summary(run, trainer)
     write_json(run.summary_path, summary)
     if recipe.run.plots:
         from .report.plots import plot_run
 
         plot_run(run, summary, epochs, trainer.task)
+    if recipe.run.tensorboard:  # V2: filters, confusion matrix, augmentation preview, hparams + final metrics
+        from .report.board import log_final
+
+        log_final(run, recipe, trainer.model, trainer.task, trainer.bundle.info, summary)
     from .report.markdown import write_report
 
     sections = []
@@ -283,6 +479,7 @@ def finish(run: Run, trainer, wall_s: float, quiet: bool = False) -> dict[str, A
 
         sections = markdown_section(run)
     write_report(run, summary, recipe, history, trainer.task, sections)
+    write_html_report(run, recipe, trainer.task, history, summary, sections)
     if not quiet:
         for name, m in (("val", val), ("test", test)):
             if m:

@@ -5,6 +5,8 @@ training step when ``api.build_components`` hands it the teacher loaded here.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from .errors import RunError
@@ -37,5 +39,10 @@ def load_teacher(recipe, info) -> torch.nn.Module:
     if tuple(t_info.input_shape) != tuple(info.input_shape):
         raise RecipeError(f"distill.teacher: it takes inputs of shape {list(t_info.input_shape)}, this data set's are "
                           f"{list(info.input_shape)}")
+    stop = recipe.train.early_stop
+    if stop is not None and stop.monitor == "val_loss":
+        print("distill: train.early_stop.monitor is val_loss, which rises as a student copies its teacher's "
+              "confident logits while its accuracy still improves; train.early_stop.monitor=val_accuracy "
+              "(the default when distilling) keeps the best epoch by accuracy", file=sys.stderr)
     model.eval().requires_grad_(False)
     return model

@@ -1,4 +1,5 @@
-"""Losses by name (``loss.name``), focal loss (L2) and the L1 / coupled-L2 penalties (L1, L4).
+"""Losses by name (``loss.name``: cross_entropy, mse, mae, smooth_l1, bce, focal, triplet), focal loss
+(L2) and the L1 / coupled-L2 penalties (L1, L4).
 
 A loss builder takes the recipe's ``loss`` section and the :class:`~trainlab.data.DataInfo` and
 returns ``fn(outputs, targets) -> scalar``. Classification targets may be class indices (N,) or
@@ -50,6 +51,97 @@ def cross_entropy(cfg, info):
         denom = counted.sum() if w is None else w[target[counted]].sum()
         # 0/0 (nothing counted) is 0; a counted weight sum below 1 still divides (clamp(min=1) would not)
         return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+    return loss
+
+
+# --- regression and binary losses (L1) -----------------------------------------------------------
+
+
+def dense_targets(outputs: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(targets of the outputs' shape and dtype, mask of the counted elements or None) for the
+    element-wise losses. Class indices (N,) / (N, d1, ...) against scores (N, C) / (N, C, d1, ...)
+    become one-hot rows along dim 1 (so a classifier may train with ``bce`` or ``mse``), with the
+    ``ignore_index`` positions left out; an (N,) target of (N, 1) outputs gains the unit axis.
+    Anything else must already have the outputs' shape."""
+    mask = None
+    if not target.is_floating_point() and outputs.dim() >= 2 and target.shape == outputs.shape[:1] + outputs.shape[2:] \
+            and outputs.shape[1] > 1:
+        counted = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+        onehot = F.one_hot(target.masked_fill(~counted, 0), outputs.shape[1]).movedim(-1, 1)
+        mask = None if ignore_index is None else counted.unsqueeze(1).expand_as(outputs)
+        return onehot.to(outputs.dtype), mask
+    if outputs.dim() == target.dim() + 1 and outputs.shape[-1] == 1 and outputs.shape[:-1] == target.shape:
+        target = target.unsqueeze(-1)
+    if target.shape != outputs.shape:
+        raise ValueError(f"targets {tuple(target.shape)} do not match the outputs {tuple(outputs.shape)}")
+    return target.to(outputs.dtype), mask
+
+
+def _masked_mean(terms: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return terms.mean()
+    n = mask.sum()
+    return (terms * mask).sum() / torch.where(n > 0, n, torch.ones_like(n))  # nothing counted: 0, not 0/0
+
+
+def _elementwise(name: str, terms):
+    """A criterion ``(outputs, targets) -> mean of terms(x, y)`` over the counted elements, in float32."""
+    def build(cfg, info):
+        def loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            x = outputs.float()
+            y, mask = dense_targets(x, target, cfg.ignore_index)
+            return _masked_mean(terms(x, y, cfg), mask)
+
+        loss.__name__ = name
+        return loss
+
+    return build
+
+
+LOSSES.register("mse", help="mean squared error mean((x − y)²) (L1): regression; class-index targets become "
+                "one-hot rows")(_elementwise("mse", lambda x, y, cfg: (x - y).pow(2)))
+LOSSES.register("mae", help="mean absolute error mean(|x − y|) (L1): regression, robust to outliers")(
+    _elementwise("mae", lambda x, y, cfg: (x - y).abs()))
+
+
+def smooth_l1_terms(x: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """Huber-like terms: ``0.5 d² / β`` where ``|d| < β``, else ``|d| − 0.5 β`` (d = x − y);
+    β = 0 is the absolute error. Same as :func:`torch.nn.functional.smooth_l1_loss`."""
+    return F.smooth_l1_loss(x, y, reduction="none", beta=beta)
+
+
+LOSSES.register("smooth_l1", help="smooth L1 (L1): quadratic below loss.beta, linear above (robust regression, "
+                "box offsets)")(_elementwise("smooth_l1", lambda x, y, cfg: smooth_l1_terms(x, y, cfg.beta)))
+
+
+@LOSSES.register("bce", help="binary cross-entropy with logits (L1): sigmoid per output, loss.pos_weight weighs "
+                 "the positive terms; class-index targets become one-hot rows (one-vs-rest)")
+def bce(cfg, info):
+    """Binary cross-entropy of logits x against targets y in [0, 1], per element
+    ``−[p·y·log σ(x) + (1 − y)·log(1 − σ(x))]`` with ``p = loss.pos_weight`` (one value, or one per
+    output column; null: 1), averaged over the counted elements. Computed from logits
+    (:func:`torch.nn.functional.binary_cross_entropy_with_logits`), so confident scores stay finite."""
+    pw = cfg.pos_weight
+    pos = None if pw is None else torch.tensor(pw if isinstance(pw, list) else [pw], dtype=torch.float32)
+    classes = getattr(info, "num_classes", None)
+    if pos is not None and len(pos) > 1 and classes and len(pos) != classes:
+        from .errors import RecipeError  # refused when the task is built, before a run folder exists
+
+        raise RecipeError(f"loss.pos_weight: {len(pos)} values for {classes} outputs (classes); give one value "
+                          "or one per class")
+
+    def loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x = outputs.float()
+        y, mask = dense_targets(x, target, cfg.ignore_index)
+        p = None
+        if pos is not None:
+            if len(pos) > 1 and (x.dim() < 2 or x.shape[1] != len(pos)):
+                raise ValueError(f"loss.pos_weight: {len(pos)} weights for outputs {tuple(x.shape)}")
+            p = pos.to(x.device).view(-1, *([1] * max(x.dim() - 2, 0))) if len(pos) > 1 else pos.to(x.device)
+        terms = F.binary_cross_entropy_with_logits(x, y, pos_weight=p, reduction="none")
+        return _masked_mean(terms, mask)
 
     return loss
 

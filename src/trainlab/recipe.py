@@ -125,6 +125,14 @@ class FoldConfig(Section):
         return self
 
 
+class ResampleConfig(Section):
+    """A resampled training split (T4 bagging, T5 boosting members; set by those loops)."""
+
+    member: Int = Field(..., ge=0, description="draw stream: n draws with replacement from (seed, member)")
+    weights: str | None = Field(None, description="JSON list of one weight per training sample: draws in "
+                                "proportion to them (boosting); null: uniform draws (a bootstrap)")
+
+
 class TextConfig(Section):
     """The ``text`` data set (K6): character windows of a .txt file (``data.root``) or a built-in text."""
 
@@ -154,13 +162,32 @@ class DataConfig(Section):
     whiten: Literal["pca", "zca"] | None = Field(None, description="decorrelate flat inputs")
     whiten_eps: float = Field(1e-3, ge=0.0, description="added to the covariance eigenvalues when whitening")
     fold: FoldConfig | None = Field(None, description="k-fold split: train on k-1 folds, validate on one")
+    resample: ResampleConfig | None = Field(None, description="train on n draws with replacement from the "
+                                            "training split (bagging/boosting members, T4/T5)")
     shapes: ShapesConfig | None = Field(None, description="options of the shapes data set (defaults if null)")
     faces: FacesConfig | None = Field(None, description="options of the faces data set (defaults if null)")
     coco: CocoConfig | None = Field(None, description="options of the coco data set (defaults if null)")
     segmentation: SegmentationConfig | None = Field(None, description="options of the segmentation data set")
     text: TextConfig | None = Field(None, description="options of the text data set (defaults if null)")
     imbalance: float | None = Field(None, gt=0.0, le=1.0, description="keep this fraction of later classes")
-    skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing")
+    skip_corrupt: bool = Field(False, description="skip unreadable images instead of failing: each is replaced by "
+                               "the next readable file and named at the end of the epoch")
+    eval_resize: Literal["crop", "squash"] = Field(
+        "crop", description="how an image becomes the output size where no random crop is drawn (validation, test): "
+        "crop resizes it to cover image_size / eval_crop_pct keeping its aspect ratio and centre-crops "
+        "(timm, torchvision); squash resizes it to image_size")
+    eval_crop_pct: float = Field(0.875, gt=0.0, le=1.0, description="eval_resize=crop: the centre crop's share "
+                                 "of the resized image (timm's crop_pct; 224 of 256 is 0.875)")
+    stats_sample: Int = Field(256, ge=1, description="files read at start-up (a seeded random sample): their "
+                              "headers give the channel count and output size, their pixels the normalization "
+                              "statistics; cached, keyed by the folder's listing")
+    urls: str | None = Field(None, description="shards: WebDataset tar shards, a brace pattern of local paths "
+                             "or URLs (data/train-{000000..000009}.tar)")
+    epoch_samples: Int | None = Field(None, ge=1, description="shards streamed from URLs (http://, https://, "
+                                      "file://): samples per epoch over all ranks, which fixes the steps per epoch "
+                                      "(a stream's length is not known before it is read)")
+    shuffle_buffer: Int = Field(0, ge=0, description="shards streamed from URLs: samples held to shuffle within "
+                                "a worker's stream (0: the shard order alone, which is permuted per epoch)")
     max_pixels: Int = Field(89_478_485, ge=1, description="largest image read, in pixels (height x width), "
                             "checked from the file's header before it is decoded; a larger one is an error. The "
                             "default is PIL's own Image.MAX_IMAGE_PIXELS (about 9459 x 9459, 256 MiB as RGB), "
@@ -252,6 +279,29 @@ class LossConfig(Section):
         "euclidean", description="triplet and embedding evaluation: distance between embeddings")
     l1: float = Field(0.0, ge=0.0, description="L1 penalty coefficient (sparsity)")
     l2: float = Field(0.0, ge=0.0, description="coupled L2 penalty coefficient, added to the loss")
+    beta: float = Field(1.0, ge=0.0, description="smooth_l1: |error| below which the loss is quadratic "
+                        "(0: absolute error)")
+    pos_weight: Annotated[float, Field(gt=0.0)] | list[Annotated[float, Field(gt=0.0)]] | None = Field(
+        None, description="bce: weight p of the positive terms, one value or one per output (null: 1)")
+    weights: dict[str, Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=dict, description="multitask: weight of each head's loss by head name (L6: "
+        "Loss1 + λ·Loss2 + γ·Loss3); heads not named weigh 1")
+    uncertainty: bool = Field(False, description="multitask: learn one log-variance s_i per head and minimise "
+                              "Σ exp(−s_i)·w_i·L_i + s_i (Kendall et al. 2018)")
+
+
+class HeadConfig(Section):
+    """One head of the multitask task (K7, M14): what it predicts and the loss it trains with."""
+
+    name: str = Field(..., pattern=r"^[a-z][a-z0-9]*$", description="the target it predicts, one the data set "
+                      "provides (shapes: class, count, center, overlap); names its metrics (val_<name>_...)")
+    kind: Literal["multiclass", "binary", "regression"] = Field(..., description="multiclass: softmax over "
+                                                                "classes; binary: one sigmoid logit; regression: "
+                                                                "real values")
+    loss: str | None = Field(None, description="loss in the registry (default: cross_entropy, bce, mse by kind)")
+    pos_weight: Annotated[float, Field(gt=0.0)] | None = Field(None, description="bce: weight of the positive "
+                                                              "terms of this head (default: loss.pos_weight)")
+    beta: float | None = Field(None, ge=0.0, description="smooth_l1: this head's beta (default: loss.beta)")
 
 
 # ---------------------------------------------------------------------------------------- optim
@@ -411,6 +461,14 @@ class TrainConfig(Section):
                                 "torch's count, lowered to the cores other processes leave idle; written into "
                                 "the run's recipe.yaml so that a resume uses the same)")
     progress: bool = Field(True, description="live progress bar when the output is a terminal")
+    sync_batchnorm: bool = Field(False, description="under torchrun (T7): BatchNorm statistics over the global "
+                                 "batch of every rank instead of each rank's own piece (no effect in one process)")
+    bagging: Int = Field(0, ge=0, description="T4: train this many members, each on a bootstrap of the "
+                         "training split, in <run.dir>/members/member-K; evaluate their averaged probabilities")
+    boosting: Int = Field(0, ge=0, description="T5: train up to this many members in sequence (SAMME), each on "
+                          "a draw weighted by the previous members' errors; combined by their alphas")
+    snapshots: bool = Field(False, description="T4: with schedule cosine_restarts, save the weights at the end "
+                            "of each cycle (checkpoints/snapshot-K) and evaluate them as an ensemble")
 
     @field_validator("device")
     @classmethod
@@ -453,6 +511,11 @@ class EvalConfig(Section):
                            "samples enrolled in the gallery; the rest are probes")
     pairs: Int = Field(20000, ge=10, description="embedding: most verification pairs (all same-identity pairs up "
                        "to half of it, as many different-identity pairs)")
+    # bias/variance reading (E6): report.md and `trainlab evaluate --bias-variance`
+    target_error: float = Field(0.0, ge=0.0, lt=1.0, description="bias/variance: the error thought reachable "
+                                "(human-level or Bayes error, 1 − score); avoidable bias is train error minus this")
+    bias_variance_margin: float = Field(0.02, gt=0.0, lt=1.0, description="bias/variance: avoidable bias (train "
+                                        "error − target) or variance (val error − train error) above this is high")
 
 
 class DoctorConfig(Section):
@@ -507,6 +570,9 @@ class DoctorConfig(Section):
     imbalance_ratio: float = Field(4.0, gt=1.0, description="largest / smallest training class count that is "
                                                             "imbalanced")
     small_dataset_per_class: Int = Field(30, ge=1, description="fewer training samples per class is a small dataset")
+    # L6 multi-task loss weights
+    head_dominance: float = Field(10.0, gt=1.0, description="multitask: a head whose weighted loss's gradient on "
+                                  "the shared trunk is this many times every other head's dominates the trunk")
     # X9 remedies (doctor.auto)
     max_rollbacks: Int = Field(3, ge=0, description="rollbacks on NaN/inf before the run is stopped")
     rollback_lr_factor: float = Field(0.5, gt=0.0, lt=1.0, description="LR multiplier at each rollback")
@@ -538,6 +604,42 @@ class Recipe(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     doctor: DoctorConfig | None = Field(default_factory=DoctorConfig)
     distill: DistillConfig | None = Field(None, description="knowledge distillation from a teacher run (null: off)")
+    heads: list[HeadConfig] = Field(default_factory=list, description="multitask task: the heads on the shared "
+                                    "trunk, each with its target, kind and loss")
+
+    @model_validator(mode="after")
+    def _ensembles(self):
+        train = self.train
+        if train.bagging and train.boosting:
+            raise ValueError("train.bagging and train.boosting: choose one way to train the members")
+        if (train.bagging or train.boosting) and self.task != "classification":
+            raise ValueError(f"train.bagging/boosting: members are combined by class probabilities; task "
+                             f"{self.task!r} is not classification")
+        if train.snapshots and self.schedule.name != "cosine_restarts":
+            raise ValueError(f"train.snapshots: a snapshot is taken at the end of each warm-restart cycle; set "
+                             f"schedule.name=cosine_restarts (got {self.schedule.name!r})")
+        if train.snapshots and self.task != "classification":
+            raise ValueError(f"train.snapshots: snapshots are combined by class probabilities; task {self.task!r} "
+                             "is not classification")
+        return self
+
+    @model_validator(mode="after")
+    def _heads(self):
+        names = [h.name for h in self.heads]
+        if self.task != "multitask":
+            if self.heads or self.loss.weights or self.loss.uncertainty:
+                raise ValueError(f"heads, loss.weights, loss.uncertainty: only the multitask task has heads "
+                                 f"(task {self.task!r}); remove them")
+            return self
+        if not self.heads:
+            raise ValueError("heads: the multitask task needs at least one head ({name, kind}, e.g. "
+                             "{name: class, kind: multiclass})")
+        if len(set(names)) != len(names):
+            raise ValueError(f"heads: each head name may appear once (got {', '.join(names)})")
+        unknown = [k for k in self.loss.weights if k not in names]
+        if unknown:
+            raise ValueError(f"loss.weights: {', '.join(map(repr, unknown))} names no head (heads: {', '.join(names)})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -8,6 +8,7 @@
       tensorboard/       event files
       summary.json       best epoch, wall time, val and test metrics
       report.md          numbers, plots and findings together
+      report.html        the same in one self-contained page, rewritten at every epoch end while training
       .trainlab.lock     locked by the one process writing the run (trainlab.lock); inert otherwise
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .errors import RunError
 from .lock import LOCK_NAME
 from .lock import holder as lock_holder
 
-RUN_FILES = ("recipe.yaml", "metrics.jsonl", "summary.json", "report.md", "doctor.json")
+RUN_FILES = ("recipe.yaml", "metrics.jsonl", "summary.json", "report.md", "report.html", "doctor.json")
 RUN_FOLDERS = ("checkpoints", "plots", "tensorboard")
 
 
@@ -278,4 +279,33 @@ def open_run(path: str | Path) -> Run:
     return run
 
 
-__all__ = ["Run", "open_run"]
+__all__ = ["Run", "open_run", "refresh_reports"]
+
+
+def refresh_reports(run) -> bool:
+    """Write report.md and report.html of a finished run again (from its files, with the sections
+    of the doctor and of `trainlab baseline` when the run has them); False when the run has no
+    summary.json yet."""
+    from .report.html import write_html_report
+    from .report.markdown import baseline_section, write_report
+
+    if not run.summary_path.exists():
+        return False
+    recipe = run.recipe()
+    task = run.task(recipe)
+    summary, history = run.summary(), run.metrics()
+    sections = []
+    if (run.dir / "doctor.json").exists():
+        from .doctor.report import markdown_section
+
+        sections = list(markdown_section(run))
+    if (run.dir / "baseline.json").exists():  # `trainlab baseline` added its section to the reports
+        import json
+
+        try:
+            sections += baseline_section(json.loads((run.dir / "baseline.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable baseline.json: the reports go on without its section
+    write_report(run, summary, recipe, history, task, sections)
+    write_html_report(run, recipe, task, history, summary, sections)
+    return True

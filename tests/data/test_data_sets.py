@@ -83,7 +83,8 @@ def test_shapes_options_are_validated():
      "data.channels, data.segmentation)"),
     (["data.name=folder", "data.root=nowhere", "data.shapes={count: 10}"],
      "data.shapes: the folder data set does not use it (it uses: data.root, data.image_size, data.channels, "
-     "data.skip_corrupt, data.max_pixels, data.follow_links)"),
+     "data.skip_corrupt, data.max_pixels, data.follow_links, data.eval_resize, data.eval_crop_pct, "
+     "data.stats_sample)"),
     (["data.name=text", "data.segmentation={}"],
      "data.segmentation: the text data set does not use it (it uses: data.root, data.text)"),
 ])

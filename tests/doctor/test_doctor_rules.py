@@ -234,10 +234,11 @@ def test_every_code_has_a_rule_feature_and_remedies():
     """X1-X8: the stable codes of the issue, each with its feature ID and the notes' remedies."""
     expected = {"exploding_gradients", "nan_loss", "vanishing_gradients", "dead_relu", "overfitting", "underfitting",
                 "high_variance", "lr_too_high", "lr_too_low", "plateau", "unnormalized_inputs", "class_imbalance",
-                "small_dataset"}
+                "small_dataset", "head_dominance"}
     assert set(CODES) == expected == set(RULES)
     for code, (feature, title, remedies) in CODES.items():
-        assert feature in {f"X{i}" for i in range(1, 9)} and title and len(remedies) >= 2
+        # head_dominance judges the multi-task loss weights (L6), the others the X features
+        assert feature in {*(f"X{i}" for i in range(1, 9)), "L6"} and title and len(remedies) >= 2
     with pytest.raises(ValueError):
         Finding("no_such_code", "warning", "x")
 

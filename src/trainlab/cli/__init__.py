@@ -28,8 +28,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("schedule", "draw a recipe's learning-rate schedule without training"),
     "lr-find": ("lr_find", "run the LR range test and suggest a learning rate"),
     "kfold": ("kfold", "k-fold cross-validation of one or more recipes, ranked"),
+    "tune": ("tune", "hyper-parameter search (Optuna) over recipe keys, with pruning and resumable studies"),
+    "baseline": ("baseline", "SVM, k-NN and gradient-boosted trees on a recipe's split, beside the network"),
+    "ensemble": ("ensemble", "evaluate runs (or a run's snapshots) as an ensemble: mean, vote or weighted"),
     "augment": ("augment", "write a grid image of augmented samples"),
     "doctor": ("doctor", "print a run's diagnosis from its recorded numbers"),
+    "show": ("show", "draw inside a trained network: filters, feature maps, saliency, t-SNE of features"),
+    "compare": ("compare", "one HTML page putting several runs side by side"),
     "models": ("models", "list the model architectures"),
     "profile": ("profile", "per-layer shapes, parameters and MACs of a model"),
     "export": ("export", "export a run's model to TorchScript, torch.export or ONNX with a parity check"),
@@ -39,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "decide whether two images show the same identity"),
     "prune": ("prune", "zero a run's smallest weights (optionally fine-tune) into a new run"),
     "quantize": ("quantize", "int8 quantization of a run's model: accuracy, latency and size vs float"),
+    "shard": ("shard", "write an image folder as WebDataset tar shards (the shards data set reads them)"),
 }
 
 

@@ -1,7 +1,8 @@
 """trainlab predict RUN FILE|FOLDER... [--topk K] [--out DIR]: top-k classes with softmax probabilities;
 for a segmentation run, each image's predicted mask and an overlay as PNG files; for a detection
 run, each image with its boxes, class names and scores drawn, and detections.json (COCO results,
-which `trainlab eval-detections` reads)."""
+which `trainlab eval-detections` reads); for a multitask run, one line per input with each head's
+prediction."""
 from __future__ import annotations
 
 
@@ -80,6 +81,11 @@ def run(args) -> int:
     if args.out is not None:
         raise TrainlabError(f"--out {args.out!r}: this run's predictions are printed, not written as images "
                             "(only segmentation and detection runs write pictures); remove --out")
+    lines = p["task"].prediction_lines(probs, classes)
+    if lines is not None:  # one value per head of a multi-task model, not class probabilities
+        for label, line in zip(labels, lines):
+            print(f"{label}: {line}")
+        return 0
     k = min(args.topk, probs.shape[1])
     top = probs.topk(k, dim=1)
     for label, values, idx in zip(labels, top.values.tolist(), top.indices.tolist()):

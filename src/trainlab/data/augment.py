@@ -36,6 +36,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import DataError
 from .color import affine_planes, color_affine
+from .decode import Encoded
 from .occlusion import (
     check_value,
     cutout_options,
@@ -182,7 +183,10 @@ class RandomResizedCrop(SampleTransform):
         self._log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
 
     def make_params(self, flat_inputs):
-        h, w = image_size(flat_inputs)
+        return self.params_for(*image_size(flat_inputs))
+
+    def params_for(self, h: int, w: int) -> dict:
+        """The crop box (top, left, height, width) drawn for an (h, w) image, and the output size."""
         area = h * w
         r = torch.rand(10, 2).tolist()
         for u_area, u_ratio in r:  # up to ten tries, then the whole image clipped to the ratio range
@@ -245,6 +249,24 @@ class RandomResizedCrop(SampleTransform):
         for op in self.inner:
             crop = apply_op(op, crop)
         return resize_image(crop, p["size"], self.antialias)
+
+
+    def apply_encoded(self, enc, size: tuple[int, int], view: str, crop_pct: float) -> torch.Tensor:
+        """The crop of an undecoded file (:class:`~trainlab.data.decode.Encoded`) at ``size``: its box
+        drawn from the header's size, only that box decoded, at the smallest JPEG scale that keeps
+        it at least ``size`` (issue 25). Skipped (p < 1), the sample is the file's evaluation view."""
+        from .decode import decode_region, eval_view
+
+        if self._skip():
+            image = as_image(eval_view(enc, size, view, crop_pct))
+            for op in self.inner:
+                image = apply_op(op, image)
+            return image
+        p = self.params_for(*enc.size)
+        crop = as_image(decode_region(enc, (p["top"], p["left"], p["height"], p["width"]), size))
+        for op in self.inner:
+            crop = apply_op(op, crop)
+        return resize_image(crop, size, self.antialias)
 
 
 class RandomCropPad(SampleTransform):
@@ -463,6 +485,10 @@ class SamplePipeline:
     ``info.max_value`` around the transforms (torchvision's convention) and back afterwards.
     """
 
+    # The split's undecoded files, where the pipeline starts with a random_resized_crop and the split
+    # can give them (a file data set): the crop is then cut from each original (see bind).
+    reads_from = None
+
     def __init__(self, before: list, mosaic, after: list, info, source=None):
         self.before = before
         self.mosaic = mosaic
@@ -480,8 +506,15 @@ class SamplePipeline:
         return cls(fuse_into_crops(ops[:at]), ops[at], fuse_into_crops(ops[at + 1:]), info)
 
     def bind(self, source) -> SamplePipeline:
-        """This pipeline drawing mosaic tiles from ``source`` (the split the loader iterates)."""
-        return SamplePipeline(self.before, self.mosaic, self.after, self.info, source)
+        """This pipeline drawing mosaic tiles from ``source`` (the split the loader iterates). A
+        split of image files (``source.originals()``) under a pipeline that starts with a
+        random_resized_crop is read undecoded (``reads_from``): the crop is cut from the original
+        at the output size, not from an image resized at load."""
+        bound = SamplePipeline(self.before, self.mosaic, self.after, self.info, source)
+        if (self.mosaic is None and self.before and isinstance(self.before[0], RandomResizedCrop)
+                and hasattr(source, "originals")):
+            bound.reads_from = source.originals()
+        return bound
 
     def _wrap(self, x: torch.Tensor, y: Any):
         x = x.as_subclass(torch.Tensor)
@@ -496,8 +529,15 @@ class SamplePipeline:
         return sample
 
     def __call__(self, x: torch.Tensor, y: Any):
-        shape, dtype = tuple(x.shape), x.dtype
-        sample = self._run(self.before, self._wrap(x, y))
+        if isinstance(x, Encoded):  # an undecoded file (see bind): cropped from its original
+            shape, dtype = tuple(self.info.input_shape), torch.uint8
+            crop = self.before[0]
+            size = crop.size or shape[1:]
+            image = crop.apply_encoded(x, size, self.reads_from.view, self.reads_from.crop_pct)
+            sample = self._run(self.before[1:], image if not isinstance(y, dict) else (image, y))
+        else:
+            shape, dtype = tuple(x.shape), x.dtype
+            sample = self._run(self.before, self._wrap(x, y))
         if self.mosaic is not None:
             if self.source is None:
                 raise DataError("mosaic needs the data set it draws tiles from (pipeline.bind(source))")

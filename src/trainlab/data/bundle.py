@@ -138,13 +138,13 @@ def needs_annotations(recipe: Recipe) -> bool:
 
 # Options build_data applies when it splits a data set itself; a data set that ships its own
 # splits must declare the ones it implements (``DATASETS.register(..., handles=("fold", ...))``).
-SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten")
+SPLIT_OPTIONS = ("fold", "subset", "imbalance", "whiten", "resample")
 # Options a data set's builder reads itself. Each entry declares the ones it uses
 # (``DATASETS.register(..., uses=("root", "image_size"))``); any other one set to a value other
 # than its default is refused rather than silently ignored. ``hints`` (option -> advice) may say
 # what to set instead.
 DATASET_OPTIONS = ("root", "image_size", "channels", "skip_corrupt", "max_pixels", "follow_links", "shapes", "faces",
-                   "coco", "segmentation", "text")
+                   "coco", "segmentation", "text", "eval_resize", "eval_crop_pct", "stats_sample", "urls")
 
 
 def _is_default(cfg, key: str) -> bool:
@@ -309,6 +309,11 @@ def build_data(recipe: Recipe, annotations: bool | None = None, statistics: bool
     if cfg.subset is not None:
         check_subset(cfg.subset, len(train_idx), unit)
         train_idx = train_idx[: cfg.subset]
+    if cfg.resample is not None:  # a bagging or boosting member's draw (T4, T5), after every other choice
+        from .resample import load_weights, resample_indices
+
+        weights = load_weights(cfg.resample.weights, len(train_idx)) if cfg.resample.weights else None
+        train_idx = train_idx[resample_indices(len(train_idx), recipe.seed, cfg.resample.member, weights)]
     check_train_split(train_idx, f"{len(source)} {unit} in all; see data.split.val and data.split.test")
     train = source.subset(train_idx)
     val = source.subset(val_idx) if len(val_idx) else None

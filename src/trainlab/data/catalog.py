@@ -1,2 +1,2 @@
 """Imports every module that registers data sets, so the data-set registry is complete."""
-from . import coco, digits, faces, folder, segmentation, shapes, text  # noqa: F401
+from . import coco, digits, faces, folder, segmentation, shapes, shards, text  # noqa: F401

@@ -25,11 +25,15 @@ _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap height and width
 
 
 @contextmanager
-def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS):
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None):
     """The PIL image at ``path``, opened lazily (header only), as a context manager; a DataError
     naming the file if it is no image or has more than ``max_pixels`` pixels. PIL's own bomb
     check (a warning above Image.MAX_IMAGE_PIXELS) is an error here; a ``max_pixels`` above PIL's
-    limit raises that limit, PIL's documented switch, as the recipe asked for larger images."""
+    limit raises that limit, PIL's documented switch, as the recipe asked for larger images.
+    ``data`` holds the file's bytes where the caller has read them already (``path`` then only
+    names the file)."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -38,7 +42,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(path)
+            im = Image.open(path if data is None else io.BytesIO(data))
         except UnidentifiedImageError:
             raise DataError(f"{name}: not a readable image (expected PNG or JPEG data)") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:

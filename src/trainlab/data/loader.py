@@ -62,7 +62,15 @@ def sample_seed(seed: int, epoch: int, index: int):
 
 def load_sample(source: SampleSource, transform: Transform | None, seed: int, epoch: int, index: int):
     """Sample ``index`` of ``source`` as the loader yields it in ``epoch``: ``(x, y)`` loaded, then
-    put through ``transform`` with torch's generator seeded from (seed, epoch, index)."""
+    put through ``transform`` with torch's generator seeded from (seed, epoch, index).
+
+    A transform that reads the split's files undecoded (``transform.reads_from``, a file data set
+    whose crops are cut from the original) loads them itself, under the same seed; an unreadable
+    file is then replaced as the data set says (``reads_from.attempt``, data.skip_corrupt)."""
+    reads = getattr(transform, "reads_from", None)
+    if reads is not None:
+        with sample_seed(seed, epoch, index):
+            return reads.attempt(index, lambda sample: transform(*sample))
     x, y = source.load(index)
     if transform is not None:
         with sample_seed(seed, epoch, index):
@@ -137,16 +145,22 @@ class BatchLoader:
         device: torch.device | None = None,
         collate_fn: Collate | None = None,
         order: Order | None = None,
+        shard: tuple[int, int] | None = None,
     ):
         self.source = source
         self.batch_size = min(batch_size, len(source))
+        # (rank, world size) under torchrun: batches stay the global ones of the (seed, epoch)
+        # order, and this process takes its contiguous piece of each (:func:`shard`)
+        self.shard = shard
+        self._order_len = len(source)
         self.seed = seed
         self.shuffle = shuffle
         # A transform that draws from the data set (mosaic) is bound to the split it runs on.
         self.transform = transform.bind(source) if hasattr(transform, "bind") else transform
         self.workers = workers
         self.pin_memory = pin_memory
-        self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton)
+        self._num_batches = steps_per_epoch(len(source), self.batch_size, drop_singleton,
+                                            shard[1] if shard is not None else 1)
         self.collate_fn = collate_fn or collate
         self.order = order
         self._fast = isinstance(source, TensorSource) and transform is None and collate_fn is None
@@ -167,8 +181,24 @@ class BatchLoader:
         else:
             order = self.order(self.source.targets, self.seed, epoch, self.shuffle)
         bs = self.batch_size
+        if self.shard is None:
+            for b in range(start, self._num_batches):
+                yield order[b * bs : (b + 1) * bs]
+            return
+        self._order_len = len(order)
+        rank, world = self.shard
         for b in range(start, self._num_batches):
-            yield order[b * bs : (b + 1) * bs]
+            idx = shard(order[b * bs : (b + 1) * bs], rank, world)
+            if len(idx):  # an evaluation batch smaller than the world size leaves some ranks out
+                yield idx
+
+    def shard_weight(self, b: int) -> float:
+        """This rank's share of global batch ``b`` times the world size: 1 where the ranks' pieces
+        are equal. A mean loss scaled by it makes DDP's average of the ranks' gradients the gradient
+        of the mean over the whole batch when the pieces differ (a short trailing batch)."""
+        rank, world = self.shard
+        n = max(0, min(self.batch_size, self._order_len - b * self.batch_size))
+        return piece_size(n, rank, world) * world / n if n else 1.0
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of ``epoch``, beginning at batch index ``start``."""
@@ -176,6 +206,13 @@ class BatchLoader:
             x, y = self._tensors
             for idx in self.index_batches(epoch, start):
                 yield {"input": x[idx], "target": y[idx]}
+            return
+        stream = getattr(self.source, "stream_batches", None)
+        if stream is not None:  # a split read in order, not by index (shards streamed from URLs)
+            try:
+                yield from stream(self, epoch, start)
+            except TrainlabError as err:
+                raise _user_error(err) from None
             return
         if self._dl is None:
             self._sampler = _KeyBatches(self)
@@ -201,14 +238,13 @@ class BatchLoader:
                 try:
                     batch = next(self._it)
                 except StopIteration:
+                    report = getattr(self.source, "report_skips", None)  # files skipped as unreadable
+                    if report is not None:
+                        report()
                     return
                 yield batch
         except TrainlabError as err:
-            # A worker re-raises with its traceback folded into the message; keep the user's line.
-            # The original traceback goes: its frames hold the iterator, which close() must free.
-            message = str(err).strip().splitlines()[-1].split(": ", 1)[-1]
-            err.__traceback__ = None
-            raise type(err)(message) from None
+            raise _user_error(err) from None
 
     def close(self) -> None:
         """Stop worker processes (persistent workers otherwise live until the loader is freed).
@@ -219,10 +255,43 @@ class BatchLoader:
         self._dl = None
 
 
-def steps_per_epoch(n: int, batch_size: int, drop_singleton: bool = True) -> int:
-    """Batches per epoch of ``n`` samples (a trailing single sample is dropped, see BatchLoader)."""
+def _user_error(err: TrainlabError) -> TrainlabError:
+    """A worker re-raises with its traceback folded into the message; keep the user's line.
+    The original traceback goes: its frames hold the iterator, which close() must free.
+    Only a worker's message is folded ("...\ntrainlab.errors.DataError: <line>"); a line
+    raised here is kept whole (it may begin with the file it names)."""
+    lines = str(err).strip().splitlines() or [""]
+    message = lines[-1].split(": ", 1)[-1] if len(lines) > 1 else lines[-1]
+    err.__traceback__ = None
+    return type(err)(message)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_singleton: bool = True, world: int = 1) -> int:
+    """Batches per epoch of ``n`` samples (a trailing single sample is dropped, see BatchLoader;
+    over ``world`` ranks, a trailing batch that cannot give each of them two samples)."""
     batch_size = min(batch_size, n)
     if n == 0:
         return 0
     full, rest = divmod(n, batch_size)
+    if world > 1:
+        return full + (1 if rest and not (drop_singleton and rest < trailing_minimum(batch_size, world)) else 0)
     return full + (1 if rest and not (drop_singleton and rest == 1 and batch_size > 1) else 0)
+
+
+# ------------------------------------------------------------------ sharding over torchrun ranks
+def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank ``rank``'s contiguous piece of a global batch (pieces differ by at most one sample;
+    contiguous keeps a P x K batch's identities whole on a rank)."""
+    return torch.tensor_split(indices, world)[rank]
+
+
+def piece_size(n: int, rank: int, world: int) -> int:
+    """Samples of a global batch of ``n`` that :func:`shard` gives ``rank``."""
+    return n // world + (1 if rank < n % world else 0)
+
+
+def trailing_minimum(batch_size: int, world: int) -> int:
+    """The fewest samples a trailing (short) batch must have to be trained on over ``world`` ranks:
+    two per rank when batches hold more than one sample per rank (BatchNorm needs two), one per rank
+    otherwise. For one process this is the rule of dropping a trailing single sample."""
+    return world * (2 if batch_size > world else 1)

@@ -92,6 +92,44 @@ def render(params: dict[str, Any], kinds: list[str], size: int, noise: float) ->
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), idmap
 
 
+# Per-image targets the multitask task (K7) can put a head on: name -> what the head predicts.
+# "class" is the image label; the others are read off the (augmented) boxes by image_targets.
+IMAGE_TARGETS: dict[str, dict[str, Any]] = {
+    "class": {"kind": "multiclass", "words": "class of the largest shape"},
+    "count": {"kind": "regression", "dim": 1, "integer": True, "words": "number of visible shapes"},
+    "center": {"kind": "regression", "dim": 2, "words": "centre (x, y) of the largest shape's box, in [0, 1]"},
+    "overlap": {"kind": "binary", "words": "whether the boxes of two shapes overlap"},
+}
+
+
+def image_targets(annotations: list[dict[str, Any]], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The multitask targets of a batch of N shapes samples from their (transformed) annotations.
+
+    annotations: per image ``{"boxes" (K, 4) XYXY pixel-edge with its canvas size, "labels" (K,)}``,
+    smallest object first, so the last box is the largest (front) shape; labels: (N,) image labels.
+    Returns ``class`` (N,) int64, ``count`` (N,) float (visible shapes), ``center`` (N, 2) float
+    (the last box's centre over the canvas (W, H): in [0, 1] after any flip or rotation, which
+    move the box with the image) and ``overlap`` (N,) float, 1 where two boxes share area."""
+    n = len(annotations)
+    count = torch.zeros(n)
+    center = torch.full((n, 2), 0.5)
+    overlap = torch.zeros(n)
+    for i, ann in enumerate(annotations):
+        boxes = ann["boxes"]
+        count[i] = len(boxes)
+        if len(boxes) == 0:
+            continue
+        h, w = boxes.canvas_size
+        b = boxes.as_subclass(torch.Tensor).float()
+        center[i, 0] = (b[-1, 0] + b[-1, 2]) / (2 * w)
+        center[i, 1] = (b[-1, 1] + b[-1, 3]) / (2 * h)
+        lo = torch.maximum(b[:, None, :2], b[None, :, :2])
+        hi = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+        shared = (hi - lo).clamp(min=0).prod(-1)  # (K, K) intersection areas
+        overlap[i] = float(bool((shared.triu(1) > 0).any()))
+    return {"class": labels.long(), "count": count, "center": center, "overlap": overlap}
+
+
 class ShapesSource(SampleSource):
     """Images ``indices`` of the procedural set; rendered on demand, cached when small.
 
@@ -159,7 +197,7 @@ class ShapesSource(SampleSource):
 
 
 @DATASETS.register("shapes", help="procedural coloured shapes with boxes and masks (data.shapes: size, count, ...)",
-                   uses=("channels", "shapes"),
+                   uses=("channels", "shapes"), image_targets=image_targets,
                    hints={"image_size": "it draws its images at data.shapes.image_size; set that instead"})
 def shapes(cfg, seed: int):
     from ..recipe import ShapesConfig
@@ -174,6 +212,8 @@ def shapes(cfg, seed: int):
         class_names=kinds,
         annotations=("boxes", "masks", "semantic"),
         max_value=255.0,
-        extra={"semantic_classes": ["background", *kinds], "label": "class of the largest (front) object"},
+        extra={"semantic_classes": ["background", *kinds], "label": "class of the largest (front) object",
+               "targets": {k: dict(v, classes=kinds) if v["kind"] == "multiclass" else dict(v)
+                           for k, v in IMAGE_TARGETS.items()}},
     )
     return source, info

@@ -1,7 +1,7 @@
 """A finding is data: what the doctor saw, where, the numbers that show it, and what to do.
 
 Codes are stable (scripts and tests match on them); each belongs to one feature ID of the notes
-(X1–X8) and carries the remedies the notes give for it.
+(X1–X8; L6 for the multi-task loss weights) and carries the remedies the notes give for it.
 """
 from __future__ import annotations
 
@@ -85,7 +85,12 @@ CODES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "small_dataset": ("X8", "dataset too small for deep learning", (
         "more data or data augmentation (data.augment)",
         "a smaller model with regularization (model.width, model.dropout, optim.weight_decay)",
-        "compare with a classical baseline (k-NN, SVM)",
+        "compare with classical baselines on the same split: trainlab baseline RECIPE (SVM, k-NN, gradient-boosted trees)",
+    )),
+    "head_dominance": ("L6", "one head dominates the shared trunk", (
+        "balance the heads' loss weights (loss.weights)",
+        "learn the weights by uncertainty (loss.uncertainty=true)",
+        "rescale the dominant head's targets, or give it a loss that grows less with the error (heads)",
     )),
 }
 

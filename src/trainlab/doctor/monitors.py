@@ -165,7 +165,8 @@ class Doctor(Callback):
         model = trainer.model
         self._device = next(iter(model.parameters()), torch.empty(0)).device
         self._cpu = self._device.type == "cpu"
-        self._hooks_ok = trainer.forward_model is model  # hooks on a compiled graph would recompile it
+        # hooks on a compiled graph would recompile it; DDP's wrapper (torchrun) runs the model as it is
+        self._hooks_ok = trainer.forward_model in (model, getattr(trainer, "ddp", None))
         h = self.history
         if not h.data:
             h.every = self.cfg.every

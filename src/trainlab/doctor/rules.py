@@ -739,6 +739,53 @@ def small_dataset(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Fin
     return [finding("small_dataset", "warning", msg, epoch=1, evidence=ev)]
 
 
+# ------------------------------------------------------------------------------- L6 multi-task
+TRUNK_GRAD = "train_trunkgrad_"  # epoch-record prefix: mean norm of one loss part's gradient on the shared trunk
+
+
+def trunk_gradients(record: dict[str, Any]) -> dict[str, float]:
+    """{part: gradient norm} of an epoch record's ``train_trunkgrad_<part>`` entries (finite only)."""
+    return {k[len(TRUNK_GRAD):]: v for k, v in record.items() if k.startswith(TRUNK_GRAD) and finite(v)}
+
+
+def dominance(grads: dict[str, float]) -> tuple[str, str, float] | None:
+    """(largest part, runner-up, ratio of their gradient norms) of two or more parts, else None."""
+    if len(grads) < 2:
+        return None
+    (top, g1), (second, g2) = sorted(grads.items(), key=lambda kv: -kv[1])[:2]
+    return top, second, (g1 / g2 if g2 > 0 else math.inf)
+
+
+def head_dominance(h: DoctorHistory, epochs: Epochs, cfg, done: bool) -> list[Finding]:
+    """L6: one loss part (a head of a multi-task model) sends the shared trunk a gradient
+    ``doctor.head_dominance`` times every other part's in the latest measured epoch, so the
+    trunk's features serve that head and the others ride along. Reads the epoch records'
+    ``train_trunkgrad_<head>`` (the task measures them on sampled steps); judges the latest epoch."""
+    measured = [r for r in epochs if len(trunk_gradients(r)) >= 2]
+    if not measured:
+        return []
+    last = measured[-1]
+    grads = trunk_gradients(last)
+    top, second, ratio = dominance(grads)
+    if ratio < cfg.head_dominance:
+        return []
+    since = last["epoch"]
+    for r in reversed(measured[:-1]):  # the first epoch of the run of epochs where the same part dominates
+        d = dominance(trunk_gradients(r))
+        if d is None or d[0] != top or d[2] < cfg.head_dominance:
+            break
+        since = r["epoch"]
+    shown = ", ".join(f"{k} {num(v)}" for k, v in sorted(grads.items(), key=lambda kv: -kv[1]))
+    msg = (f"one head dominates the shared trunk: the weighted loss of head {top!r} sends the trunk's features a "
+           f"gradient {num(ratio)}× the next head's ({second!r}) at epoch {last['epoch']}"
+           + (f", since epoch {since}" if since != last["epoch"] else "")
+           + f" (norms: {shown}; limit {num(cfg.head_dominance)}×)")
+    ev = {"epoch": last["epoch"], "since_epoch": since, "dominant": top, "runner_up": second,
+          "ratio": ratio if finite(ratio) else None, "trunk_gradients": grads, "limit": cfg.head_dominance}
+    return [finding("head_dominance", "warning", msg, epoch=since, evidence=ev,
+                    remedies=(f"lower loss.weights.{top} or raise the other heads' weights (loss.weights)",))]
+
+
 # ------------------------------------------------------------------------------------- diagnose
 Rule = Callable[[DoctorHistory, Epochs, Any, bool], list[Finding]]
 RULES: dict[str, Rule] = {
@@ -746,7 +793,7 @@ RULES: dict[str, Rule] = {
     "dead_relu": dead_relu, "overfitting": overfitting, "underfitting": underfitting,
     "high_variance": high_variance, "lr_too_high": lr_too_high, "lr_too_low": lr_too_low, "plateau": plateau,
     "unnormalized_inputs": unnormalized_inputs, "class_imbalance": class_imbalance,
-    "small_dataset": small_dataset,
+    "small_dataset": small_dataset, "head_dominance": head_dominance,
 }
 QUICK = ("nan_loss", "exploding_gradients")  # checked as soon as a sample shows trouble
 

@@ -293,25 +293,33 @@ class Checkpointer(Callback):
     def save_last(self, trainer):
         from .checkpoint import save_checkpoint
 
-        tensors, state = trainer.checkpoint_state()
-        save_checkpoint(self.folder / "last.safetensors", tensors, state, trainer.writer.submit)
+        tensors, state = trainer.checkpoint_state()  # under torchrun: every rank, at the same step
+        if tensors is not None:  # rank 0 (or the only process) writes
+            save_checkpoint(self.folder / "last.safetensors", tensors, state, trainer.writer.submit)
         self._saved_at = time.monotonic()
 
     def on_fit_start(self, trainer):
         self._saved_at = time.monotonic()
+        if trainer.dist is not None and self.every_s is not None:
+            # under torchrun rank 0's clock decides, and the trainer tells every rank (Trainer._agree)
+            trainer.save_clock = lambda: time.monotonic() - self._saved_at >= self.every_s
 
     def on_batch_end(self, trainer, batch, outputs, loss):
         st = trainer.state
         if not trainer.at_step_boundary or st.step == 0:
             return
         due = self.every_steps and st.step % self.every_steps == 0
-        if due or (self.every_s is not None and time.monotonic() - self._saved_at >= self.every_s):
+        if trainer.dist is not None:
+            timed = trainer.clock_save_due
+        else:
+            timed = self.every_s is not None and time.monotonic() - self._saved_at >= self.every_s
+        if due or timed:
             self.save_last(trainer)
 
     def on_epoch_end(self, trainer, record):
         from .checkpoint import save_checkpoint
 
-        if trainer.state.improved:
+        if trainer.state.improved and (trainer.dist is None or trainer.dist.main):
             tensors, state = trainer.eval_weights_state()  # already copies
             save_checkpoint(self.folder / "best.safetensors", tensors, state, trainer.writer.submit, copied=True)
         self.save_last(trainer)
@@ -319,3 +327,31 @@ class Checkpointer(Callback):
     def on_interrupt(self, trainer):
         if trainer.at_step_boundary:
             self.save_last(trainer)
+
+
+# ------------------------------------------------------------------------------------ snapshots
+class SnapshotSaver(Callback):
+    """Snapshot ensembles (T4, Huang et al. 2017): at the end of each warm-restart cycle of a
+    ``cosine_restarts`` schedule, where the LR has annealed to its floor and the model sits in a
+    local minimum, save the evaluation weights as ``snapshot-<K>.safetensors`` (K from 1).
+
+    The cycle ends are optimizer-step counts (:func:`trainlab.optim.schedules.restart_ends`), so a
+    resumed run saves the snapshots it had not reached yet, identical to an uninterrupted run's."""
+
+    name = "snapshots"
+
+    def __init__(self, folder: Path, ends: list[int]):
+        self.folder = folder
+        self.ends = list(ends)
+
+    def on_batch_end(self, trainer, batch, outputs, loss):
+        step = trainer.state.step
+        if not trainer.at_step_boundary or step not in self.ends:
+            return
+        from .checkpoint import save_checkpoint
+
+        tensors, state = trainer.eval_weights_state()  # CPU copies taken now
+        cycle = self.ends.index(step) + 1
+        state.update(kind="snapshot", cycle=cycle, epoch=trainer.state.epoch, step=step, best=None)
+        save_checkpoint(self.folder / f"snapshot-{cycle}.safetensors", tensors, state, trainer.writer.submit,
+                        copied=True)

@@ -138,36 +138,49 @@ def loader_hooks(task) -> dict[str, Any]:
     return hooks
 
 
-def eval_loader(source, batch_size: int, recipe, device: torch.device, task=None) -> BatchLoader | None:
+def eval_loader(source, batch_size: int, recipe, device: torch.device, task=None,
+                shard: tuple[int, int] | None = None) -> BatchLoader | None:
     """Batches of an evaluation split in a fixed order, every sample kept; None for an absent or
-    empty split. (An in-memory split is gathered on ``device`` without workers, see BatchLoader.)"""
+    empty split. (An in-memory split is gathered on ``device`` without workers, see BatchLoader.)
+    ``shard`` (rank, world size): this rank's piece of every batch (torchrun, T7)."""
     if source is None or len(source) == 0:
         return None
     return BatchLoader(source, batch_size, seed=recipe.seed, shuffle=False, workers=recipe.data.workers,
-                       drop_singleton=False, device=device, **(loader_hooks(task) if task is not None else {}))
+                       drop_singleton=False, device=device, shard=shard,
+                       **(loader_hooks(task) if task is not None else {}))
 
 
 class Trainer:
-    def __init__(self, recipe, bundle, task, model: torch.nn.Module, callbacks: list[Callback] = ()):
+    def __init__(self, recipe, bundle, task, model: torch.nn.Module, callbacks: list[Callback] = (), dist=None):
         self.recipe = recipe
         self.bundle = bundle
         self.task = task
-        self.device = resolve_device(recipe.train.device)
-        self.model = model.to(self.device)
-        self.forward_model = self._maybe_compile(model)
+        # this process's place among torchrun's (engine.distributed.Context), None in one process
+        self.dist = dist
+        self.ddp = None
+        if dist is None:
+            self.device = resolve_device(recipe.train.device)
+            self.model = model.to(self.device)
+        else:
+            from . import distributed
+
+            self.device = distributed.device_for(recipe, dist)
+            self.model, self.ddp = distributed.wrap(model.to(self.device), self.device, recipe.train.sync_batchnorm)
+        self.forward_model = self._maybe_compile(self.ddp if self.ddp is not None else self.model)
         data, train = recipe.data, recipe.train
+        shard = (dist.rank, dist.world) if dist is not None else None
 
         task.check_data(bundle)
         batch_size = train_batch_size(recipe, len(bundle.train))  # 'full' or optim gd: whole split
         note = batch_size_note(data.batch_size, len(bundle.train),
                                "windows" if bundle.info.kind == "sequence" else "samples")
-        if note:  # more than the split: one batch of all of it (issue 22), said once per trainer
+        if note and (dist is None or dist.main):  # more than the split: one batch of all of it (issue 22)
             print(note, file=sys.stderr)
         cuda = self.device.type == "cuda"
         self.train_loader = BatchLoader(
             bundle.train, batch_size, seed=recipe.seed, shuffle=True,
             transform=build_transforms(data.augment, bundle.info, data.forbid),
-            workers=data.workers, pin_memory=cuda, device=self.device, **loader_hooks(task),
+            workers=data.workers, pin_memory=cuda, device=self.device, shard=shard, **loader_hooks(task),
         )
         if self.train_loader.batch_size == 1 and any(
             isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()
@@ -177,14 +190,24 @@ class Trainer:
                 "use model.norm=layer, group or none for single-sample SGD"
             )
         self.eval_batch_size = task.eval_batch_size(batch_size)
+        # Under torchrun, each rank evaluates a piece of every batch where the task's meter holds
+        # sums that add up over the ranks; other meters (mAP, retrieval) see the whole split.
+        self.eval_shard = None
+        if dist is not None:
+            from .distributed import reduce_meter, summable
+
+            if type(task).evaluate is Task.evaluate and summable(task.eval_meter()):
+                self.eval_shard = shard
+                task.reduce_meter = reduce_meter
         self.eval_loaders: dict[str, BatchLoader | None] = {
-            name: eval_loader(getattr(bundle, name), self.eval_batch_size, recipe, self.device, task)
+            name: eval_loader(getattr(bundle, name), self.eval_batch_size, recipe, self.device, task, self.eval_shard)
             for name in ("val", "test")
         }
         self.batch_transform = build_batch_transforms(data.batch_augment, bundle.info)
 
         self.accumulate = train.accumulate
-        self.steps_per_epoch = optimizer_steps_per_epoch(recipe, len(bundle.train))
+        self.steps_per_epoch = (optimizer_steps_per_epoch(recipe, len(bundle.train)) if dist is None
+                                else math.ceil(len(self.train_loader) / self.accumulate))
         self.optimizer = build_optimizer(recipe.optim, self.model)
         self._check_monitor()  # before anything asks the task for a watched metric's direction
         self.schedule = build_schedule(recipe.schedule, recipe.optim.lr, self.steps_per_epoch, train.epochs,
@@ -210,6 +233,18 @@ class Trainer:
         self.add_callbacks(callbacks)
         self._interrupt: int | None = None  # the stop signal received, if any
         self._epoch_t0 = time.perf_counter()
+        # under torchrun: a signal this rank received, acted on once every rank knows (_agree), and
+        # rank 0's wall-clock save decision (set by the Checkpointer), shared the same way
+        self._local_signal: int | None = None
+        self.save_clock = None
+        self.clock_save_due = False
+        if dist is not None and not dist.main:
+            # Each rank draws dropout from its own stream; rank 0 keeps the run's (the model's
+            # initialisation, drawn before, is the same everywhere and DDP broadcasts rank 0's).
+            from ..rng import seed_everything
+            from .distributed import rank_seed
+
+            seed_everything(rank_seed(recipe.seed, dist.rank))
 
     # ------------------------------------------------------------------------------- set-up
     def _maybe_compile(self, model):
@@ -280,17 +315,22 @@ class Trainer:
             batch = self.to_device(batch)
             if self.batch_transform is not None:
                 batch = self.batch_transform(batch, self._batch_generator())
-            outputs, loss, total = self.compute_loss(batch)
-            if accumulate > 1:
-                # Average over the batches of this optimizer step; the epoch's last group may be short.
-                group = min(accumulate, n_batches - (st.batch // accumulate) * accumulate)
-                total = total / group
-            total.backward()
+            if self.ddp is None:
+                outputs, loss, total = self.compute_loss(batch)
+                if accumulate > 1:
+                    # Average over the batches of this optimizer step; the epoch's last group may be short.
+                    group = min(accumulate, n_batches - (st.batch // accumulate) * accumulate)
+                    total = total / group
+                total.backward()
+            else:
+                outputs, loss = self._distributed_backward(batch, n_batches)
             st.batch += 1
             self.at_step_boundary = st.batch % accumulate == 0 or st.batch == n_batches
             if self.at_step_boundary:
                 self._emit("on_after_backward")
                 self.optimizer_step()
+                if self.dist is not None:
+                    self._agree()
             task.train_update(self.meter, outputs, batch, loss)
             self._emit("on_batch_end", batch, outputs, loss)
             if self.at_step_boundary and (self._interrupt or st.stop_reason):
@@ -298,6 +338,33 @@ class Trainer:
                     raise Interrupted(f"epoch {st.epoch + 1}, batch {st.batch}", self._interrupt)
                 return self.end_epoch(partial=st.batch < n_batches)
         return self.end_epoch()
+
+    def _distributed_backward(self, batch: dict[str, Any], n_batches: int) -> tuple[Any, torch.Tensor]:
+        """Forward and backward of this rank's piece of the batch (torchrun): gradients are averaged
+        over the ranks at the last batch of an optimizer step only (DDP's no_sync before it), and a
+        piece of a short batch weighs by its share of the batch (BatchLoader.shard_weight)."""
+        st, accumulate = self.state, self.accumulate
+        boundary = (st.batch + 1) % accumulate == 0 or st.batch + 1 == n_batches
+        with contextlib.nullcontext() if boundary else self.ddp.no_sync():
+            outputs, loss, total = self.compute_loss(batch)
+            if accumulate > 1:
+                total = total / min(accumulate, n_batches - (st.batch // accumulate) * accumulate)
+            weight = self.train_loader.shard_weight(st.batch)
+            if weight != 1.0:
+                total = total * weight
+            total.backward()
+        return outputs, loss
+
+    def _agree(self) -> None:
+        """Every rank learns whether any of them received a stop signal, and rank 0's wall-clock
+        save decision, at the same optimizer step (torchrun): they stop and save together."""
+        from .distributed import agree
+
+        clock = int(bool(self.dist.main and self.save_clock is not None and self.save_clock()))
+        signum, self.clock_save_due = agree([self._local_signal or 0, clock])
+        if signum and self._interrupt is None:
+            self._interrupt = signum
+        self.clock_save_due = bool(self.clock_save_due)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """(outputs, task loss, loss + weight penalty) of one batch, under autocast."""
@@ -332,7 +399,7 @@ class Trainer:
         ``partial`` marks an epoch cut short by a stop request (e.g. a doctor remedy).
         """
         st = self.state
-        train = self.task.train_summary(self.meter)
+        train = self.task.train_summary(self.meter if self.dist is None else self._global_meter())
         record: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step,
                                   "optimizer": getattr(self.optimizer, "trainlab_name", "?"),
                                   # the LR of the epoch's last step, not the one set for the next
@@ -341,6 +408,10 @@ class Trainer:
             record["partial"] = True
         record.update({f"train_{k}": v for k, v in train.items()})
         if self.val_loader is not None:
+            if self.dist is not None:
+                from .distributed import sync_buffers
+
+                sync_buffers(self.model)
             val = self.evaluate("val")
             self._emit("on_validation_end", val)
             record.update({f"val_{k}": v for k, v in scalar_metrics(val).items() if k != "n"})
@@ -354,6 +425,14 @@ class Trainer:
         with self.writer.holding():  # the files of this epoch go to disk after every snapshot is taken
             self._emit("on_epoch_end", record)
         return record
+
+    def _global_meter(self):
+        """A training meter holding the sums of every rank's meter (torchrun); the same on each."""
+        from .distributed import gather, sum_states
+
+        meter = self.task.train_meter()
+        meter.load(sum_states(gather(self.meter.state())))
+        return meter
 
     def _track_best(self, record: dict[str, Any]) -> None:
         st = self.state
@@ -434,8 +513,19 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything needed to continue exactly from here, as (tensors, JSON state)."""
+        """Everything needed to continue exactly from here, as (tensors, JSON state).
+
+        Under torchrun every rank calls it at the same step (it gathers their meters and generator
+        states); rank 0 gets the checkpoint, the others (None, None)."""
         st = self.state
+        meter, ranks = self.meter.state(), None
+        if self.dist is not None:
+            from .distributed import gather, sum_states
+
+            parts = gather({"meter": meter, "rng": _rng_json()})
+            if not self.dist.main:
+                return None, None
+            meter, ranks = sum_states([part["meter"] for part in parts]), parts
         tensors = ckpt.with_prefix(self.model.state_dict(), "model")
         opt_tensors, opt_meta = ckpt.optimizer_to_checkpoint(self.optimizer)
         tensors.update(ckpt.with_prefix(opt_tensors, "optim"))
@@ -449,7 +539,7 @@ class Trainer:
             "best": {"value": st.best_value, "epoch": st.best_epoch, "monitor": self.monitor},
             "stop_reason": st.stop_reason,
             "history": st.history,
-            "meter": self.meter.state(),
+            "meter": meter,
             "optimizer": {"name": getattr(self.optimizer, "trainlab_name", self.recipe.optim.name),
                           "lr": getattr(self.optimizer, "trainlab_lr", None),
                           "momentum": getattr(self.optimizer, "trainlab_momentum", None), **opt_meta},
@@ -462,6 +552,9 @@ class Trainer:
             "info": self.bundle.info.to_dict(),
             "time_s": time.perf_counter() - self._epoch_t0,
         }
+        if ranks is not None:  # each rank's meter and generators (the meter above is their sum)
+            state["world_size"] = self.dist.world
+            state["ranks"] = ranks
         return tensors, state
 
     def eval_weights_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -538,6 +631,28 @@ class Trainer:
                     raise RunError(f"checkpoint {source}: state.callbacks.{cb.name}: does not fit the {cb.name} "
                                    f"callback ({err!r})") from None
         set_rng_state(ckpt.split_prefix(tensors, "rng"), state["rng"])
+        if self.dist is not None:
+            self._restore_rank(state, source)
+
+    def _restore_rank(self, state: dict[str, Any], source: str) -> None:
+        """A torchrun resume: each rank takes back its own meter and generator states from a
+        checkpoint of as many ranks (state.ranks). Otherwise rank 0 keeps the sum of the meters
+        restored above and the run's generators, and rank r > 0 starts an empty meter and generators
+        seeded from (seed, rank, step): the same batches, other dropout draws than an unbroken run."""
+        from ..rng import derive_seed, seed_everything
+
+        r, ranks = self.dist.rank, state.get("ranks")
+        if isinstance(ranks, list) and len(ranks) == self.dist.world and state.get("world_size") == self.dist.world:
+            try:
+                self.meter = self.task.train_meter()
+                self.meter.load(ranks[r]["meter"])
+                _set_rng_json(ranks[r]["rng"])
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+                raise RunError(f"checkpoint {source}: state.ranks[{r}]: not the meter and generator state of rank {r} "
+                               f"({err!r})") from None
+        elif r > 0:
+            self.meter = self.task.train_meter()
+            seed_everything(derive_seed(self.recipe.seed, "rank", r, "resumed", self.state.step))
 
     # ------------------------------------------------------------------- Ctrl-C, SIGTERM, SIGHUP
     @contextlib.contextmanager
@@ -551,9 +666,12 @@ class Trainer:
             yield
             return
 
+        # under torchrun a rank keeps the signal to itself until every rank knows it (_agree)
+        attr = "_interrupt" if self.dist is None else "_local_signal"
+
         def handler(signum, frame):
-            if self._interrupt is None:
-                self._interrupt = signum
+            if getattr(self, attr) is None:
+                setattr(self, attr, signum)
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
@@ -570,6 +688,17 @@ class Trainer:
             if loader is not None:
                 loader.close()
         self.writer.close()
+
+
+def _rng_json() -> dict[str, Any]:
+    """This process's generator states as JSON (a torchrun rank's entry in a checkpoint)."""
+    tensors, meta = rng_state()
+    return {**meta, **{k: v.tolist() for k, v in tensors.items()}}
+
+
+def _set_rng_json(saved: dict[str, Any]) -> None:
+    tensors = {k: torch.tensor(v, dtype=torch.uint8) for k, v in saved.items() if k == "torch" or k.startswith("cuda")}
+    set_rng_state(tensors, {"numpy": saved["numpy"], "python": saved["python"]})
 
 
 def evaluate_split(model, task, loader: BatchLoader, device: torch.device, amp: bool) -> dict[str, Any]:

@@ -80,6 +80,9 @@ class ClassificationMeter:
     only for k < num_classes: top-C accuracy is 1 whatever the model does.
     """
 
+    # the accumulators: sums, so that meters over parts of a split add up to the whole's (T7)
+    summed = ("cm", "loss_sum", "topk_hits", "n")
+
     def __init__(self, num_classes: int, topk: int = 5):
         self.num_classes = num_classes
         self.topk = topk

@@ -261,11 +261,7 @@ def _floor(cfg, base_lr: float) -> float:
 def cosine_restarts(cfg, base_lr, spe, epochs):
     floor = _floor(cfg, base_lr)
     t_mult = cfg.T_mult
-    if cfg.T_0 is not None:
-        t_0 = cfg.T_0
-    else:  # three cycles that end with the run: T_0 (1 + T_mult + T_mult²) = epochs
-        t_0 = epochs / (1 + t_mult + t_mult**2)
-    first = t_0 * spe  # cycle length in steps (fractional epochs are allowed)
+    first = _first_cycle(cfg, epochs) * spe  # cycle length in steps (fractional epochs are allowed)
 
     def fn(s: int) -> float:
         start, length = 0.0, first
@@ -275,6 +271,31 @@ def cosine_restarts(cfg, base_lr, spe, epochs):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return LRSchedule(fn, spe)
+
+
+def _first_cycle(cfg, epochs: int) -> float:
+    """Epochs of the first SGDR cycle: T_0, or three cycles that end with the run:
+    T_0 (1 + T_mult + T_mult²) = epochs."""
+    return cfg.T_0 if cfg.T_0 is not None else epochs / (1 + cfg.T_mult + cfg.T_mult**2)
+
+
+def restart_ends(cfg, spe: int, epochs: int) -> list[int]:
+    """The optimizer-step counts at which each cycle of ``cosine_restarts`` that completes within
+    ``epochs`` × ``spe`` steps ends: after that many steps the next one restarts at optim.lr (a
+    snapshot ensemble saves the weights there). The boundaries are summed as the schedule sums
+    them, so a step is an end exactly where the schedule restarts; only the last cycle's end may
+    float a hair above the run's last step (T_0 = epochs / 7) and still count as that step."""
+    total, length, end, ends = spe * epochs, _first_cycle(cfg, epochs) * spe, 0.0, []
+    while True:
+        end += length
+        step = max(1, math.ceil(end))
+        if step > total:
+            if end - 1e-6 > total:
+                return ends
+            step = total
+        if not ends or step > ends[-1]:
+            ends.append(step)
+        length *= cfg.T_mult
 
 
 @SCHEDULES.register("cyclic", help="CLR per step: base_lr..max_lr, triangular/triangular2/exp_range/cosine wave")

@@ -5,6 +5,7 @@ from typing import Any
 
 from ..atomic import write_text
 from ..tasks.base import scalar_metrics
+from .html import inside_plots
 from .plots import plot_names
 
 
@@ -25,6 +26,29 @@ def metrics_table(summary: dict[str, Any]) -> str:
         if m:
             rows.append(f"| {split} | " + " | ".join(_num(m.get(k, "")) for k in keys) + " |")
     return "\n".join(rows)
+
+
+def bias_variance_section(summary: dict[str, Any], recipe, history: list[dict[str, Any]], task) -> list[str]:
+    """E6: train, validation and test error side by side with the notes' reading. The training
+    error is the task's score on the training batches of the epoch whose weights were evaluated
+    (measured while training, dropout and augmentation on); `trainlab evaluate --bias-variance`
+    measures it on the training split with the final weights. Nothing for a task without a score."""
+    from ..evaluate.bias_variance import errors_from_metrics, markdown_section, read_bias_variance
+
+    q = task.quality
+    epochs = [r for r in history if "event" not in r]
+    if q is None or not epochs:
+        return []
+    epoch = summary.get("best_epoch") if summary.get("checkpoint") == "best" else None
+    record = next((r for r in epochs if r.get("epoch") == epoch), epochs[-1])
+    errors = errors_from_metrics({q: record.get(f"train_{q}")}, summary.get("val"), summary.get("test"), q)
+    if errors is None:
+        return []
+    reading = read_bias_variance(*errors, target_error=recipe.eval.target_error,
+                                 margin=recipe.eval.bias_variance_margin)
+    source = (f"1 − train {q} over the training batches of epoch {record['epoch']} (while training; "
+              f"`trainlab evaluate RUN --bias-variance` measures it on the training split)")
+    return markdown_section(reading, source)
 
 
 def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[str, Any]] | None = None,
@@ -49,8 +73,10 @@ def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[s
         lines.append(f"- stopped: {summary['stop_reason']}")
     lines += ["", "## Metrics", "", metrics_table(summary), ""]
     lines += task.report_sections(summary)
+    lines += bias_variance_section(summary, recipe, run.metrics() if history is None else history, task)
     names = [*plot_names(task), *[f.name for f in task.figures(summary)]]
     plots = [p for p in names if (run.plots / f"{p}.png").exists()]
+    plots += [p.stem for p in inside_plots(run)]  # what `trainlab show` drew (V3)
     if plots:
         lines += ["## Plots", ""] + [f"![{p}](plots/{p}.png)" for p in plots] + [""]
     lines += list(sections)
@@ -60,3 +86,21 @@ def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[s
         lines += [f"- epoch {e['epoch']}, step {e['step']}: **{e['event']}**: {e.get('message', '')}" for e in events]
         lines.append("")
     write_text(run.report_path, "\n".join(lines))
+
+
+# `trainlab baseline` (D13): the classical models, by the keys baseline.json uses
+BASELINE_NAMES = {"svm": "SVM (RBF kernel)", "knn": "k-NN (k=5)", "hgb": "gradient-boosted trees (histogram)"}
+
+
+def baseline_section(result: dict[str, Any]) -> list[str]:
+    """The `trainlab baseline` section (D13) of a run's reports, from its baseline.json result."""
+    how = f"flattened to {result['features']} values, standardized" + (f", PCA to {result['pca']}" if result["pca"] else "")
+    rows = ["| model | test accuracy | macro F1 | fit time (s) |", "|---|---|---|---|"]
+    for name, m in [(f"network ({result['recipe']})", result["network"])] + \
+            [(BASELINE_NAMES[k], v) for k, v in result["classical"].items()]:
+        f1 = f"{m['macro_f1']:.4f}" if m.get("macro_f1") is not None else "–"
+        fit_s = f"{m['fit_s']:.2f}" if m.get("fit_s") is not None else "–"
+        rows.append(f"| {name} | {m['accuracy']:.4f} | {f1} | {fit_s} |")
+    return ["## Classical baselines", "",
+            f"Same split as the network: {result['train_samples']} training and {result['test_samples']} test "
+            f"samples, {how} (`trainlab baseline`, D13).", "", *rows, "", f"**{result['verdict']}**", ""]

@@ -8,7 +8,7 @@ checkpoints, callbacks, exact resume) and asks the task for the rest:
     metrics             metrics: name -> "max" | "min" (declared, never guessed from the name),
                         train_meter / train_update / train_summary, eval_meter, quality
     evaluation          eval_splits(split), evaluate(model, loaders, split, device, amp)
-    predictions         predict(outputs)
+    predictions         predict(outputs), prediction_lines(predictions, classes)
     what a user sees    table_columns(), curves(), figures(summary), report_sections(summary),
                         describe_metrics(metrics)
 
@@ -96,6 +96,9 @@ class Task(ABC):
     # The validation metric the doctor judges over-fitting by: the loss, where it is the training
     # loss measured on other samples; a score where it is not (the doctor: rules.fit_measure).
     overfit_measure = "loss"
+    # Under torchrun (T7), the trainer sets this to a function that sums an evaluation meter's
+    # accumulators over the ranks (engine.distributed.reduce_meter); None in one process.
+    reduce_meter = None
 
     def __init__(self, recipe, info):
         self.recipe = recipe
@@ -211,6 +214,8 @@ class Task(ABC):
                 with autocast(device, amp):
                     outputs, loss = self.step(model, batch)
                 meter.update(outputs, batch, loss)
+            if self.reduce_meter is not None:  # torchrun: each rank saw a piece of every batch
+                self.reduce_meter(meter)
             return meter.compute()
         finally:
             model.train(was_training)
@@ -227,6 +232,12 @@ class Task(ABC):
     def summarize_prediction(self, prediction: Any, classes: list[str]) -> str | None:
         """One line about one input's prediction where pictures are written (the classes a mask
         covers, the objects found); None where predictions are printed as class probabilities."""
+        return None
+
+    def prediction_lines(self, predictions: Any, classes: list[str]) -> list[str] | None:
+        """One printed line per input where predictions are neither class probabilities nor
+        pictures (a multi-task model's value per head); None: `trainlab predict` prints the top-k
+        classes."""
         return None
 
     def prediction_files(self, predictions: Any, labels: list[str], info) -> dict[str, Any]:

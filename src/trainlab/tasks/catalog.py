@@ -1,2 +1,4 @@
 """Imports every module that registers tasks, so the task registry is complete."""
-from . import classification, detection, embedding, instance_segmentation, segmentation, sequence  # noqa: F401
+from . import (  # noqa: F401
+    classification, detection, embedding, instance_segmentation, multitask, segmentation, sequence,
+)

@@ -9,6 +9,8 @@ from .base import Figure, Task, TrainMeter, check_class_weights
 
 
 class _EvalMeter:
+    summed = ("meter",)  # its ClassificationMeter's sums (torchrun ranks add them up)
+
     def __init__(self, num_classes: int, topk: int):
         self.meter = ClassificationMeter(num_classes, topk)
 
@@ -21,7 +23,6 @@ class _EvalMeter:
 
 class ClassificationTask(Task):
     name = "classification"
-    monitor = "val_loss"
 
     train_metrics = ("loss", "accuracy")
     quality = "accuracy"
@@ -37,6 +38,20 @@ class ClassificationTask(Task):
         self.metrics = {"loss": "min", **{m: "max" for m in self.val_metrics[1:]}}
         check_class_weights(recipe.loss.class_weights, info.class_names)
         self.criterion = LOSSES.get(recipe.loss.name, "loss.name").fn(recipe.loss, info)
+
+    @property
+    def monitor(self) -> str:
+        """val_loss, or val_accuracy for a student learning from a teacher (T8): it copies the
+        teacher's confident logits, so its cross-entropy at T = 1 rises while its accuracy still
+        improves, and a loss monitor would keep an early, worse epoch (measured on digits: best
+        val_loss at epoch 2 with 95.2% val accuracy, 99.3% by epoch 6)."""
+        return "val_accuracy" if self.teacher is not None else "val_loss"
+
+    @property
+    def overfit_measure(self) -> str:
+        """The doctor judges a student's over-fitting by accuracy: its training loss is the
+        distillation loss, not the cross-entropy its val_loss measures (rules.fit_measure)."""
+        return "accuracy" if self.teacher is not None else "loss"
 
     def loss(self, outputs, batch):
         return self.criterion(outputs, batch["target"])
