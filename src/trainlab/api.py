@@ -82,6 +82,21 @@ def check_weights_fit(recipe: Recipe, tensors, state: dict[str, Any], source: st
     load_model_weights(model, split_prefix(tensors, "model"), source)
 
 
+def create_run(path: Path, recipe: Recipe, force: bool):
+    """The new run at ``path`` and its lock (trainlab.lock: one writer from the first write on);
+    the lock is released again when the run cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"run.dir: cannot create {str(path)!r} ({err.strerror})") from None
+    lock = acquire_lock(path, "fit --force" if force else "fit")
+    try:
+        return Run.create(recipe, path, force=force), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
 def build_components(recipe: Recipe, callbacks=(), dist=None):
     """Data, task, model and trainer for ``recipe``; nothing is written to disk."""
     import torch
@@ -231,12 +246,7 @@ def fit(
         user_cbs = list(callbacks or [])
         trainer = build_components(recipe_obj, user_cbs)
         if resume is None:
-            try:
-                run.dir.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
-            lock = acquire_lock(run.dir, "fit --force" if force else "fit")
-            run = Run.create(recipe_obj, run.dir, force=force)
+            run, lock = create_run(run.dir, recipe_obj, force)
         trainer.add_callbacks(standard_callbacks(recipe_obj, run, quiet, trainer.steps_per_epoch))
         if state is not None:
             # checks every tensor and the data position first: a failure leaves the run as it was
@@ -370,12 +380,7 @@ def _fit_distributed(ctx, recipe, pairs: dict[str, Any], resume, force: bool, qu
             if resume is None:
                 def create():
                     nonlocal lock, run
-                    try:
-                        run.dir.mkdir(parents=True, exist_ok=True)
-                    except OSError as err:
-                        raise RunError(f"run.dir: cannot create {str(run.dir)!r} ({err.strerror})") from None
-                    lock = acquire_lock(run.dir, "fit --force" if force else "fit")
-                    run = Run.create(recipe_obj, run.dir, force=force)
+                    run, lock = create_run(run.dir, recipe_obj, force)
 
                 from_rank0(create)
             if ctx.main:

@@ -156,12 +156,7 @@ class FileSource(SampleSource):
 
     def report_skips(self) -> None:
         """Name the files skipped since the last report (one stderr line), at the end of an epoch."""
-        skipped = self.log.drain()
-        if skipped:
-            names = sorted(set(skipped))
-            shown = "; ".join(f"{n} ({why})" for n, why in names[:10]) + (" ..." if len(names) > 10 else "")
-            print(f"data: skipped {len(names)} unreadable image file(s) this epoch (data.skip_corrupt=true), each "
-                  f"replaced by the next readable one: {shown}", file=sys.stderr)
+        report_skipped(self.log.drain(), "unreadable image file(s)", "each replaced by the next readable one")
 
     def sampled_moments(self):
         """(sum (C,), sum of squares (C,), pixel count, images) over this split's files among the
@@ -343,3 +338,13 @@ def assemble(cfg, root, classes: list[str], paths: list, labels: list[int], samp
                          keep, channels, size, max_pixels=cfg.max_pixels, view=cfg.eval_resize,
                          crop_pct=cfg.eval_crop_pct, skip_corrupt=cfg.skip_corrupt, sample=good, **source_options)
     return source, info
+
+
+def report_skipped(skipped, what: str, how: str) -> None:
+    """One stderr line naming the (name, reason) pairs ``data.skip_corrupt`` skipped this epoch (the
+    first 10), or nothing when none was."""
+    if skipped:
+        names = sorted(set(skipped))
+        shown = "; ".join(f"{n} ({why})" for n, why in names[:10]) + (" ..." if len(names) > 10 else "")
+        print(f"data: skipped {len(names)} {what} this epoch (data.skip_corrupt=true), {how}: {shown}",
+              file=sys.stderr)

@@ -40,7 +40,7 @@ import torch
 
 from ..errors import DataError, show_path
 from ..registry import DATASETS
-from .folder import FileSource, assemble, probe_folder
+from .folder import FileSource, assemble, probe_folder, report_skipped
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 STREAMED = ("http://", "https://", "file://")  # schemes read as streams
@@ -86,6 +86,19 @@ class ShardSource(FileSource):
         return read_encoded(str(member), self.channels, self.max_pixels, member.read()), self.targets[index]
 
 
+def member_key(m: tarfile.TarInfo) -> tuple[str, str] | None:
+    """(sample key, lower-case extension) of a tar member, WebDataset's convention: a sample is the
+    files sharing a path up to the first dot of their base name (``dir/0001.png`` + ``dir/0001.cls``);
+    None for a directory or a name without an extension."""
+    if not m.isfile():
+        return None
+    folder, _, base = m.name.rpartition("/")
+    if "." not in base:
+        return None
+    stem, ext = base.split(".", 1)
+    return (folder + "/" if folder else "") + stem, ext.lower()
+
+
 def expand_urls(pattern: str) -> list[str]:
     """The shard names of a brace pattern, in order; remote URLs are refused (one line naming it)."""
     from braceexpand import braceexpand
@@ -111,14 +124,9 @@ def index_shard(path: str) -> tuple[list[Member], list[int]]:
     try:
         with tarfile.open(path, "r:") as tar:
             for m in tar:
-                if not m.isfile():
-                    continue
-                base = m.name.rsplit("/", 1)[-1]
-                if "." not in base:
-                    continue
-                stem, ext = base.split(".", 1)
-                key = (m.name.rsplit("/", 1)[0] + "/" if "/" in m.name else "") + stem
-                groups.setdefault(key, {})[ext.lower()] = m
+                named = member_key(m)
+                if named is not None:
+                    groups.setdefault(named[0], {})[named[1]] = m
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DataError(f"data.urls: shard {show_path(path)} is truncated or corrupt (not a readable tar file: "
                         f"{err})") from None
@@ -333,13 +341,10 @@ def stream_samples(url: str):
         with raw, tarfile.open(fileobj=counted, mode="r|*") as tar:
             key, parts = None, {}
             for m in tar:
-                if not m.isfile():
+                named = member_key(m)
+                if named is None:
                     continue
-                base = m.name.rsplit("/", 1)[-1]
-                if "." not in base:
-                    continue
-                stem, ext = base.split(".", 1)
-                k = (m.name.rsplit("/", 1)[0] + "/" if "/" in m.name else "") + stem
+                k, ext = named
                 data = tar.extractfile(m).read()
                 if len(data) != m.size:
                     raise broken(f"member {m.name} has {len(data)} of {m.size} bytes")
@@ -347,7 +352,7 @@ def stream_samples(url: str):
                     yield finish(key, parts)
                     parts = {}
                 key = k
-                parts[ext.lower()] = (m.name, data)
+                parts[ext] = (m.name, data)
             if parts:
                 yield finish(key, parts)
             end = tar.offset  # where the end-of-archive blocks begin
@@ -428,12 +433,8 @@ class StreamSource:
     def report_skips(self) -> None:
         """Name the shards and samples skipped since the last report (one stderr line), at the end of
         an epoch."""
-        skipped = self.log.drain()
-        if skipped:
-            names = sorted(set(skipped))
-            shown = "; ".join(f"{n} ({why})" for n, why in names[:10]) + (" ..." if len(names) > 10 else "")
-            print(f"data: skipped {len(names)} unreadable shard(s) or sample(s) this epoch (data.skip_corrupt=true; "
-                  f"a shard's samples after the fault, an image alone): {shown}", file=sys.stderr)
+        report_skipped(self.log.drain(), "unreadable shard(s) or sample(s)",
+                       "a shard's samples after the fault, an image alone")
 
     def stream_batches(self, loader, epoch: int, start: int = 0):
         """The batches of ``epoch`` from batch ``start`` on, for ``loader`` (a BatchLoader): this rank's
