@@ -1,7 +1,7 @@
 """Input pipeline on real image folders: trainlab vs torchvision vs timm, doing the same work.
 
     python benchmarks/input_pipeline.py [--files 2000 8000] [--workers 0 1 2] [--epoch-files 1000]
-                                        [--tree 100000] [--out DIR]
+                                        [--tree 100000] [--rounds 2] [--startup-only] [--out DIR]
 
 The folder: JPEG photos (procedural: gradients, discs, rings and noise; quality 90) of mixed sizes
 from 200x150 to 500x375, in 10 class folders, written once under ``--out`` (default a temporary
@@ -24,13 +24,17 @@ workers included) and reports:
 * images/s over ``--epoch-files`` images (after one warm-up batch) at 0, 1 and 2 loader workers, the
   best of ``--rounds`` interleaved rounds (the four pipelines one after another in each round);
 * start-up: seconds from the folder's path to the first batch (modules already imported), for each
-  folder size; trainlab twice, a cold
-  start (statistics computed from its sample) and a warm one (read from its cache);
+  folder size, best of ``--rounds``; trainlab twice, a first run (a fresh statistics cache: the
+  sample is read) and a second one (the statistics read from the cache);
 * peak resident memory (MiB).
 
-``--tree N`` adds a start-up line for a tree of N small (32 x 32) JPEGs, to show how start-up grows
-with the listing (``os.scandir`` of the same tree is timed alongside).
-The headline lines are ``trainlab / best torchvision at W workers = X`` and the start-up ratios.
+``--tree N`` (default 100,000; 0 for none) adds start-up lines for trees of N and of max(--files)
+small (32 x 32) JPEGs, and the growth between them: the microseconds of start-up each added file
+costs, for every pipeline and for a bare ``os.scandir`` of the same trees (best of 3), and each
+pipeline's growth as a multiple of the listing's. Small images on both ends, so the slope is the
+index's cost, not a difference in what the first batch decodes.
+The headline lines are ``trainlab / best torchvision at W workers = X``, the start-up table and
+the growth line.
 """
 from __future__ import annotations
 
@@ -167,6 +171,7 @@ def measure(name: str, root: Path, workers: int, images: int) -> dict:
         import trainlab.data.loader  # noqa: F401
         import trainlab.data.splits  # noqa: F401
         import trainlab.data.statistics  # noqa: F401
+        import trainlab.data.transforms  # noqa: F401
         import trainlab.recipe  # noqa: F401
     elif name == "timm":
         import timm.data  # noqa: F401
@@ -202,7 +207,8 @@ def main() -> None:
     ap.add_argument("--epoch-files", type=int, default=1000, help="images timed per throughput measurement")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each cell is the best")
     ap.add_argument("--startup-only", action="store_true", help="skip the images/s table")
-    ap.add_argument("--tree", type=int, default=0, help="also time start-up on a tree of this many 32x32 JPEGs")
+    ap.add_argument("--tree", type=int, default=100000,
+                    help="also time start-up on trees of this many and of max(--files) 32x32 JPEGs (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="where the folders are written (kept between runs)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -243,23 +249,38 @@ def main() -> None:
 
     # ---- start-up: nothing to the first batch, 0 workers
     trees = dict(folders)
-    if args.tree:
-        trees[f"{args.tree} small"] = make_folder(base / f"small-{args.tree}", args.tree, small=True)
-    print("\nstart-up to the first batch (s), 0 workers")
-    names = ["trainlab (cold)", "trainlab (cached)", "torchvision (PIL)", "timm", "os.scandir listing"]
-    print(f"{'folder':16s}" + "".join(f"{n:>20s}" for n in names))
-    for label, root in trees.items():
-        with tempfile.TemporaryDirectory() as cache:
-            cold = run_child("trainlab", root, 0, 0, Path(cache))["startup_s"]
-            warm = run_child("trainlab", root, 0, 0, Path(cache))["startup_s"]
-        tv = run_child("torchvision (PIL)", root, 0, 0, Path(tempfile.gettempdir()))["startup_s"]
-        tm = run_child("timm", root, 0, 0, Path(tempfile.gettempdir()))["startup_s"]
-        t0 = time.perf_counter()
-        count = sum(1 for d in os.scandir(root) if d.is_dir() for _ in os.scandir(d.path))
-        listing = time.perf_counter() - t0
-        print(f"{str(label) + ' files':16s}" + "".join(f"{v:20.3f}" for v in (cold, warm, tv, tm, listing))
-              + f"   ({count} files)", flush=True)
+    if args.tree:  # small trees of two sizes: the slope between them is the per-file cost of start-up
+        for n in sorted({max(args.files), args.tree}):
+            trees[f"{n} small"] = make_folder(base / f"small-{n}", n, small=True)
+    print(f"\nstart-up to the first batch (s), 0 workers, best of {args.rounds} interleaved rounds")
+    names = ["trainlab (first run)", "trainlab (cached)", "torchvision (PIL)", "timm", "os.scandir listing"]
+    print(f"{'folder':16s}" + "".join(f"{n:>22s}" for n in names))
+    best: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for label, root in trees.items():
+            with tempfile.TemporaryDirectory() as cache:  # a fresh cache: the first run computes the statistics
+                cold = run_child("trainlab", root, 0, 0, Path(cache))["startup_s"]
+                warm = run_child("trainlab", root, 0, 0, Path(cache))["startup_s"]
+            tv = run_child("torchvision (PIL)", root, 0, 0, Path(tempfile.gettempdir()))["startup_s"]
+            tm = run_child("timm", root, 0, 0, Path(tempfile.gettempdir()))["startup_s"]
+            listing = min(time_listing(root) for _ in range(3))
+            row = [cold, warm, tv, tm, listing]
+            best[label] = [min(a, b) for a, b in zip(best.get(label, row), row)]
+    for label, row in best.items():
+        print(f"{str(label) + ' files':16s}" + "".join(f"{v:22.3f}" for v in row), flush=True)
+    if args.tree and max(args.files) != args.tree:  # the growth: extra seconds per extra file
+        lo, hi = max(args.files), args.tree
+        slopes = [(b - a) / (hi - lo) * 1e6 for a, b in zip(best[f"{lo} small"], best[f"{hi} small"])]
+        print(f"\ngrowth from {lo} to {hi} small files, microseconds of start-up per added file: "
+              + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, slopes)))
+        print("growth / the listing's: " + ", ".join(f"{n} {v / slopes[-1]:.1f}x" for n, v in zip(names[:-1], slopes)))
 
+
+def time_listing(root: Path) -> float:
+    """Seconds for a bare ``os.scandir`` of the class folders (counting their entries)."""
+    t0 = time.perf_counter()
+    sum(1 for d in os.scandir(root) if d.is_dir() for _ in os.scandir(d.path))
+    return time.perf_counter() - t0
 
 if __name__ == "__main__":
     main()

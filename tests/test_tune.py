@@ -85,6 +85,46 @@ def test_a_bad_resume_or_worker_count_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--storage" in err[0] and not out.exists()
 
 
+def test_joining_a_shared_study_that_optimises_another_metric_is_refused(tmp_path, capsys):
+    """T6 / bad input: Optuna joins an existing study whatever direction is asked, so a second machine
+    searching val loss (minimised) would feed losses into a study maximising val accuracy. `--storage` with
+    another --metric exits 2 with one line; its tuning folder is not created and the study is unchanged."""
+    from trainlab.tune import start
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    start("digits-mlp", str(_space(tmp_path)), 2, [*TINY, f"run.dir={tmp_path / 'a'}"], storage=url, study="s")
+    for metric in ("loss", "macro_f1"):  # another direction; the same direction but another measure
+        out = tmp_path / f"b-{metric}"
+        code = main(["tune", "digits-mlp", *TINY, f"run.dir={out}", "--space", str(_space(tmp_path)), "--trials", "2",
+                     "--storage", url, "--study", "s", "--metric", metric])
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "val accuracy" in lines[0] and f"val {metric}" in lines[0], lines
+        assert not out.exists()
+    study = optuna.load_study(study_name="s", storage=url)
+    assert study.direction.name == "MAXIMIZE" and study.trials == []
+    assert study.user_attrs == {"trainlab_metric": "accuracy"}
+    # the same metric joins (a second machine's folder)
+    start("digits-mlp", str(_space(tmp_path)), 2, [*TINY, f"run.dir={tmp_path / 'c'}"], storage=url, study="s")
+    assert (tmp_path / "c" / "tune.json").is_file()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"trials": ', "not valid JSON"), ("[1]", "expected a JSON object"),
+    ('{"trials": "3", "metric": "accuracy"}', "trials: expected an integer"),
+])
+def test_a_damaged_settings_file_is_one_line_on_resume(tmp_path, capsys, text, needle):
+    """T6 / bad input: --resume (with or without --trials) of a folder whose tune.json is truncated or
+    edited by hand exits 2 with one line naming the file; the file is left as it was."""
+    folder = tmp_path / "tune"
+    folder.mkdir()
+    (folder / "tune.json").write_text(text)
+    for extra in ([], ["--trials", "3"]):
+        assert main(["tune", "--resume", str(folder), *extra]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "tune.json" in lines[0] and needle in lines[0], lines
+    assert (folder / "tune.json").read_text() == text and [p.name for p in folder.iterdir()] == ["tune.json"]
+
+
 def test_the_reporter_prunes_as_optunas_median_pruner_decides_and_the_run_stops_cleanly(tmp_path):
     """T6: the trainer callback reports val accuracy per epoch to the Optuna trial; when Optuna's median
     pruner says prune (a first trial reported 1.0 at every epoch), the run stops after that epoch with its
@@ -140,6 +180,33 @@ def test_a_search_writes_every_trial_as_a_run_and_the_best_recipe(tmp_path, caps
     before = _files(out / "trial-0000")
     assert main(["tune", "--resume", str(out)]) == 0
     assert len(_study(out).trials) == 3 and _files(out / "trial-0000") == before
+
+
+def test_a_trial_that_diverges_is_marked_failed_and_the_search_goes_on(tmp_path, capsys):
+    """T6: a sampled learning rate of 1e6 drives the weights to NaN, which the run refuses to evaluate (a
+    RunError out of fit). That point is one failed trial (user attribute `failed`), not the end of the
+    search: the other value still reaches N complete trials. Only when more than N trials of a worker fail
+    does the search stop, with one line."""
+    out = tmp_path / "tune"
+    args = [*TINY, "model.norm=none", "--pruner", "none", "--no-plots"]
+    space = "optim.lr: {type: categorical, choices: [1.0e+6, 0.05]}\n"
+    code = main(["tune", "digits-mlp", *args, f"run.dir={out}", "--space", str(_space(tmp_path, space)),
+                 "--trials", "2"])
+    assert code == 0, capsys.readouterr().err
+    trials = _study(out).trials
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all(t.params["optim.lr"] == 1e6 and "NaN" in t.user_attrs["failed"] for t in failed)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2 and all(t.params["optim.lr"] == 0.05 for t in complete)
+    assert f"trial {failed[0].number}: failed: " in capsys.readouterr().out
+    # every point diverges: stopped after N + 1 failures, one line
+    out = tmp_path / "tune-all"
+    space = "optim.lr: {type: categorical, choices: [1.0e+6]}\n"
+    code = main(["tune", "digits-mlp", *args, f"run.dir={out}", "--space", str(_space(tmp_path, space)),
+                 "--trials", "1"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and "2 trials of this worker failed" in lines[0], lines
+    assert [t.state.name for t in _study(out).trials] == ["FAIL", "FAIL"]
 
 
 @pytest.mark.slow

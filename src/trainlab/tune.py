@@ -17,6 +17,8 @@ database URL Optuna supports (``--storage``), so that several processes (``--wor
 machines work on one study. ``N`` trials means N finished (complete or pruned) trials over all
 workers: before training, a trial checks that fewer than N trials numbered below it are finished
 or running, else it is given up untrained (marked failed, with the user attribute ``surplus``).
+A trial whose run fails (a learning rate that diverges, no finite validation value) is marked
+failed and the search goes on; more than N such failures in one worker stop it with one line.
 A trial left running by a dead worker (SIGKILL, a lost machine) is marked failed and its values
 are queued again: at once on the same machine, where the worker's lock file in
 ``<tuning folder>/workers/`` shows it is gone, and after Optuna's heartbeat grace period
@@ -245,6 +247,11 @@ class _Refused(Exception):
     """The sampled values together make an invalid recipe (each was valid alone)."""
 
 
+class _Failed(Exception):
+    """The trial's run failed on its own (diverged to non-finite weights, no finite value): the
+    point is marked failed and the search goes on, as for a point that trains badly."""
+
+
 # ------------------------------------------------------------------------------------- search
 def read_settings(folder: Path) -> dict[str, Any]:
     import json
@@ -253,7 +260,24 @@ def read_settings(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(f"{str(folder)!r} is not a tuning folder (no {SETTINGS}); start one with "
                        "trainlab tune RECIPE --space SPACE.yaml --trials N")
-    return json.loads(path.read_text())
+    try:
+        settings = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: not valid JSON ({getattr(err, 'msg', None) or err.reason}); the search's settings "
+                       "file was damaged") from None
+    # what every reader below takes from it, with its type (a hand-edited or truncated file)
+    expected = {"trials": int, "metric": str, "direction": str, "pruner": str, "storage": str, "study": str,
+                "seed": int}
+    if not isinstance(settings, dict):
+        raise RunError(f"{path}: expected a JSON object of the search's settings, got {type(settings).__name__}")
+    for key, kind in expected.items():
+        value = settings.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RunError(f"{path}: {key}: expected {'an integer' if kind is int else 'a string'}, got {show(value)}")
+    if settings["pruner"] not in PRUNERS or settings["direction"] not in ("max", "min"):
+        raise RunError(f"{path}: pruner {show(settings['pruner'])}, direction {show(settings['direction'])}: "
+                       f"expected a pruner of {', '.join(PRUNERS)} and a direction max or min")
+    return settings
 
 
 def _metric(recipe: Recipe, metric: str | None) -> tuple[str, str]:
@@ -302,15 +326,30 @@ def start(
     folder = folder.resolve()
     url = storage or f"sqlite:///{folder / 'study.db'}"
     name = study or folder.name
-    try:
-        optuna.create_study(storage=_storage(url), study_name=name, load_if_exists=storage is not None,
-                            direction="maximize" if direction == "max" else "minimize")
-    except Exception as err:  # a bad URL, an unreachable database, a missing driver
+
+    def undo():
         if created:  # nothing of this search is left behind
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+
+    try:
+        joined = optuna.create_study(storage=_storage(url), study_name=name, load_if_exists=storage is not None,
+                                     direction="maximize" if direction == "max" else "minimize")
+    except Exception as err:  # a bad URL, an unreachable database, a missing driver
+        undo()
         raise RunError(f"--storage: cannot open study {name!r} in {url}: {str(err).splitlines()[0]}") from None
+    # Optuna joins an existing study whatever direction is asked: a worker optimising another metric
+    # would feed its values into the others' study (a loss maximised beside accuracies).
+    theirs = joined.user_attrs.get("trainlab_metric")
+    wanted = "maximize" if direction == "max" else "minimize"
+    if (theirs is not None and theirs != metric) or joined.direction.name.lower() != wanted:
+        undo()
+        raise RecipeError(f"--study: study {name!r} in {url} optimises "
+                          f"{'val ' + theirs if theirs else 'another metric'} ({joined.direction.name.lower()}), "
+                          f"this search val {metric} ({wanted}); give the same --metric, or another --study")
+    if theirs is None:
+        joined.set_user_attr("trainlab_metric", metric)
     write_text(folder / "recipe.yaml", base.to_yaml())
     write_text(folder / "space.yaml", yaml.safe_dump({k: v.model_dump(exclude_none=True, exclude_defaults=True)
                                                       | {"type": v.type} for k, v in parsed.items()}, sort_keys=False))
@@ -411,6 +450,10 @@ def work(folder: str | Path, worker: int = 0, threads: int | None = None, say=pr
         except Interrupted:
             requeue(study, study._storage.get_trial(trial._trial_id))
             raise
+        except RunError as err:  # e.g. a learning rate that diverges: its NaN weights are refused
+            trial.set_user_attr("failed", str(err))
+            say(f"trial {trial.number}: failed: {err}")
+            raise _Failed() from None
         summary = run.summary()
         value = (summary.get("val") or {}).get(metric)
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
@@ -419,10 +462,12 @@ def work(folder: str | Path, worker: int = 0, threads: int | None = None, say=pr
         if reporter.pruned_at is not None:
             raise _pruned(reporter.pruned_at)
         if value is None or not math.isfinite(value):
-            raise RunError(f"trial {trial.number}: no finite val {metric} in {run_dir / 'summary.json'}")
+            trial.set_user_attr("failed", f"no finite val {metric} in {run_dir / 'summary.json'}")
+            say(f"trial {trial.number}: failed: {trial.user_attrs['failed']}")
+            raise _Failed()
         return value
 
-    refused = 0
+    refused = failed = 0
     try:
         while True:
             for number in fail_dead_local_trials(study, folder):
@@ -431,7 +476,7 @@ def work(folder: str | Path, worker: int = 0, threads: int | None = None, say=pr
             if sum(c.get(s, 0) for s in (*FINISHED, "RUNNING")) >= n:
                 break
             before = len(study.get_trials(deepcopy=False))
-            study.optimize(objective, n_trials=1, catch=(_Surplus, _Refused))
+            study.optimize(objective, n_trials=1, catch=(_Surplus, _Refused, _Failed))
             last = [t for t in study.get_trials(deepcopy=False) if t.number >= before
                     and t.user_attrs.get("worker", {}).get("pid") == os.getpid()]
             done_here += sum(t.state.name in FINISHED for t in last)
@@ -439,6 +484,10 @@ def work(folder: str | Path, worker: int = 0, threads: int | None = None, say=pr
             if refused > n:
                 raise RecipeError(f"search space: {refused} sampled combinations made invalid recipes; the "
                                   f"last: {last[-1].user_attrs['refused']}")
+            failed += sum("failed" in t.user_attrs for t in last)
+            if failed > n:  # every point fails: something other than the sampled values is wrong
+                why = next(t.user_attrs["failed"] for t in reversed(last) if "failed" in t.user_attrs)
+                raise RunError(f"{failed} trials of this worker failed; the last: {why}")
     finally:
         lock.release()
     return done_here

@@ -6,14 +6,18 @@
 
 Class names are the sub-folder names in sorted order. Start-up reads file names, not pixels:
 
-* The index is the folder's listing (names, sizes and modification times; no file is opened).
+* The index is the folder's listing: names and entry types from ``os.scandir`` (no file is opened
+  or stat'ed, so the index costs about what the listing does).
 * A seeded random sample of ``data.stats_sample`` files (all of them in a folder that small) is
   read at start-up: their headers give the channel count (grey only when every sampled file is)
   and, without ``data.image_size``, the output size (every sampled image must have the same
   one); their pixels give the normalization statistics of the training files among them; a
   corrupt one stops the run before anything is written. What the sample found is cached under
-  :func:`~trainlab.data.statistics.cache_dir`, keyed by the listing and the sample's options, so
-  a second run on the same folder reads no image before its first batch.
+  :func:`~trainlab.data.statistics.cache_dir`, keyed by the sorted file names and the sample's
+  options, and valid while the sampled files keep their sizes and modification times (see
+  :func:`probe_folder`), so a second run on the same folder reads no image before its first
+  batch. A file outside the sample rewritten in place under the same name does not refresh the
+  cache, and need not: nothing cached came from it.
 * Any other file is decoded when a batch needs it. An unreadable one is an error naming it;
   with ``data.skip_corrupt=true`` it is replaced by the next readable file (a deterministic
   choice) and named at the end of the epoch.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import sys
 import tempfile
@@ -45,11 +50,13 @@ from ..registry import DATASETS
 from .bundle import DataInfo, SampleSource
 from .images import DEFAULT_MAX_PIXELS, GRAY_MODES, IMAGE_SUFFIXES
 
-# Sampled images are decoded at a reduced JPEG scale whose short side is still at least this, and
-# weighted by their full pixel count: on 256 of the benchmark's photos the mean moved by 1e-4 of
-# a std and the std by 0.1% against full decodes.
-STATS_SIDE = 64
-PROBE_VERSION = 2  # bump when what the cache holds changes meaning
+# Sampled images are decoded at the smallest JPEG scale (1, 1/2 or 1/4) whose short side is still
+# at least this, and weighted by their full pixel count. On 256 of the benchmark's photos (200x150
+# to 500x375, mostly decoded at 1/4) the mean moved by 1.2e-4 of a std and the std by 0.19% against
+# full decodes, a tenth of what drawing the 256 files does (bootstrap standard error: 5% of a std
+# for the mean, 2.5% for the std); tests/data/test_folder_crops.py holds it to 1%.
+STATS_SIDE = 32
+PROBE_VERSION = 3  # bump when what the cache holds changes meaning
 
 
 class SkipLog:
@@ -117,8 +124,7 @@ class FileSource(SampleSource):
 
     def subset(self, indices: torch.Tensor) -> FileSource:
         idx = indices.tolist()
-        return self._like([self.paths[i] for i in idx], self.targets[indices], [self.ids[i] for i in idx],
-                          self.is_originals)
+        return self._like(take(self.paths, idx), self.targets[indices], take(self.ids, idx), self.is_originals)
 
     def originals(self) -> FileSource:
         """This split yielding each file undecoded, for a transform that crops from the original."""
@@ -169,6 +175,13 @@ class FileSource(SampleSource):
         return total, total_sq, sum(r["count"] for r in rows), len(rows)
 
 
+def take(items: list, idx: list[int]) -> list:
+    """``[items[i] for i in idx]``, picked in C (a split of a large folder is a list of 10^5 names)."""
+    if len(idx) < 2:
+        return [items[i] for i in idx]
+    return list(operator.itemgetter(*idx)(items))
+
+
 def check_inside(path: Path, root: Path) -> None:
     """DataError unless the symbolic link ``path`` leads inside ``root`` (resolved); files that
     are no links lie where their (checked) folder does, so only links are resolved."""
@@ -178,9 +191,21 @@ def check_inside(path: Path, root: Path) -> None:
                         f"{show_path(root)}; set data.follow_links=true to read it")
 
 
+def other_file(entry: os.DirEntry, root: Path, follow_links: bool) -> bool:
+    """Whether a directory entry that is no regular file is an image file to index: a symbolic
+    link to one (checked to lead inside ``root`` unless ``follow_links``)."""
+    if not entry.is_symlink() or entry.name[0] == "." or not entry.name.lower().endswith(tuple(IMAGE_SUFFIXES)):
+        return False
+    if not follow_links:
+        check_inside(Path(entry.path), root)
+    return entry.is_file()
+
+
 def list_folder(root: Path, follow_links: bool = False) -> tuple[list[str], list[str], list[int], str]:
-    """Classes, files, labels and a digest of the listing (names, sizes, modification times): the
-    index of the folder, from directory entries alone (no file is opened)."""
+    """Classes, files, labels and a digest of the listing (the sorted relative file names): the
+    index of the folder, from directory entries alone (no file is opened, none is stat'ed: on
+    Linux ``os.scandir`` gives an entry's name and type, so the index costs what the listing
+    does)."""
     if not root.exists():
         raise DataError(f"data.root: folder {str(root)!r} does not exist")
     if not root.is_dir():
@@ -192,34 +217,40 @@ def list_folder(root: Path, follow_links: bool = False) -> tuple[list[str], list
         )
     real_root = root.resolve()
     digest = hashlib.sha256()
-    suffixes = set(IMAGE_SUFFIXES)
+    suffixes = tuple(IMAGE_SUFFIXES)
     paths, labels = [], []
     for label, name in enumerate(classes):
-        folder = root / name
-        if not follow_links and folder.is_symlink():
-            check_inside(folder, real_root)
-        entries = sorted(
-            (e for e in os.scandir(folder)
-             if e.name[0] != "." and "." + e.name.rpartition(".")[2].lower() in suffixes and e.is_file()),
-            key=lambda e: e.name,
-        )
-        if not entries:
+        folder = os.path.join(root, name)  # plain strings: a Path per file would cost more than the listing
+        if not follow_links and os.path.islink(folder):
+            check_inside(Path(folder), real_root)
+        with os.scandir(folder) as listing:
+            # a regular file is known from the entry's type (no stat); links and odd entries, rare,
+            # are looked at one by one
+            names = [e.name for e in listing
+                     if e.is_file(follow_symlinks=False) or other_file(e, real_root, follow_links)]
+        names = sorted(n for n in names if n[0] != "." and n.lower().endswith(suffixes))
+        if not names:
             raise DataError(
-                f"data.root: class folder {str(folder)!r} has no images "
+                f"data.root: class folder {folder!r} has no images "
                 f"({', '.join(IMAGE_SUFFIXES)}); remove it or add images"
             )
-        lines = []
-        for e in entries:  # plain strings: a Path per file would cost more than the listing itself
-            if not follow_links and e.is_symlink():
-                check_inside(Path(e.path), real_root)
-            st = e.stat()
-            lines.append(f"{name}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n")
-            paths.append(e.path)
-        labels += [label] * len(entries)
-        digest.update("".join(lines).encode("utf-8", "surrogateescape"))
+        prefix = folder + os.sep
+        paths += [prefix + n for n in names]
+        labels += [label] * len(names)
+        # "cls/a.jpg\ncls/b.jpg\n": one join per class, not a string per file
+        digest.update((name + "/" + ("\n" + name + "/").join(names) + "\n").encode("utf-8", "surrogateescape"))
     if len(classes) < 2:
         raise DataError(f"data.root: {str(root)!r} has one class ({classes[0]!r}); classification needs at least 2")
     return classes, paths, labels, digest.hexdigest()
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """[size, modification time (ns)] of the file at ``path``, None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _probe_one(read, i: int, channels: int | None) -> dict:
@@ -231,13 +262,15 @@ def _probe_one(read, i: int, channels: int | None) -> dict:
         enc = read(i, channels)
         if channels is None and enc.grey:  # decoded grey; the caller re-reads if the folder is not
             enc = read(i, 1)
-        x = decode_region(enc, None, (STATS_SIDE, STATS_SIDE)).double()
-        flat = x.reshape(x.shape[0], -1)
-        # weighted by the full-size pixel count, as a full decode would weigh the image
+        x = decode_region(enc, None, (STATS_SIDE, STATS_SIDE))
+        flat = x.reshape(x.shape[0], -1).to(torch.int32)
+        # exact integer sums (an int64 holds the squares of 1.4e14 pixels), weighted by
+        # the full-size pixel count, as a full decode would weigh the image
         full = enc.size[0] * enc.size[1]
         w = full / flat.shape[1]
+        total, total_sq = flat.sum(1, dtype=torch.int64), (flat * flat).sum(1, dtype=torch.int64)
         return {"mode": enc.mode, "size": list(enc.size), "channels": enc.channels,
-                "sum": (flat.sum(1) * w).tolist(), "sq": ((flat * flat).sum(1) * w).tolist(), "count": full}
+                "sum": [v * w for v in total.tolist()], "sq": [v * w for v in total_sq.tolist()], "count": full}
     except DataError as err:
         return {"error": str(err)}
 
@@ -246,25 +279,44 @@ def probe_folder(paths: list, listing: str, cfg, seed: int, read=None, kind: str
                  ) -> tuple[dict[int, dict], bool]:
     """{listing id: what :func:`_probe_one` found} for a seeded random sample of ``data.stats_sample``
     files, and whether it came from the cache (see the module doc). ``read(i, channels)`` gives file
-    ``i`` undecoded (default: ``paths[i]`` read from disk)."""
+    ``i`` undecoded (default: ``paths[i]`` read from disk).
+
+    The cache key is ``listing`` (a digest of the file names: which files are sampled follows from
+    it, the sample size and the seed) and the options that change what is found. Files read from
+    disk are also stamped with their size and modification time: a cached sample is used only
+    while every sampled file still has its stamp (``data.stats_sample`` stat calls, whatever the
+    folder's size), so a sampled file rewritten in place is re-read; an unsampled one changes
+    nothing the cache holds."""
     from ..rng import generator
     from .decode import read_encoded
     from .statistics import cache_load, cache_store
 
+    stamp = None
     if read is None:
         def read(i, channels):
             return read_encoded(paths[i], channels, cfg.max_pixels)
+
+        def stamp(i):
+            return file_stamp(paths[i])
 
     k = min(cfg.stats_sample, len(paths))
     key = hashlib.sha256(json.dumps([PROBE_VERSION, listing, k, seed, cfg.channels, cfg.max_pixels,
                                      STATS_SIDE]).encode()).hexdigest()
     cached = cache_load(kind, key)
-    if cached is not None and len(cached) == k:
-        return {int(i): row for i, row in cached.items()}, True
+    if isinstance(cached, dict) and len(cached) == k:
+        try:
+            found = {int(i): row for i, row in cached.items()}
+            if stamp is None or all(row.get("stamp") == stamp(i) for i, row in found.items()):
+                return found, True
+        except (ValueError, TypeError, AttributeError, IndexError):
+            pass  # a damaged entry: recomputed
     if k == len(paths):
         ids = list(range(k))
     else:
         ids = sorted(torch.randperm(len(paths), generator=generator(seed, "stats"))[:k].tolist())
+    # stamped before the read: a file rewritten while it is read gets a stale stamp, so a later
+    # run re-reads it rather than trusting moments of a half-written file
+    stamps = {i: stamp(i) for i in ids} if stamp is not None else {}
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:  # decoders free the GIL
         rows = list(pool.map(lambda i: _probe_one(read, i, cfg.channels), ids))
     found = dict(zip(ids, rows))
@@ -273,6 +325,8 @@ def probe_folder(paths: list, listing: str, cfg, seed: int, read=None, kind: str
         for i, r in found.items():  # a grey file in a colour folder: its moments as RGB
             if r.get("channels") == 1:
                 found[i] = _probe_one(read, i, 3)
+    for i, st in stamps.items():
+        found[i]["stamp"] = st
     cache_store(kind, key, {str(i): r for i, r in found.items()})
     return found, False
 
@@ -308,8 +362,8 @@ def assemble(cfg, root, classes: list[str], paths: list, labels: list[int], samp
         print(f"data: skipped {len(bad)} unreadable image file(s) under {root} (data.skip_corrupt=true): {names}"
               + (" ..." if len(bad) > 10 else ""), file=sys.stderr)
     else:
-        keep = list(range(len(paths)))
-    present = {labels[i] for i in keep}
+        keep = range(len(paths))
+    present = set(labels) if not bad else {labels[i] for i in keep}
     empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
         raise DataError(f"data.root: class {empty[0]!r} of {show_path(root)} has no readable images")
@@ -334,8 +388,9 @@ def assemble(cfg, root, classes: list[str], paths: list, labels: list[int], samp
                "sample": {"files": len(sample), "of": len(paths), "cached": cached,
                           "statistics_from": how}},
     )
-    source = source_type(root, [paths[i] for i in keep], torch.tensor([labels[i] for i in keep], dtype=torch.long),
-                         keep, channels, size, max_pixels=cfg.max_pixels, view=cfg.eval_resize,
+    source = source_type(root, take(paths, keep) if bad else list(paths),
+                         torch.tensor(take(labels, keep) if bad else labels, dtype=torch.long), list(keep),
+                         channels, size, max_pixels=cfg.max_pixels, view=cfg.eval_resize,
                          crop_pct=cfg.eval_crop_pct, skip_corrupt=cfg.skip_corrupt, sample=good, **source_options)
     return source, info
 

@@ -444,7 +444,9 @@ class StreamSource:
         uninterrupted run, for the price of reading those samples again."""
         from .loader import piece_size
 
-        rank, world = loader.shard if loader.shard is not None else _rank_world()
+        # a loader the trainer gave no rank piece reads the whole split (a final evaluation, or a
+        # metric that cannot be summed over ranks), also under torchrun
+        rank, world = loader.shard if loader.shard is not None else (0, 1)
         bs, n = loader.batch_size, self.n
         sizes = [piece_size(min(bs, n - b * bs), rank, world) for b in range(len(loader))]
         skip = sum(sizes[:start])
@@ -480,15 +482,6 @@ class StreamSource:
             if not got:
                 raise DataError(f"data.urls: rank {rank}'s shards of {len(self.urls)} hold no readable sample")
             cycle += 1
-
-
-def _rank_world() -> tuple[int, int]:
-    """(rank, world size) from torch.distributed where it is initialised, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class _ShardStream(torch.utils.data.IterableDataset):

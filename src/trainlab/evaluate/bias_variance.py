@@ -32,6 +32,8 @@ BIAS_REMEDIES = (
 # batch normalization, bagging, early stopping.
 VARIANCE_REMEDIES = (
     "more training data, or data augmentation (data.augment)",
+    "fewer irrelevant input features: crop or mask what carries no signal, or reduce dimensions (whitening/PCA "
+    "before a classical model: trainlab baseline --pca)",
     "regularization: L2 weight decay and dropout (optim.weight_decay, model.dropout)",
     "a simpler model (model.width, model.depth); batch normalization (model.norm=batch)",
     "early stopping with the best weights kept (train.early_stop)",
