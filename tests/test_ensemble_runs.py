@@ -282,3 +282,8 @@ def test_snapshot_ensemble_saves_at_each_warm_restart(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["accuracy"] == pytest.approx(summary["test"]["accuracy"])
     assert [m["accuracy"] for m in result["members"]] == pytest.approx(summary["test"]["members"])
+    test = summary["test"]  # both reports show the snapshot ensemble beside its best snapshot
+    row = f"| test | {test['accuracy']:.4f} | {max(test['members']):.4f} | {100 * test['gain']:+.2f} |"
+    assert "## Snapshot ensemble" in run.report_path.read_text() and row in run.report_path.read_text()
+    page = (run.dir / "report.html").read_text()
+    assert "Snapshot ensemble" in page and f"{test['accuracy']:.4f}" in page

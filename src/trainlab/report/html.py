@@ -431,9 +431,10 @@ def render_report(run, recipe, task, history: list[dict[str, Any]], summary: dic
         toc.append(("metrics", "metrics"))
         body.append('<section id="metrics"><h2>Metrics</h2>'
                     + markdown_html(metrics_table(summary).splitlines(), image) + "</section>")
-        from .markdown import bias_variance_section
+        from .markdown import bias_variance_section, snapshot_section
 
-        extra = [*task.report_sections(summary), *bias_variance_section(summary, recipe, history, task)]
+        extra = [*task.report_sections(summary), *bias_variance_section(summary, recipe, history, task),
+                 *snapshot_section(summary)]
         if extra:
             body.append('<section id="task">' + markdown_html(extra, image) + "</section>")
 

@@ -74,6 +74,7 @@ def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[s
     lines += ["", "## Metrics", "", metrics_table(summary), ""]
     lines += task.report_sections(summary)
     lines += bias_variance_section(summary, recipe, run.metrics() if history is None else history, task)
+    lines += snapshot_section(summary)
     names = [*plot_names(task), *[f.name for f in task.figures(summary)]]
     plots = [p for p in names if (run.plots / f"{p}.png").exists()]
     plots += [p.stem for p in inside_plots(run)]  # what `trainlab show` drew (V3)
@@ -86,6 +87,24 @@ def write_report(run, summary: dict[str, Any], recipe=None, history: list[dict[s
         lines += [f"- epoch {e['epoch']}, step {e['step']}: **{e['event']}**: {e.get('message', '')}" for e in events]
         lines.append("")
     write_text(run.report_path, "\n".join(lines))
+
+
+def snapshot_section(summary: dict[str, Any]) -> list[str]:
+    """The snapshot ensemble (T4, ``train.snapshots``): the cycle-end snapshots averaged, per split,
+    beside the best single snapshot; nothing for a run without snapshots."""
+    snap = summary.get("snapshot_ensemble")
+    if not snap:
+        return []
+    rows = ["| split | ensemble accuracy | best snapshot | gain (points) | snapshots' accuracies |", "|---|---|---|---|---|"]
+    for split in ("val", "test"):
+        m = snap.get(split)
+        if m:
+            accs = ", ".join(f"{a:.4f}" for a in m["members"])
+            rows.append(f"| {split} | {m['accuracy']:.4f} | {max(m['members']):.4f} | {100 * m['gain']:+.2f} | {accs} |")
+    return ["## Snapshot ensemble", "",
+            f"The {snap['snapshots']} snapshots saved at the end of each warm-restart cycle, their class "
+            "probabilities averaged (`train.snapshots`; `trainlab ensemble RUN --snapshots` for other methods).",
+            "", *rows, ""]
 
 
 # `trainlab baseline` (D13): the classical models, by the keys baseline.json uses
