@@ -254,7 +254,7 @@ def main() -> None:
             trees[f"{n} small"] = make_folder(base / f"small-{n}", n, small=True)
     print(f"\nstart-up to the first batch (s), 0 workers, best of {args.rounds} interleaved rounds")
     names = ["trainlab (first run)", "trainlab (cached)", "torchvision (PIL)", "timm", "os.scandir listing"]
-    print(f"{'folder':16s}" + "".join(f"{n:>22s}" for n in names))
+    print(f"{'folder':20s}" + "".join(f"{n:>22s}" for n in names))
     best: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for label, root in trees.items():
@@ -267,7 +267,7 @@ def main() -> None:
             row = [cold, warm, tv, tm, listing]
             best[label] = [min(a, b) for a, b in zip(best.get(label, row), row)]
     for label, row in best.items():
-        print(f"{str(label) + ' files':16s}" + "".join(f"{v:22.3f}" for v in row), flush=True)
+        print(f"{str(label) + ' files':20s}" + "".join(f"{v:22.3f}" for v in row), flush=True)
     if args.tree and max(args.files) != args.tree:  # the growth: extra seconds per extra file
         lo, hi = max(args.files), args.tree
         slopes = [(b - a) / (hi - lo) * 1e6 for a, b in zip(best[f"{lo} small"], best[f"{hi} small"])]

@@ -178,9 +178,9 @@ class DataConfig(Section):
         "(timm, torchvision); squash resizes it to image_size")
     eval_crop_pct: float = Field(0.875, gt=0.0, le=1.0, description="eval_resize=crop: the centre crop's share "
                                  "of the resized image (timm's crop_pct; 224 of 256 is 0.875)")
-    stats_sample: Int = Field(256, ge=1, description="files read at start-up (a seeded random sample): their "
+    stats_sample: Int = Field(128, ge=1, description="files read at start-up (a seeded random sample): their "
                               "headers give the channel count and output size, their pixels the normalization "
-                              "statistics; cached, keyed by the folder's listing")
+                              "statistics; cached, keyed by the folder's file names")
     urls: str | None = Field(None, description="shards: WebDataset tar shards, a brace pattern of local paths "
                              "or URLs (data/train-{000000..000009}.tar)")
     epoch_samples: Int | None = Field(None, ge=1, description="shards streamed from URLs (http://, https://, "

@@ -51,10 +51,13 @@ from .bundle import DataInfo, SampleSource
 from .images import DEFAULT_MAX_PIXELS, GRAY_MODES, IMAGE_SUFFIXES
 
 # Sampled images are decoded at the smallest JPEG scale (1, 1/2 or 1/4) whose short side is still
-# at least this, and weighted by their full pixel count. On 256 of the benchmark's photos (200x150
-# to 500x375, mostly decoded at 1/4) the mean moved by 1.2e-4 of a std and the std by 0.19% against
-# full decodes, a tenth of what drawing the 256 files does (bootstrap standard error: 5% of a std
-# for the mean, 2.5% for the std); tests/data/test_folder_crops.py holds it to 1%.
+# at least this, and weighted by their full pixel count: about a third of a full decode's time
+# (the entropy decoding stays). The mean is kept (a reduced DCT keeps block means): within 0.3% of
+# a std of full decodes on scikit-learn's sample photos. The std loses the variance inside 4x4
+# blocks and comes out low: by 1.2-2.1% on those photos (tests/data/test_folder_crops.py holds
+# it to 5%), 0.2% on the benchmark's smoother ones; for normalization that is an input std of
+# 1.02 instead of 1, below what drawing 128 files costs (the bootstrap standard error on the
+# benchmark's photos: 7.5% of a std for the mean, 3.5% for the std).
 STATS_SIDE = 32
 PROBE_VERSION = 3  # bump when what the cache holds changes meaning
 
@@ -224,11 +227,12 @@ def list_folder(root: Path, follow_links: bool = False) -> tuple[list[str], list
         if not follow_links and os.path.islink(folder):
             check_inside(Path(folder), real_root)
         with os.scandir(folder) as listing:
-            # a regular file is known from the entry's type (no stat); links and odd entries, rare,
-            # are looked at one by one
-            names = [e.name for e in listing
-                     if e.is_file(follow_symlinks=False) or other_file(e, real_root, follow_links)]
-        names = sorted(n for n in names if n[0] != "." and n.lower().endswith(suffixes))
+            # one pass, cheapest test first; a regular file is known from the entry's type (no
+            # stat); links and odd entries, rare, are looked at one by one
+            names = [n for e in listing
+                     if (n := e.name)[0] != "." and (n.endswith(suffixes) or n.lower().endswith(suffixes))
+                     and (e.is_file(follow_symlinks=False) or other_file(e, real_root, follow_links))]
+        names.sort()
         if not names:
             raise DataError(
                 f"data.root: class folder {folder!r} has no images "
